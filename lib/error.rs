@@ -1,0 +1,67 @@
+//! The library's error type: every variant names the file, column or row it is about and, where
+//! there is one, what to do. Binaries print it with `{:#}` and exit 2.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in a clipo stage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be opened, read, written or renamed.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    /// A Parquet file is truncated, corrupt or not Parquet at all.
+    #[error("{path}: not a readable parquet file ({detail}); was it written completely?")]
+    Parquet { path: PathBuf, detail: String },
+
+    /// A required column is absent.
+    #[error("{path}: missing column `{column}` (expected {expected}); columns present: {found}")]
+    MissingColumn { path: PathBuf, column: String, expected: String, found: String },
+
+    /// A column exists with a type that cannot be read as the expected one.
+    #[error("{path}: column `{column}` has type {found}, expected {expected}")]
+    ColumnType { path: PathBuf, column: String, expected: String, found: String },
+
+    /// A value is null, NaN, out of range or otherwise unusable.
+    #[error("{path}: row {row}, column `{column}`: {detail}")]
+    BadValue { path: PathBuf, row: usize, column: String, detail: String },
+
+    /// The rows of two inputs do not line up (missing, duplicated or extra keys).
+    #[error("{detail}")]
+    Join { detail: String },
+
+    /// A command-line value or configuration is invalid.
+    #[error("{0}")]
+    Config(String),
+
+    /// The input is valid but empty or otherwise leaves nothing to do that makes sense.
+    #[error("{path}: {detail}")]
+    Empty { path: PathBuf, detail: String },
+
+    /// An error from the tensor library.
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+
+    /// Anything else, with its own message.
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    pub fn parquet(path: impl Into<PathBuf>, detail: impl ToString) -> Self {
+        Error::Parquet { path: path.into(), detail: detail.to_string() }
+    }
+    pub fn bad_value(
+        path: impl Into<PathBuf>,
+        row: usize,
+        column: &str,
+        detail: impl ToString,
+    ) -> Self {
+        Error::BadValue { path: path.into(), row, column: column.to_string(), detail: detail.to_string() }
+    }
+}

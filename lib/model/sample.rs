@@ -1,0 +1,354 @@
+//! Batched sampling with a KV cache (REFERENCE.md §1 rollout, §2 `official` pooling).
+//!
+//! - Prompts of different lengths are left-padded into one batch; each row has its own rope
+//!   positions and padding mask (see [`super::transformer`]). Identical prompts (the G samples
+//!   of one prompt) are prefilled once and their cache rows copied.
+//! - Every random number comes from the sample's own ChaCha8 stream seeded by its `seed` (one
+//!   uniform draw per generated token), so a sample does not depend on the batch it ran in (up to
+//!   float rounding of the batched matmuls, ~1e-6 in the log-probs).
+//! - **Log-probs**: the log-prob recorded for each sampled token is under the temperature-scaled
+//!   distribution `softmax(logits / temperature)` **before** top-k / top-p truncation. This is
+//!   what the trainer recomputes ([`Model::response_logprobs`] with the same temperature), so the
+//!   PPO ratio is 1 at the first step. With top-k / top-p on, the token is drawn from the
+//!   truncated, renormalised distribution, but its recorded log-prob is still the untruncated one.
+//! - Truncation follows transformers' order: temperature, then top-k, then top-p (keep the
+//!   smallest set of most likely tokens whose probability reaches `top_p`, at least one).
+//! - Greedy mode takes the first maximum of the logits (as `torch.argmax`) and draws nothing;
+//!   its log-probs are still under `softmax(logits / temperature)`.
+//! - A row finishes with `Eos` when it emits one of `stop_tokens` (kept as its last token) and
+//!   with `Length` after `max_new_tokens` tokens. Finished rows are dropped from the batch (and
+//!   their KV-cache rows) so they stop costing compute.
+//! - `official` pooled hidden state (REFERENCE.md §2): the sum of the final-norm hidden states
+//!   computed at each decode step's *input* token (response tokens 1..L-1; the prompt's last
+//!   token and the last emitted token are never summed), divided by L, accumulated in f32.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::transformer::{left_pad, KvCache, Model};
+use super::{Error, Result};
+
+/// How to decode.
+#[derive(Debug, Clone)]
+pub struct SampleParams {
+    /// Most tokens generated per sample (the stop token included).
+    pub max_new_tokens: usize,
+    /// Divides the logits; > 0. Also defines the recorded log-probs in greedy mode.
+    pub temperature: f64,
+    /// Nucleus mass in (0, 1]; 1 = off.
+    pub top_p: f64,
+    /// Keep only the k most likely tokens; 0 = off.
+    pub top_k: usize,
+    /// Tokens that end a sample (e.g. `<|im_end|>`, `<|endoftext|>`).
+    pub stop_tokens: Vec<u32>,
+    /// Take the argmax instead of sampling (evaluation).
+    pub greedy: bool,
+}
+
+impl SampleParams {
+    /// Plain sampling at `temperature`, no truncation.
+    pub fn sampling(max_new_tokens: usize, temperature: f64, stop_tokens: Vec<u32>) -> Self {
+        Self { max_new_tokens, temperature, top_p: 1.0, top_k: 0, stop_tokens, greedy: false }
+    }
+
+    /// Greedy decoding (log-probs under temperature 1).
+    pub fn greedy(max_new_tokens: usize, stop_tokens: Vec<u32>) -> Self {
+        Self { max_new_tokens, temperature: 1.0, top_p: 1.0, top_k: 0, stop_tokens, greedy: true }
+    }
+
+    fn check(&self) -> Result<()> {
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(Error::Input(format!("temperature {} must be > 0", self.temperature)));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::Input(format!("top_p {} must be in (0, 1]", self.top_p)));
+        }
+        Ok(())
+    }
+}
+
+/// One sample to draw: its prompt and the seed of its random stream (the caller derives it
+/// from (seed, step, prompt_id, sample_idx)).
+#[derive(Debug, Clone, Copy)]
+pub struct SampleRequest<'a> {
+    pub prompt: &'a [u32],
+    pub seed: u64,
+}
+
+/// Why a sample ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// It emitted a stop token (the last token of `tokens`).
+    Eos,
+    /// It reached `max_new_tokens`.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Eos => "eos",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// One generated response.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Response token ids (L of them), the stop token included when finish is `Eos`.
+    pub tokens: Vec<u32>,
+    /// Log-prob of each token under softmax(logits / temperature), before truncation.
+    pub logprobs: Vec<f32>,
+    pub finish: FinishReason,
+    /// (d,) REFERENCE.md §2 `official`: sum of final-norm hidden states at response tokens
+    /// 1..L-1 (fed back as decode inputs), divided by L. Zeros when L = 0.
+    pub hidden_official: Vec<f32>,
+}
+
+struct Row {
+    rng: ChaCha8Rng,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    finish: Option<FinishReason>,
+    hidden_sum: Vec<f32>,
+}
+
+impl Model {
+    /// Samples one response per request, all in one batch. See the module doc for what is
+    /// recorded. Results come back in request order.
+    pub fn sample(&self, reqs: &[SampleRequest], params: &SampleParams) -> Result<Vec<Sample>> {
+        params.check()?;
+        if let Some(i) = reqs.iter().position(|r| r.prompt.is_empty()) {
+            return Err(Error::Input(format!("request {i} has an empty prompt")));
+        }
+        let d = self.config().hidden_size;
+        let mut rows: Vec<Row> = reqs
+            .iter()
+            .map(|r| Row {
+                rng: ChaCha8Rng::seed_from_u64(r.seed),
+                tokens: vec![],
+                logprobs: vec![],
+                finish: None,
+                hidden_sum: vec![0f32; d],
+            })
+            .collect();
+        if reqs.is_empty() || params.max_new_tokens == 0 {
+            return Ok(finish_rows(rows, d));
+        }
+
+        // Prefill each distinct prompt once: (U, P) ids.
+        let mut uniq: Vec<&[u32]> = vec![];
+        let mut index: HashMap<&[u32], u32> = HashMap::new();
+        let prompt_of: Vec<u32> = reqs
+            .iter()
+            .map(|r| {
+                *index.entry(r.prompt).or_insert_with(|| {
+                    uniq.push(r.prompt);
+                    (uniq.len() - 1) as u32
+                })
+            })
+            .collect();
+        let (ids, pads_u) = left_pad(&uniq, 0, self.device())?;
+        let p = ids.dim(1)?;
+        let mut cache = KvCache::new(self.config(), uniq.len(), p + params.max_new_tokens, self.dtype(), self.device())?;
+        let hidden = self.step(&ids, &pads_u, &mut cache)?; // (U, P, d)
+        let last = hidden.narrow(1, p - 1, 1)?.squeeze(1)?; // (U, d)
+        let logits: Vec<Vec<f32>> = self.lm_head_nograd(&last)?.to_dtype(DType::F32)?.to_vec2()?;
+        for (row, &u) in rows.iter_mut().zip(&prompt_of) {
+            pick(row, &logits[u as usize], params);
+        }
+        if prompt_of.iter().enumerate().any(|(i, &u)| i as u32 != u) {
+            cache.select_rows(&prompt_of)?;
+        }
+        // Cache row j holds request live[j]; its left padding is pads[j].
+        let mut live: Vec<usize> = (0..rows.len()).collect();
+        let mut pads: Vec<usize> = prompt_of.iter().map(|&u| pads_u[u as usize]).collect();
+
+        loop {
+            let keep: Vec<u32> =
+                (0..live.len()).filter(|&j| rows[live[j]].finish.is_none()).map(|j| j as u32).collect();
+            if keep.is_empty() {
+                break;
+            }
+            if keep.len() != live.len() {
+                cache.select_rows(&keep)?;
+                live = keep.iter().map(|&j| live[j as usize]).collect();
+                pads = keep.iter().map(|&j| pads[j as usize]).collect();
+            }
+            let input: Vec<u32> = live.iter().map(|&i| *rows[i].tokens.last().unwrap()).collect();
+            let ids = Tensor::from_vec(input, (live.len(), 1), self.device())?;
+            let hidden = self.step(&ids, &pads, &mut cache)?.squeeze(1)?; // (n, d)
+            let hv: Vec<Vec<f32>> = hidden.to_dtype(DType::F32)?.to_vec2()?;
+            let logits: Vec<Vec<f32>> = self.lm_head_nograd(&hidden)?.to_dtype(DType::F32)?.to_vec2()?;
+            for (j, &i) in live.iter().enumerate() {
+                let row = &mut rows[i];
+                for (s, h) in row.hidden_sum.iter_mut().zip(&hv[j]) {
+                    *s += h;
+                }
+                pick(row, &logits[j], params);
+            }
+        }
+        Ok(finish_rows(rows, d))
+    }
+
+    /// G samples for each prompt; `seed_of(prompt_idx, sample_idx)` gives each its seed.
+    /// Returns `out[prompt_idx][sample_idx]`.
+    pub fn sample_groups(
+        &self,
+        prompts: &[&[u32]],
+        g: usize,
+        seed_of: impl Fn(usize, usize) -> u64,
+        params: &SampleParams,
+    ) -> Result<Vec<Vec<Sample>>> {
+        let reqs: Vec<SampleRequest> = prompts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| (0..g).map(move |s| (i, s, *p)))
+            .map(|(i, s, prompt)| SampleRequest { prompt, seed: seed_of(i, s) })
+            .collect();
+        let mut flat = self.sample(&reqs, params)?.into_iter();
+        Ok(prompts.iter().map(|_| flat.by_ref().take(g).collect()).collect())
+    }
+
+    /// Greedy decoding of each prompt (evaluation); returns the samples in prompt order.
+    pub fn greedy(&self, prompts: &[&[u32]], max_new_tokens: usize, stop_tokens: &[u32]) -> Result<Vec<Sample>> {
+        let reqs: Vec<SampleRequest> = prompts.iter().map(|p| SampleRequest { prompt: p, seed: 0 }).collect();
+        self.sample(&reqs, &SampleParams::greedy(max_new_tokens, stop_tokens.to_vec()))
+    }
+}
+
+fn finish_rows(rows: Vec<Row>, d: usize) -> Vec<Sample> {
+    rows.into_iter()
+        .map(|r| {
+            let l = r.tokens.len();
+            let hidden_official =
+                if l == 0 { vec![0f32; d] } else { r.hidden_sum.iter().map(|s| s / l as f32).collect() };
+            Sample {
+                finish: r.finish.unwrap_or(FinishReason::Length),
+                tokens: r.tokens,
+                logprobs: r.logprobs,
+                hidden_official,
+            }
+        })
+        .collect()
+}
+
+/// Chooses the next token of `row` from its logits (V,), records it, its log-prob and whether
+/// the row is finished.
+fn pick(row: &mut Row, logits: &[f32], params: &SampleParams) {
+    let inv_t = 1.0 / params.temperature;
+    let z: Vec<f64> = logits.iter().map(|&x| x as f64 * inv_t).collect();
+    let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let lse = max + z.iter().map(|&x| (x - max).exp()).sum::<f64>().ln();
+    let token = if params.greedy {
+        argmax(logits)
+    } else {
+        let u: f64 = row.rng.random();
+        draw(&z, max, u, params.top_k, params.top_p)
+    };
+    row.tokens.push(token as u32);
+    row.logprobs.push((z[token] - lse) as f32);
+    if params.stop_tokens.contains(&(token as u32)) {
+        row.finish = Some(FinishReason::Eos);
+    } else if row.tokens.len() >= params.max_new_tokens {
+        row.finish = Some(FinishReason::Length);
+    }
+}
+
+/// First index of the maximum (as `torch.argmax`).
+fn argmax(xs: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Inverse-CDF draw with uniform `u` in [0, 1) from softmax(z), truncated to the top-k and then
+/// the top-p set when those are on (candidates sorted by descending z, ties by index).
+fn draw(z: &[f64], max: f64, u: f64, top_k: usize, top_p: f64) -> usize {
+    let weight = |i: usize| (z[i] - max).exp();
+    if top_k == 0 && top_p >= 1.0 {
+        let total: f64 = (0..z.len()).map(weight).sum();
+        return inverse_cdf((0..z.len()).map(|i| (i, weight(i))), u * total);
+    }
+    let by_z = |a: &usize, b: &usize| z[*b].total_cmp(&z[*a]).then(a.cmp(b));
+    let mut idx: Vec<usize> = (0..z.len()).collect();
+    if top_k > 0 && top_k < idx.len() {
+        idx.select_nth_unstable_by(top_k - 1, by_z);
+        idx.truncate(top_k);
+    }
+    idx.sort_unstable_by(by_z);
+    let w: Vec<f64> = idx.iter().map(|&i| weight(i)).collect();
+    let mut total: f64 = w.iter().sum();
+    if top_p < 1.0 {
+        // Keep token n while the mass of the tokens before it is < top_p (at least one).
+        let mut before = 0.0;
+        let mut keep = 0;
+        for &wi in &w {
+            if keep > 0 && before / total >= top_p {
+                break;
+            }
+            before += wi;
+            keep += 1;
+        }
+        idx.truncate(keep);
+        total = w[..keep].iter().sum();
+    }
+    inverse_cdf(idx.iter().zip(&w).map(|(&i, &wi)| (i, wi)), u * total)
+}
+
+/// The first candidate whose cumulative weight exceeds `target` (the last positive one if
+/// rounding leaves none).
+fn inverse_cdf(cands: impl Iterator<Item = (usize, f64)>, target: f64) -> usize {
+    let mut cum = 0.0;
+    let mut last = 0;
+    for (i, w) in cands {
+        if w > 0.0 {
+            last = i;
+        }
+        cum += w;
+        if cum > target {
+            return i;
+        }
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_and_top_p_keep_the_right_sets() {
+        // probs ∝ exp(z): 0.5, 0.25, 0.125, 0.125 (z = ln of those)
+        let z: Vec<f64> = [0.5f64, 0.25, 0.125, 0.125].iter().map(|p| p.ln()).collect();
+        let max = z[0];
+        // top_k = 1: always token 0
+        for u in [0.0, 0.5, 0.999] {
+            assert_eq!(draw(&z, max, u, 1, 1.0), 0);
+        }
+        // top_p = 0.6: keeps {0, 1} (mass before token 1 is 0.5 < 0.6; before token 2 is 0.75)
+        assert_eq!(draw(&z, max, 0.6, 0, 0.6), 0); // 0.6 * 0.75 = 0.45 < 0.5
+        assert_eq!(draw(&z, max, 0.7, 0, 0.6), 1); // 0.525 > 0.5
+        assert_eq!(draw(&z, max, 0.999, 0, 0.6), 1);
+        // top_p = 0.5: keeps {0} only
+        assert_eq!(draw(&z, max, 0.99, 0, 0.5), 0);
+        // no truncation: inverse CDF in index order
+        assert_eq!(draw(&z, max, 0.49, 0, 1.0), 0);
+        assert_eq!(draw(&z, max, 0.74, 0, 1.0), 1);
+        assert_eq!(draw(&z, max, 0.80, 0, 1.0), 2);
+        assert_eq!(draw(&z, max, 0.95, 0, 1.0), 3);
+    }
+
+    #[test]
+    fn argmax_takes_the_first_maximum() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+    }
+}

@@ -1,0 +1,242 @@
+//! Teacher-forced scoring: log-probs (and entropies) of response tokens given their prompts.
+//!
+//! REFERENCE.md §6 needs `logp_theta` (with a graph, for the loss), `logp_old` and `logp_ref`
+//! (without one); §2's `mean` pooling needs the final-norm hidden states of the response tokens.
+//! One forward over `[left pad | prompt | response | right pad]` gives all three.
+//!
+//! Layout of a batch of B sequences: P = longest prompt, R = longest response, T = P + R. Row b
+//! is `P - |prompt_b|` pad columns, the prompt, the response, then `R - |response_b|` pad columns.
+//! Response token i of row b sits at column P + i and is predicted by the logits at column
+//! P + i - 1, so `lm_head` runs only on columns P-1 .. P+R-2 (never on the rest of the prompt).
+//!
+//! Log-probs are `z[target] - logsumexp(z)` with `z = logits / temperature` (the sampler's
+//! distribution before top-p/top-k truncation; see [`super::sample`]); no full log-softmax is
+//! materialised. The max inside logsumexp is detached (its gradient cancels exactly).
+
+use candle_core::{DType, Device, Tensor, D};
+
+use super::transformer::Model;
+use super::{Error, Result};
+
+/// Logits held at once by the no-grad path: 2^25 f32 = 128 MiB (e.g. 682 tokens of a
+/// 49,152-token vocabulary, 220 of Qwen2.5's 151,936).
+const LOGIT_CHUNK_ELEMS: usize = 1 << 25;
+
+/// One prompt and its response, as token ids.
+#[derive(Debug, Clone, Copy)]
+pub struct Sequence<'a> {
+    pub prompt: &'a [u32],
+    pub response: &'a [u32],
+}
+
+/// Per-token results of a scoring pass over B sequences, R = the longest response.
+pub struct Scored {
+    /// (B, R) log-prob of each response token under softmax(logits / temperature); 0 past the
+    /// end of a row's response. Carries the graph in [`Model::response_logprobs`].
+    pub logprobs: Tensor,
+    /// (B, R) f32 entropy (nats) of the same distribution at each response position; 0 past the
+    /// end of a row. Never carries a graph (a metric).
+    pub entropy: Tensor,
+    /// (B, R) f32: 1 on response tokens, 0 on padding.
+    pub mask: Tensor,
+    /// (B, d) f32: REFERENCE.md §2 `mean` pooling, the true mean of the final-norm hidden states
+    /// over all L response tokens (zeros when L = 0). No graph.
+    pub mean_hidden: Tensor,
+    /// Response length of each row.
+    pub lens: Vec<usize>,
+}
+
+impl Scored {
+    /// Row b's log-probs, trimmed to its response length.
+    pub fn logprobs_row(&self, b: usize) -> Result<Vec<f32>> {
+        let row: Vec<f32> = self.logprobs.get(b)?.to_dtype(DType::F32)?.to_vec1()?;
+        Ok(row[..self.lens[b]].to_vec())
+    }
+}
+
+/// Token layout of a batch (see the module doc).
+struct Layout {
+    /// (B, T) u32
+    ids: Tensor,
+    left_pad: Vec<usize>,
+    /// longest prompt
+    p: usize,
+    /// longest response
+    r: usize,
+    /// (B, R) u32 response tokens, 0 on padding
+    targets: Tensor,
+    /// (B, R) f32 1/0
+    mask: Tensor,
+    lens: Vec<usize>,
+}
+
+impl Layout {
+    fn new(seqs: &[Sequence], device: &Device) -> Result<Self> {
+        if seqs.is_empty() {
+            return Err(Error::Input("no sequences to score".into()));
+        }
+        if let Some(i) = seqs.iter().position(|s| s.prompt.is_empty()) {
+            return Err(Error::Input(format!("sequence {i} has an empty prompt")));
+        }
+        let b = seqs.len();
+        let p = seqs.iter().map(|s| s.prompt.len()).max().unwrap();
+        let r = seqs.iter().map(|s| s.response.len()).max().unwrap();
+        let mut ids = Vec::with_capacity(b * (p + r));
+        let mut targets = Vec::with_capacity(b * r);
+        let mut mask = Vec::with_capacity(b * r);
+        let mut left_pad = Vec::with_capacity(b);
+        for s in seqs {
+            let (pl, rl) = (s.prompt.len(), s.response.len());
+            left_pad.push(p - pl);
+            ids.extend(std::iter::repeat_n(0u32, p - pl));
+            ids.extend_from_slice(s.prompt);
+            ids.extend_from_slice(s.response);
+            ids.extend(std::iter::repeat_n(0u32, r - rl));
+            targets.extend_from_slice(s.response);
+            targets.extend(std::iter::repeat_n(0u32, r - rl));
+            mask.extend((0..r).map(|i| if i < rl { 1f32 } else { 0f32 }));
+        }
+        Ok(Self {
+            ids: Tensor::from_vec(ids, (b, p + r), device)?,
+            left_pad,
+            p,
+            r,
+            targets: Tensor::from_vec(targets, (b, r), device)?,
+            mask: Tensor::from_vec(mask, (b, r), device)?,
+            lens: seqs.iter().map(|s| s.response.len()).collect(),
+        })
+    }
+}
+
+/// logits (N, V), targets (N,) u32 -> (log-probs (N,) with the graph of `logits`, entropy (N,)
+/// f32 without). `z = logits / temperature`.
+fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<(Tensor, Tensor)> {
+    let z = if temperature == 1.0 { logits.clone() } else { (logits / temperature)? };
+    let max = z.max_keepdim(D::Minus1)?.detach(); // (N, 1)
+    let shifted = z.broadcast_sub(&max)?; // (N, V)
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?; // (N, 1)
+    let target = shifted.gather(&targets.unsqueeze(1)?, D::Minus1)?; // (N, 1)
+    let logprobs = (target - &lse)?.squeeze(1)?;
+    // H = lse - sum(p * shifted), p = exp(shifted - lse); no graph.
+    let (shifted, lse) = (shifted.detach().to_dtype(DType::F32)?, lse.detach().to_dtype(DType::F32)?);
+    let p = shifted.broadcast_sub(&lse)?.exp()?;
+    let entropy = (lse.squeeze(1)? - (p * shifted)?.sum(D::Minus1)?)?;
+    Ok((logprobs, entropy))
+}
+
+/// Mean over each row's response columns of hidden (B, T, d) -> (B, d) f32, no graph.
+fn mean_response_hidden(hidden: &Tensor, l: &Layout) -> Result<Tensor> {
+    let h = hidden.detach().narrow(1, l.p, l.r)?.to_dtype(DType::F32)?; // (B, R, d)
+    let denom: Vec<f32> = l.lens.iter().map(|&n| 1.0 / n.max(1) as f32).collect();
+    let denom = Tensor::from_vec(denom, (l.lens.len(), 1), hidden.device())?;
+    let summed = h.broadcast_mul(&l.mask.unsqueeze(2)?)?.sum(1)?; // (B, d)
+    Ok(summed.broadcast_mul(&denom)?)
+}
+
+impl Model {
+    /// Log-probs of the response tokens with a graph through every weight (for the policy
+    /// loss), plus entropies, mask and `mean` pooled hidden states. `temperature` scales the
+    /// logits as the sampler did (REFERENCE.md §6 recomputes under the sampling temperature).
+    /// Memory: the graph keeps a few (B, R, V) tensors alive until backward.
+    pub fn response_logprobs(&self, seqs: &[Sequence], temperature: f64) -> Result<Scored> {
+        check_temperature(temperature)?;
+        let l = Layout::new(seqs, self.device())?;
+        let b = seqs.len();
+        if l.r == 0 {
+            return self.empty_scored(&l, b);
+        }
+        let hidden = self.forward_hidden(&l.ids, &l.left_pad)?; // (B, T, d)
+        let d = hidden.dim(2)?;
+        let h = hidden.narrow(1, l.p - 1, l.r)?.reshape((b * l.r, d))?; // (B*R, d)
+        let logits = self.lm_head(&h)?; // (B*R, V)
+        let (lp, ent) = token_logprobs(&logits, &l.targets.flatten_all()?, temperature)?;
+        let mask = &l.mask;
+        let logprobs = lp.reshape((b, l.r))?.broadcast_mul(&mask.to_dtype(lp.dtype())?)?;
+        let entropy = (ent.reshape((b, l.r))? * mask)?;
+        let mean_hidden = mean_response_hidden(&hidden, &l)?;
+        Ok(Scored { logprobs, entropy, mask: l.mask, mean_hidden, lens: l.lens })
+    }
+
+    /// The same without a graph (frozen reference, old log-probs, `mean` pooling), with fused
+    /// kernels, `chunk_rows` sequences per forward and `lm_head` in slabs of bounded size.
+    pub fn response_logprobs_nograd(&self, seqs: &[Sequence], temperature: f64, chunk_rows: usize) -> Result<Scored> {
+        check_temperature(temperature)?;
+        if seqs.is_empty() {
+            return Err(Error::Input("no sequences to score".into()));
+        }
+        let r_all = seqs.iter().map(|s| s.response.len()).max().unwrap();
+        let (mut lps, mut ents, mut masks, mut means) = (vec![], vec![], vec![], vec![]);
+        for chunk in seqs.chunks(chunk_rows.max(1)) {
+            let l = Layout::new(chunk, self.device())?;
+            let b = chunk.len();
+            let hidden = self.forward_hidden_nograd(&l.ids, &l.left_pad)?; // (b, T, d)
+            let d = hidden.dim(2)?;
+            means.push(mean_response_hidden(&hidden, &l)?);
+            let (lp, ent) = if l.r == 0 {
+                let z = Tensor::zeros((b, 0), DType::F32, self.device())?;
+                (z.clone(), z)
+            } else {
+                let h = hidden.narrow(1, l.p - 1, l.r)?.reshape((b * l.r, d))?;
+                let targets = l.targets.flatten_all()?;
+                let n = b * l.r;
+                let slab = (LOGIT_CHUNK_ELEMS / self.config().vocab_size).max(1);
+                let (mut lp, mut ent) = (vec![], vec![]);
+                for start in (0..n).step_by(slab) {
+                    let len = slab.min(n - start);
+                    let logits = self.lm_head_nograd(&h.narrow(0, start, len)?)?;
+                    let (a, e) = token_logprobs(&logits, &targets.narrow(0, start, len)?, temperature)?;
+                    lp.push(a.to_dtype(DType::F32)?);
+                    ent.push(e);
+                }
+                let lp = (Tensor::cat(&lp, 0)?.reshape((b, l.r))? * &l.mask)?;
+                let ent = (Tensor::cat(&ent, 0)?.reshape((b, l.r))? * &l.mask)?;
+                (lp, ent)
+            };
+            // Chunks have their own R; pad to the batch's.
+            lps.push(lp.pad_with_zeros(1, 0, r_all - l.r)?);
+            ents.push(ent.pad_with_zeros(1, 0, r_all - l.r)?);
+            masks.push(l.mask.pad_with_zeros(1, 0, r_all - l.r)?);
+        }
+        Ok(Scored {
+            logprobs: Tensor::cat(&lps, 0)?,
+            entropy: Tensor::cat(&ents, 0)?,
+            mask: Tensor::cat(&masks, 0)?,
+            mean_hidden: Tensor::cat(&means, 0)?,
+            lens: seqs.iter().map(|s| s.response.len()).collect(),
+        })
+    }
+
+    /// REFERENCE.md §2 `mean` pooling only (no `lm_head`): (B, d) f32, the mean of the
+    /// final-norm hidden states over each response's L tokens, by a teacher-forced no-grad pass.
+    pub fn mean_hidden(&self, seqs: &[Sequence], chunk_rows: usize) -> Result<Tensor> {
+        let mut out = vec![];
+        for chunk in seqs.chunks(chunk_rows.max(1)) {
+            let l = Layout::new(chunk, self.device())?;
+            let hidden = self.forward_hidden_nograd(&l.ids, &l.left_pad)?;
+            out.push(mean_response_hidden(&hidden, &l)?);
+        }
+        if out.is_empty() {
+            return Err(Error::Input("no sequences".into()));
+        }
+        Ok(Tensor::cat(&out, 0)?)
+    }
+
+    fn empty_scored(&self, l: &Layout, b: usize) -> Result<Scored> {
+        let z = Tensor::zeros((b, 0), DType::F32, self.device())?;
+        let d = self.config().hidden_size;
+        Ok(Scored {
+            logprobs: z.to_dtype(self.dtype())?,
+            entropy: z.clone(),
+            mask: z,
+            mean_hidden: Tensor::zeros((b, d), DType::F32, self.device())?,
+            lens: l.lens.clone(),
+        })
+    }
+}
+
+fn check_temperature(t: f64) -> Result<()> {
+    if !(t > 0.0 && t.is_finite()) {
+        return Err(Error::Input(format!("temperature {t} must be > 0")));
+    }
+    Ok(())
+}

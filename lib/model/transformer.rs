@@ -1,0 +1,629 @@
+//! The Llama / Qwen2 decoder: weights, KV cache and the two forward paths.
+//!
+//! One implementation covers both families; they differ only in which projections carry a
+//! bias (see [`super::config`]). The maths follows transformers' `modeling_llama.py` /
+//! `modeling_qwen2.py`: RMSNorm in f32 (`x * rsqrt(mean(x^2) + eps) * w`), rotate-half RoPE with
+//! `inv_freq = 1 / base^(2i/d)` computed in f32, attention scores scaled by `1/sqrt(head_dim)`
+//! with an additive mask and softmax in f32, SiLU-gated MLP, final RMSNorm, `lm_head`.
+//!
+//! Two paths through the same weights:
+//! - the **graph** path ([`Model::forward_hidden`]): only ops that backpropagate in candle 0.11
+//!   (hand-written RMSNorm, rotate-half RoPE, `ops::softmax`); every weight is a `Var`.
+//! - the **no-grad** path ([`Model::forward_hidden_nograd`], sampling, frozen scoring): the same
+//!   weights detached (no graph is recorded) and candle's fused `rms_norm`, `rope` and
+//!   `softmax_last_dim`, which have no backward. The two agree to about 1e-6 in f32.
+//!
+//! Padding: rows are **left**-padded; `left_pad[b]` pad columns precede row b's tokens. Row b's
+//! token at column c has position `c - left_pad[b]`, and attends to columns
+//! `left_pad[b] ..= c`. The mask is additive with a large negative number instead of -inf, so a
+//! fully masked row (a pad query) stays finite and cannot poison gradients with NaN. Padding at
+//! the right end of a row needs no mask (causality hides it from earlier positions); its outputs
+//! are simply ignored.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::config::Config;
+use super::{Error, Result};
+
+/// The additive mask value: exp(-1e9 - x) is exactly 0 in f32/bf16/f64. (f16 would overflow.)
+const MASK_NEG: f32 = -1.0e9;
+
+/// A linear layer `y = x W^T + b` holding the weight in the Hugging Face (out, in) layout.
+#[derive(Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        Ok(Self { weight, bias })
+    }
+
+    fn detach(&self) -> Self {
+        Self { weight: self.weight.detach(), bias: self.bias.as_ref().map(Tensor::detach) }
+    }
+
+    /// (B, T, in) -> (B, T, out)
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, t, i) = xs.dims3()?;
+        let ys = xs.reshape((b * t, i))?.matmul(&self.weight.t()?)?;
+        let ys = match &self.bias {
+            Some(bias) => ys.broadcast_add(bias)?,
+            None => ys,
+        };
+        Ok(ys.reshape((b, t, ()))?)
+    }
+}
+
+#[derive(Clone)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self { weight: vb.get(dim, "weight")?, eps })
+    }
+
+    fn detach(&self) -> Self {
+        Self { weight: self.weight.detach(), eps: self.eps }
+    }
+
+    /// (..., d) -> (..., d). `fast`: candle's fused kernel (no backward).
+    fn forward(&self, xs: &Tensor, fast: bool) -> Result<Tensor> {
+        if fast {
+            return Ok(candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight, self.eps as f32)?);
+        }
+        // transformers: x.float() * rsqrt(mean(x^2) + eps), back to the input dtype, times w.
+        let dtype = xs.dtype();
+        let x = xs.to_dtype(internal_dtype(dtype))?;
+        let var = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let x = x.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(x.to_dtype(dtype)?.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// Softmax and norms run in f32 for half-precision models (as transformers does).
+fn internal_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 => DType::F32,
+        d => d,
+    }
+}
+
+/// Per-call inputs shared by every layer: rope tables for each row's positions and the mask.
+struct Ctx {
+    /// (B, T, hd/2), for the fused rope.
+    cos: Tensor,
+    sin: Tensor,
+    /// (B, 1, T, hd) = cat(cos, cos), for the differentiable rope.
+    cos2: Tensor,
+    sin2: Tensor,
+    /// (B, 1, 1, T, Tk) additive: 0 where allowed, MASK_NEG elsewhere.
+    mask: Tensor,
+    fast: bool,
+}
+
+impl Ctx {
+    /// x: (B, H, T, hd) -> rotated, rotate-half convention (transformers' `rotate_half`).
+    fn rope(&self, x: &Tensor) -> Result<Tensor> {
+        if self.fast {
+            return Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &self.cos, &self.sin)?);
+        }
+        let hd = x.dim(D::Minus1)?;
+        let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
+        let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
+        let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+        Ok((x.broadcast_mul(&self.cos2)? + rotated.broadcast_mul(&self.sin2)?)?)
+    }
+}
+
+/// The per-layer key/value cache of a batch: preallocated (B, Hkv, capacity, hd) buffers written
+/// in place, so a decode step costs no copy of the past. Rows can be dropped (finished samples)
+/// or duplicated (G samples of one prefilled prompt) with [`KvCache::select_rows`].
+pub(crate) struct KvCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    /// Columns filled so far (the same for every row; left padding aligns the rows).
+    pub(crate) len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    pub(crate) fn new(cfg: &Config, batch: usize, capacity: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let shape = (batch, cfg.num_key_value_heads(), capacity, cfg.head_dim());
+        let mut k = Vec::with_capacity(cfg.num_hidden_layers);
+        let mut v = Vec::with_capacity(cfg.num_hidden_layers);
+        for _ in 0..cfg.num_hidden_layers {
+            k.push(Tensor::zeros(shape, dtype, device)?);
+            v.push(Tensor::zeros(shape, dtype, device)?);
+        }
+        Ok(Self { k, v, len: 0, capacity })
+    }
+
+    /// Writes k, v (B, Hkv, T, hd) at column `self.len` of `layer`; returns the filled
+    /// (B, Hkv, len + T, hd) views.
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let t = k.dim(2)?;
+        if self.len + t > self.capacity {
+            return Err(Error::Input(format!(
+                "kv cache full: {} + {t} columns > capacity {}",
+                self.len, self.capacity
+            )));
+        }
+        self.k[layer].slice_set(&k.contiguous()?, 2, self.len)?;
+        self.v[layer].slice_set(&v.contiguous()?, 2, self.len)?;
+        Ok((self.k[layer].narrow(2, 0, self.len + t)?, self.v[layer].narrow(2, 0, self.len + t)?))
+    }
+
+    /// Keeps (and possibly repeats) the rows listed in `rows`, in that order.
+    pub(crate) fn select_rows(&mut self, rows: &[u32]) -> Result<()> {
+        let device = self.k[0].device().clone();
+        let idx = Tensor::new(rows, &device)?;
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            *t = t.index_select(&idx, 0)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let (d, h, kv, hd) =
+            (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads(), cfg.head_dim());
+        Ok(Self {
+            q_proj: Linear::new(d, h * hd, cfg.qkv_bias(), vb.pp("q_proj"))?,
+            k_proj: Linear::new(d, kv * hd, cfg.qkv_bias(), vb.pp("k_proj"))?,
+            v_proj: Linear::new(d, kv * hd, cfg.qkv_bias(), vb.pp("v_proj"))?,
+            o_proj: Linear::new(h * hd, d, cfg.o_bias(), vb.pp("o_proj"))?,
+            num_heads: h,
+            num_kv_heads: kv,
+            head_dim: hd,
+        })
+    }
+
+    fn detach(&self) -> Self {
+        Self {
+            q_proj: self.q_proj.detach(),
+            k_proj: self.k_proj.detach(),
+            v_proj: self.v_proj.detach(),
+            o_proj: self.o_proj.detach(),
+            ..*self
+        }
+    }
+
+    /// (B, T, d) -> (B, T, d)
+    fn forward(&self, xs: &Tensor, ctx: &Ctx, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+        let (b, t, _) = xs.dims3()?;
+        let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let q = self.q_proj.forward(xs)?.reshape((b, t, h, hd))?.transpose(1, 2)?;
+        let k = self.k_proj.forward(xs)?.reshape((b, t, kv, hd))?.transpose(1, 2)?;
+        let v = self.v_proj.forward(xs)?.reshape((b, t, kv, hd))?.transpose(1, 2)?;
+        // (B, H, T, hd), (B, Hkv, T, hd)
+        let q = ctx.rope(&q)?;
+        let k = ctx.rope(&k)?;
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, &k, &v)?,
+            None => (k, v.contiguous()?),
+        };
+        let tk = k.dim(2)?;
+        // GQA without copying k/v: the `rep` query heads of one kv head are consecutive, so
+        // (B, H, T, hd) -> (B, Hkv, rep*T, hd) lines them up against (B, Hkv, Tk, hd).
+        let rep = h / kv;
+        let q = q.contiguous()?.reshape((b, kv, rep * t, hd))?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // (B, Hkv, rep*T, Tk)
+        let dtype = scores.dtype();
+        let scores = scores
+            .to_dtype(internal_dtype(dtype))?
+            .reshape((b, kv, rep, t, tk))?
+            .broadcast_add(&ctx.mask)?;
+        let probs = if ctx.fast {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        } else {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        };
+        let probs = probs.to_dtype(dtype)?.reshape((b, kv, rep * t, tk))?;
+        let out = probs.matmul(&v)?; // (B, Hkv, rep*T, hd)
+        let out = out.reshape((b, h, t, hd))?.transpose(1, 2)?.reshape((b, t, h * hd))?;
+        self.o_proj.forward(&out)
+    }
+}
+
+#[derive(Clone)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let (d, i, bias) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias());
+        Ok(Self {
+            gate_proj: Linear::new(d, i, bias, vb.pp("gate_proj"))?,
+            up_proj: Linear::new(d, i, bias, vb.pp("up_proj"))?,
+            down_proj: Linear::new(i, d, bias, vb.pp("down_proj"))?,
+        })
+    }
+
+    fn detach(&self) -> Self {
+        Self {
+            gate_proj: self.gate_proj.detach(),
+            up_proj: self.up_proj.detach(),
+            down_proj: self.down_proj.detach(),
+        }
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward(xs)?)?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(xs)?)?)
+    }
+}
+
+#[derive(Clone)]
+struct Block {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let (d, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        Ok(Self {
+            input_layernorm: RmsNorm::new(d, eps, vb.pp("input_layernorm"))?,
+            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            post_attention_layernorm: RmsNorm::new(d, eps, vb.pp("post_attention_layernorm"))?,
+            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+        })
+    }
+
+    fn detach(&self) -> Self {
+        Self {
+            input_layernorm: self.input_layernorm.detach(),
+            self_attn: self.self_attn.detach(),
+            post_attention_layernorm: self.post_attention_layernorm.detach(),
+            mlp: self.mlp.detach(),
+        }
+    }
+
+    fn forward(&self, xs: &Tensor, ctx: &Ctx, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+        let h = self.input_layernorm.forward(xs, ctx.fast)?;
+        let xs = (self.self_attn.forward(&h, ctx, cache)? + xs)?;
+        let h = self.post_attention_layernorm.forward(&xs, ctx.fast)?;
+        Ok((self.mlp.forward(&h)? + xs)?)
+    }
+}
+
+/// The decoder stack; `fast` selects the fused no-grad ops (set on the detached copy only).
+#[derive(Clone)]
+struct Decoder {
+    embed_tokens: Tensor,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Tensor,
+    head_dim: usize,
+    rope_base: f64,
+    fast: bool,
+}
+
+impl Decoder {
+    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let (v, d) = (cfg.vocab_size, cfg.hidden_size);
+        let vm = vb.pp("model");
+        let embed_tokens = vm.get((v, d), "embed_tokens.weight")?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Block::new(cfg, vm.pp(format!("layers.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(d, cfg.rms_norm_eps, vm.pp("norm"))?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed_tokens.clone()
+        } else {
+            vb.get((v, d), "lm_head.weight")?
+        };
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            head_dim: cfg.head_dim(),
+            rope_base: cfg.rope_base(),
+            fast: false,
+        })
+    }
+
+    fn detached(&self) -> Self {
+        Self {
+            embed_tokens: self.embed_tokens.detach(),
+            layers: self.layers.iter().map(Block::detach).collect(),
+            norm: self.norm.detach(),
+            lm_head: self.lm_head.detach(),
+            fast: true,
+            ..*self
+        }
+    }
+
+    /// Rope tables (B, T, hd/2) for the given positions (row-major B*T), as transformers builds
+    /// them: f32 `inv_freq`, f32 angle `pos * inv_freq`, f32 cos/sin, then the model dtype.
+    fn rope_tables(&self, positions: &[u32], b: usize, t: usize, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+        let half = self.head_dim / 2;
+        let hd = self.head_dim;
+        if dtype == DType::F64 {
+            let inv: Vec<f64> = (0..half).map(|i| 1.0 / self.rope_base.powf((2 * i) as f64 / hd as f64)).collect();
+            let ang: Vec<f64> = positions.iter().flat_map(|&p| inv.iter().map(move |f| p as f64 * f)).collect();
+            let cos = Tensor::from_vec(ang.iter().map(|a| a.cos()).collect::<Vec<_>>(), (b, t, half), device)?;
+            let sin = Tensor::from_vec(ang.iter().map(|a| a.sin()).collect::<Vec<_>>(), (b, t, half), device)?;
+            return Ok((cos, sin));
+        }
+        let base = self.rope_base as f32;
+        let inv: Vec<f32> = (0..half).map(|i| 1.0 / base.powf((2 * i) as f32 / hd as f32)).collect();
+        let ang: Vec<f32> = positions.iter().flat_map(|&p| inv.iter().map(move |f| p as f32 * f)).collect();
+        let cos = Tensor::from_vec(ang.iter().map(|a| a.cos()).collect::<Vec<_>>(), (b, t, half), device)?;
+        let sin = Tensor::from_vec(ang.iter().map(|a| a.sin()).collect::<Vec<_>>(), (b, t, half), device)?;
+        Ok((cos.to_dtype(dtype)?, sin.to_dtype(dtype)?))
+    }
+
+    /// ids (B, T) u32 at columns `past .. past+T` of left-padded rows -> (B, T, d) final-norm
+    /// hidden states. With a cache, `past = cache.len` and the new keys/values are appended.
+    fn forward(&self, ids: &Tensor, left_pad: &[usize], mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if left_pad.len() != b {
+            return Err(Error::Input(format!("{} left-pad lengths for a batch of {b}", left_pad.len())));
+        }
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        let tk = past + t;
+        let device = ids.device();
+        let dtype = self.embed_tokens.dtype();
+
+        let mut positions = Vec::with_capacity(b * t);
+        let mut mask = Vec::with_capacity(b * t * tk);
+        for &pad in left_pad {
+            for i in 0..t {
+                let col = past + i;
+                positions.push(col.saturating_sub(pad) as u32);
+                mask.extend((0..tk).map(|j| if j >= pad && j <= col { 0.0 } else { MASK_NEG }));
+            }
+        }
+        let mask = Tensor::from_vec(mask, (b, 1, 1, t, tk), device)?.to_dtype(internal_dtype(dtype))?;
+        let (cos, sin) = self.rope_tables(&positions, b, t, dtype, device)?;
+        let (cos2, sin2) = if self.fast {
+            (cos.clone(), sin.clone())
+        } else {
+            (
+                Tensor::cat(&[&cos, &cos], D::Minus1)?.unsqueeze(1)?,
+                Tensor::cat(&[&sin, &sin], D::Minus1)?.unsqueeze(1)?,
+            )
+        };
+        let ctx = Ctx { cos, sin, cos2, sin2, mask, fast: self.fast };
+
+        let d = self.embed_tokens.dim(1)?;
+        let mut xs = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, d))?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let c = cache.as_deref_mut().map(|c| (c, i));
+            xs = layer.forward(&xs, &ctx, c)?;
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        self.norm.forward(&xs, self.fast)
+    }
+
+    /// (N, d) -> (N, V)
+    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(hidden.matmul(&self.lm_head.t()?)?)
+    }
+}
+
+/// A loaded policy model: the weights as trainable `Var`s (keyed by their Hugging Face names)
+/// and the decoder over them.
+pub struct Model {
+    cfg: Config,
+    varmap: VarMap,
+    graph: Decoder,
+    nograd: Decoder,
+    device: Device,
+    dtype: DType,
+}
+
+impl Model {
+    /// Loads a Hugging Face directory: `config.json` plus `model.safetensors` or the shards named
+    /// by `model.safetensors.index.json`. Weights are converted to `dtype` on `device`.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let cfg = Config::from_file(&dir.join("config.json"))?;
+        let mut tensors = HashMap::new();
+        for file in safetensors_files(dir)? {
+            let loaded = candle_core::safetensors::load(&file, device)
+                .map_err(|e| Error::Weights(format!("{}: {e}", file.display())))?;
+            tensors.extend(loaded);
+        }
+        Self::from_tensors(cfg, tensors, device, dtype)
+    }
+
+    /// Builds a model from named tensors in Hugging Face naming (what `load` reads). The set of
+    /// names must be exactly [`expected_weight_names`] (a `lm_head.weight` beside tied embeddings
+    /// and `rotary_emb.inv_freq` buffers are dropped).
+    pub fn from_tensors(cfg: Config, tensors: HashMap<String, Tensor>, device: &Device, dtype: DType) -> Result<Self> {
+        cfg.validate()?;
+        let expected: HashSet<String> = expected_weight_names(&cfg).into_iter().collect();
+        let varmap = VarMap::new();
+        {
+            let mut data = varmap.data().lock().unwrap();
+            let mut unexpected = vec![];
+            for (name, t) in tensors {
+                if name.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && name == "lm_head.weight") {
+                    continue;
+                }
+                if !expected.contains(&name) {
+                    unexpected.push(name);
+                    continue;
+                }
+                let t = t.to_device(device)?.to_dtype(dtype)?;
+                data.insert(name, Var::from_tensor(&t)?);
+            }
+            if !unexpected.is_empty() {
+                unexpected.sort();
+                return Err(Error::Weights(format!("unexpected tensors {unexpected:?}")));
+            }
+            let mut missing: Vec<_> = expected.iter().filter(|n| !data.contains_key(*n)).cloned().collect();
+            if !missing.is_empty() {
+                missing.sort();
+                return Err(Error::Weights(format!("missing tensors {missing:?}")));
+            }
+        }
+        let vb = VarBuilder::from_varmap(&varmap, dtype, device);
+        let graph = Decoder::new(&cfg, vb).map_err(|e| Error::Weights(e.to_string()))?;
+        let nograd = graph.detached();
+        Ok(Self { cfg, varmap, graph, nograd, device: device.clone(), dtype })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The weights, keyed by Hugging Face name (tied `lm_head` is `model.embed_tokens.weight`).
+    /// `Var::set` on them updates the model in place (both paths share the storage).
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// Every trainable weight as (Hugging Face name, Var), sorted by name: for the optimiser
+    /// and for saving. A tied `lm_head` is not listed (it is `model.embed_tokens.weight`).
+    pub fn vars(&self) -> Vec<(String, Var)> {
+        let data = self.varmap.data().lock().unwrap();
+        let sorted: BTreeMap<_, _> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        sorted.into_iter().collect()
+    }
+
+    /// Differentiable forward: ids (B, T) u32, left-padded by `left_pad[b]` columns ->
+    /// (B, T, d) hidden states after the final norm (what feeds `lm_head`). Pad columns hold
+    /// finite garbage.
+    pub fn forward_hidden(&self, ids: &Tensor, left_pad: &[usize]) -> Result<Tensor> {
+        self.graph.forward(ids, left_pad, None)
+    }
+
+    /// The same without a graph, with fused kernels.
+    pub fn forward_hidden_nograd(&self, ids: &Tensor, left_pad: &[usize]) -> Result<Tensor> {
+        self.nograd.forward(ids, left_pad, None)
+    }
+
+    /// Differentiable `lm_head`: (..., d) -> (..., V) logits.
+    pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        let dims = hidden.dims().to_vec();
+        let d = *dims.last().ok_or_else(|| Error::Input("scalar hidden state".into()))?;
+        let n = hidden.elem_count() / d.max(1);
+        let logits = self.graph.lm_head(&hidden.reshape((n, d))?)?;
+        let mut out = dims;
+        *out.last_mut().unwrap() = self.cfg.vocab_size;
+        Ok(logits.reshape(out)?)
+    }
+
+    /// `lm_head` without a graph.
+    pub(crate) fn lm_head_nograd(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.nograd.lm_head(&hidden.detach())
+    }
+
+    /// No-grad logits at every position, (B, T, V): for tests and small inputs only.
+    pub fn logits_nograd(&self, ids: &Tensor, left_pad: &[usize]) -> Result<Tensor> {
+        let h = self.forward_hidden_nograd(ids, left_pad)?;
+        let (b, t, d) = h.dims3()?;
+        Ok(self.lm_head_nograd(&h.reshape((b * t, d))?)?.reshape((b, t, ()))?)
+    }
+
+    /// One no-grad step with a KV cache (prefill or decode): ids (B, T) at columns
+    /// `cache.len ..` -> (B, T, d) final-norm hidden states.
+    pub(crate) fn step(&self, ids: &Tensor, left_pad: &[usize], cache: &mut KvCache) -> Result<Tensor> {
+        self.nograd.forward(ids, left_pad, Some(cache))
+    }
+}
+
+/// Left-pads `seqs` with `pad_id` into (B, T) u32 ids; returns them and each row's pad length.
+pub fn left_pad(seqs: &[&[u32]], pad_id: u32, device: &Device) -> Result<(Tensor, Vec<usize>)> {
+    let t = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(seqs.len() * t);
+    let mut pads = Vec::with_capacity(seqs.len());
+    for s in seqs {
+        pads.push(t - s.len());
+        ids.extend(std::iter::repeat_n(pad_id, t - s.len()));
+        ids.extend_from_slice(s);
+    }
+    Ok((Tensor::from_vec(ids, (seqs.len(), t), device)?, pads))
+}
+
+/// The tensor names a checkpoint of `cfg` holds, in Hugging Face naming (`lm_head.weight`
+/// only when embeddings are untied).
+pub fn expected_weight_names(cfg: &Config) -> Vec<String> {
+    let mut names = vec!["model.embed_tokens.weight".to_string(), "model.norm.weight".to_string()];
+    if !cfg.tie_word_embeddings {
+        names.push("lm_head.weight".into());
+    }
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        names.push(format!("{p}.input_layernorm.weight"));
+        names.push(format!("{p}.post_attention_layernorm.weight"));
+        for proj in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            names.push(format!("{p}.self_attn.{proj}.weight"));
+            let bias = if proj == "o_proj" { cfg.o_bias() } else { cfg.qkv_bias() };
+            if bias {
+                names.push(format!("{p}.self_attn.{proj}.bias"));
+            }
+        }
+        for proj in ["gate_proj", "up_proj", "down_proj"] {
+            names.push(format!("{p}.mlp.{proj}.weight"));
+            if cfg.mlp_bias() {
+                names.push(format!("{p}.mlp.{proj}.bias"));
+            }
+        }
+    }
+    names
+}
+
+/// `model.safetensors`, or the shards listed in `model.safetensors.index.json`.
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).map_err(|e| Error::Io {
+        path: format!("{} (nor model.safetensors)", index.display()),
+        source: e,
+    })?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::Weights(format!("{}: {e}", index.display())))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::Weights(format!("{}: no weight_map", index.display())))?;
+    let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
+    files.sort();
+    files.dedup();
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}

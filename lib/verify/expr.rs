@@ -1,0 +1,1141 @@
+//! The sympy step of PRM800K's grader (REFERENCE.md §5, check (b)):
+//! `simplify(parse_expr("(gt)-(pred)", implicit_multiplication_application)) == 0`,
+//! answered without a CAS.
+//!
+//! Parsing follows sympy's token pipeline: Python's tokenizer rules (`05` is `0`
+//! then `5`; `2x` is `2`, `x`), `auto_symbol` + `split_symbols` (`xy` -> `x*y`,
+//! `sqrt2` -> `s*q*r*t*2`; names in sympy's namespace such as `pi`, `sqrt`, `ln`,
+//! `oo` are kept), `auto_number` (`1.5` is a Float, `3` an Integer), factorial
+//! `!`, implicit multiplication (`2x`, `2(3)`, `)(`, `2sqrt(3)`, `2pi`) and
+//! implicit application (`sqrt 2` -> `sqrt(2)`), then Python's operator grammar.
+//!
+//! Evaluation is exact where sympy's automatic evaluation is exact: rationals
+//! (i128), sympy Floats as f64 (so `0.1+0.2-0.3` is not zero, `0.75-3/4` is),
+//! perfect powers and roots. Anything irrational (`sqrt(2)`, `pi`, symbols) is
+//! evaluated numerically in complex f64 at five environments: three with the true
+//! `pi`, principal square roots and random complex symbol values, and two
+//! "conjugate" ones with a random value for `pi` and a random sign for each prime
+//! under a square root. The difference is zero when it vanishes (to 1e-9
+//! relative) in the first three; when a Float meets an irrational it must also
+//! vanish in the conjugate two (sympy keeps `0.8660254037844386 - sqrt(3)/2`
+//! unevaluated, but cancels `0.5*sqrt(3) - sqrt(3)/2`).
+//!
+//! Knowingly different from sympy: identities `simplify` cannot prove (deeply
+//! nested radicals) count as equal; Float rounding inside irrational or symbolic
+//! terms is not modelled (`0.1x+0.2x-0.3x` counts as zero); Floats with more than
+//! 15 significant digits use f64, not sympy's wider precision; integers beyond
+//! i128 fall back to floating point; functions other than `sqrt` and `ln`/`log`
+//! (and undefined functions `f(x)`) make the comparison fail; the quirk where
+//! implicit application swallows a following parenthesis (`sqrt 2(3)`) is not
+//! reproduced.
+
+/// Number of evaluation environments; the first `PRINCIPAL` use sympy's values.
+const ENVS: usize = 5;
+const PRINCIPAL: usize = 3;
+/// Python's C tokenizer refuses deeper parenthesis nesting.
+const MAX_PAREN_DEPTH: usize = 199;
+/// Longest chain of unary signs or `**` we parse (Python's parser would also stop).
+const MAX_CHAIN: usize = 400;
+
+// ------------------------------------------------------------------ numbers
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct C {
+    re: f64,
+    im: f64,
+}
+
+impl C {
+    const fn new(re: f64, im: f64) -> C {
+        C { re, im }
+    }
+    fn add(self, o: C) -> C {
+        C::new(self.re + o.re, self.im + o.im)
+    }
+    fn sub(self, o: C) -> C {
+        C::new(self.re - o.re, self.im - o.im)
+    }
+    fn mul(self, o: C) -> C {
+        C::new(self.re * o.re - self.im * o.im, self.re * o.im + self.im * o.re)
+    }
+    fn div(self, o: C) -> C {
+        let d = o.re * o.re + o.im * o.im;
+        C::new((self.re * o.re + self.im * o.im) / d, (self.im * o.re - self.re * o.im) / d)
+    }
+    fn abs(self) -> f64 {
+        self.re.hypot(self.im)
+    }
+    fn ln(self) -> C {
+        C::new(self.abs().ln(), self.im.atan2(self.re))
+    }
+    fn exp(self) -> C {
+        let r = self.re.exp();
+        C::new(r * self.im.cos(), r * self.im.sin())
+    }
+    /// Principal square root (branch cut on the negative real axis, like sympy).
+    fn sqrt(self) -> C {
+        if self.im == 0.0 {
+            return if self.re >= 0.0 { C::new(self.re.sqrt(), 0.0) } else { C::new(0.0, (-self.re).sqrt()) };
+        }
+        let r = self.abs();
+        let re = ((r + self.re) / 2.0).sqrt();
+        let im = ((r - self.re) / 2.0).sqrt().copysign(self.im);
+        C::new(re, im)
+    }
+    fn powi(self, k: i64) -> C {
+        let mut base = if k < 0 { C::new(1.0, 0.0).div(self) } else { self };
+        let mut e = k.unsigned_abs();
+        let mut acc = C::new(1.0, 0.0);
+        while e > 0 {
+            if e & 1 == 1 {
+                acc = acc.mul(base);
+            }
+            base = base.mul(base);
+            e >>= 1;
+        }
+        acc
+    }
+    /// Principal `self ** e`.
+    fn powc(self, e: C) -> C {
+        if self.re == 0.0 && self.im == 0.0 {
+            return if e.re > 0.0 { C::new(0.0, 0.0) } else { C::new(f64::NAN, f64::NAN) };
+        }
+        e.mul(self.ln()).exp()
+    }
+}
+
+fn gcd(mut a: i128, mut b: i128) -> i128 {
+    a = a.abs();
+    b = b.abs();
+    while b != 0 {
+        let t = a % b;
+        a = b;
+        b = t;
+    }
+    a
+}
+
+/// An exact rational (sympy Integer / Rational); `None` from an op = overflow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Q {
+    n: i128,
+    d: i128,
+}
+
+impl Q {
+    fn int(n: i128) -> Q {
+        Q { n, d: 1 }
+    }
+    fn new(n: i128, d: i128) -> Option<Q> {
+        if d == 0 {
+            return None;
+        }
+        let g = gcd(n, d);
+        let (mut n, mut d) = (n / g, d / g);
+        if d < 0 {
+            n = n.checked_neg()?;
+            d = d.checked_neg()?;
+        }
+        Some(Q { n, d })
+    }
+    fn add(self, o: Q) -> Option<Q> {
+        let g = gcd(self.d, o.d);
+        let l = (self.d / g).checked_mul(o.d)?;
+        let a = self.n.checked_mul(l / self.d)?;
+        let b = o.n.checked_mul(l / o.d)?;
+        Q::new(a.checked_add(b)?, l)
+    }
+    fn neg(self) -> Option<Q> {
+        Some(Q { n: self.n.checked_neg()?, d: self.d })
+    }
+    fn mul(self, o: Q) -> Option<Q> {
+        let g1 = gcd(self.n, o.d).max(1);
+        let g2 = gcd(o.n, self.d).max(1);
+        Q::new((self.n / g1).checked_mul(o.n / g2)?, (self.d / g2).checked_mul(o.d / g1)?)
+    }
+    fn recip(self) -> Option<Q> {
+        Q::new(self.d, self.n)
+    }
+    fn powi(self, k: i64) -> Option<Q> {
+        let mut base = if k < 0 { self.recip()? } else { self };
+        let mut e = k.unsigned_abs();
+        let mut acc = Q::int(1);
+        while e > 0 {
+            if e & 1 == 1 {
+                acc = acc.mul(base)?;
+            }
+            e >>= 1;
+            if e > 0 {
+                base = base.mul(base)?;
+            }
+        }
+        Some(acc)
+    }
+    fn is_int(self) -> bool {
+        self.d == 1
+    }
+    fn to_f64(self) -> f64 {
+        self.n as f64 / self.d as f64
+    }
+}
+
+/// Exact integer k-th root of a non-negative integer, if there is one.
+fn int_root(x: i128, k: u32) -> Option<i128> {
+    if x < 0 || k == 0 {
+        return None;
+    }
+    if x < 2 || k == 1 {
+        return Some(x);
+    }
+    let guess = (x as f64).powf(1.0 / k as f64).round() as i128;
+    for r in [guess - 1, guess, guess + 1] {
+        if r >= 0 && r.checked_pow(k) == Some(x) {
+            return Some(r);
+        }
+    }
+    None
+}
+
+/// Prime factors with odd multiplicity of a positive integer (trial division up
+/// to 10^6; a larger leftover counts as one "prime").
+fn odd_primes(mut x: i128) -> Vec<i128> {
+    let mut out = Vec::new();
+    let mut p: i128 = 2;
+    while p * p <= x && p <= 1_000_000 {
+        let mut k = 0;
+        while x % p == 0 {
+            x /= p;
+            k += 1;
+        }
+        if k % 2 == 1 {
+            out.push(p);
+        }
+        p += if p == 2 { 1 } else { 2 };
+    }
+    if x > 1 {
+        match int_root(x, 2) {
+            Some(_) => {}
+            None => out.push(x),
+        }
+    }
+    out
+}
+
+/// Deterministic hash for per-environment choices.
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ceb9fe1a85ec53);
+    h ^ (h >> 33)
+}
+
+fn unit_from(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Sign of `sqrt(p)` in environment `env` (always + in the principal ones).
+fn prime_sign(p: i128, env: usize) -> f64 {
+    if env < PRINCIPAL {
+        return 1.0;
+    }
+    if mix((p as u64) ^ ((env as u64) << 56) ^ 0x9e37_79b9) & 1 == 0 {
+        1.0
+    } else {
+        -1.0
+    }
+}
+
+fn pi_value(env: usize) -> f64 {
+    match env {
+        e if e < PRINCIPAL => std::f64::consts::PI,
+        3 => 2.718_376_543_211,
+        _ => 4.132_719_876_5,
+    }
+}
+
+/// A random complex value for a symbol, spread over the four quadrants.
+fn symbol_value(name: &str, env: usize) -> C {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in name.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    let h1 = mix(h ^ (env as u64 + 1));
+    let h2 = mix(h1 ^ 0x5555);
+    let quad = [(1.0, 1.0), (-1.0, 1.0), (1.0, -1.0), (-1.0, -1.0), (1.0, 0.5)][env % 5];
+    C::new(quad.0 * (0.4 + unit_from(h1)), quad.1 * (0.3 + unit_from(h2)))
+}
+
+/// A sympy value, as far as zero-testing needs it.
+#[derive(Debug, Clone)]
+enum V {
+    /// Integer / Rational.
+    Q(Q),
+    /// Float (real, 53-bit).
+    F(f64),
+    /// Irrational, complex or symbolic: its value in each environment, and
+    /// whether a Float took part.
+    N([C; ENVS], bool),
+}
+
+/// Why the comparison fails (sympy raised, or gave something not `== 0`).
+#[derive(Debug)]
+pub struct Fail;
+
+type R<T> = Result<T, Fail>;
+
+struct Eval {
+    /// Largest magnitude seen per environment (scale for the zero tolerance).
+    scale: [f64; ENVS],
+}
+
+impl Eval {
+    fn note(&mut self, v: &V) {
+        match v {
+            V::Q(q) => {
+                let m = q.to_f64().abs();
+                for s in self.scale.iter_mut() {
+                    *s = s.max(m);
+                }
+            }
+            V::F(f) => {
+                for s in self.scale.iter_mut() {
+                    *s = s.max(f.abs());
+                }
+            }
+            V::N(c, _) => {
+                for (s, x) in self.scale.iter_mut().zip(c) {
+                    *s = s.max(x.abs());
+                }
+            }
+        }
+    }
+
+    fn num(&mut self, v: V) -> V {
+        self.note(&v);
+        v
+    }
+}
+
+fn as_n(v: &V) -> ([C; ENVS], bool) {
+    match v {
+        V::Q(q) => ([C::new(q.to_f64(), 0.0); ENVS], false),
+        V::F(f) => ([C::new(*f, 0.0); ENVS], true),
+        V::N(c, t) => (*c, *t),
+    }
+}
+
+fn zip_n(a: &V, b: &V, f: impl Fn(C, C) -> C) -> V {
+    let (x, tx) = as_n(a);
+    let (y, ty) = as_n(b);
+    let mut out = [C::new(0.0, 0.0); ENVS];
+    for i in 0..ENVS {
+        out[i] = f(x[i], y[i]);
+    }
+    V::N(out, tx || ty)
+}
+
+fn add(a: &V, b: &V) -> V {
+    match (a, b) {
+        (V::Q(x), V::Q(y)) => match x.add(*y) {
+            Some(q) => V::Q(q),
+            None => zip_n(a, b, C::add),
+        },
+        (V::F(x), V::F(y)) => V::F(x + y),
+        (V::Q(x), V::F(y)) => V::F(x.to_f64() + y),
+        (V::F(x), V::Q(y)) => V::F(x + y.to_f64()),
+        _ => zip_n(a, b, C::add),
+    }
+}
+
+fn neg(a: &V) -> V {
+    match a {
+        V::Q(x) => match x.neg() {
+            Some(q) => V::Q(q),
+            None => V::F(-x.to_f64()),
+        },
+        V::F(x) => V::F(-x),
+        V::N(c, t) => V::N(c.map(|z| C::new(-z.re, -z.im)), *t),
+    }
+}
+
+fn mul(a: &V, b: &V) -> V {
+    match (a, b) {
+        (V::Q(x), V::Q(y)) => match x.mul(*y) {
+            Some(q) => V::Q(q),
+            None => zip_n(a, b, C::mul),
+        },
+        (V::F(x), V::F(y)) => V::F(x * y),
+        (V::Q(x), V::F(y)) => V::F(x.to_f64() * y),
+        (V::F(x), V::Q(y)) => V::F(x * y.to_f64()),
+        // sympy: 0 * anything finite is 0 (exactly, even for Floats' partners).
+        (V::Q(x), V::N(..)) | (V::N(..), V::Q(x)) if x.n == 0 => V::Q(Q::int(0)),
+        _ => zip_n(a, b, C::mul),
+    }
+}
+
+fn is_zero(v: &V) -> bool {
+    match v {
+        V::Q(q) => q.n == 0,
+        V::F(f) => *f == 0.0,
+        V::N(..) => false,
+    }
+}
+
+fn div(a: &V, b: &V) -> R<V> {
+    if is_zero(b) {
+        return Err(Fail); // zoo / nan: never == 0
+    }
+    Ok(match (a, b) {
+        (V::Q(x), V::Q(y)) => match y.recip().and_then(|r| x.mul(r)) {
+            Some(q) => V::Q(q),
+            None => zip_n(a, b, C::div),
+        },
+        (V::F(x), V::F(y)) => V::F(x / y),
+        (V::Q(x), V::F(y)) => V::F(x.to_f64() / y),
+        (V::F(x), V::Q(y)) => V::F(x / y.to_f64()),
+        _ => zip_n(a, b, C::div),
+    })
+}
+
+/// `sqrt` of an exact rational: exact when a perfect square, else a surd whose
+/// sign per prime flips in the conjugate environments.
+fn sqrt_q(q: Q) -> V {
+    let (n, d) = (q.n, q.d);
+    if let (Some(a), Some(b)) = (int_root(n.abs(), 2), int_root(d, 2)) {
+        if n >= 0 {
+            return V::Q(Q { n: a, d: b });
+        }
+        return V::N([C::new(0.0, a as f64 / b as f64); ENVS], false);
+    }
+    // sqrt(n/d) = sqrt(|n| d) / d (times i when n < 0)
+    let m = match n.abs().checked_mul(d) {
+        Some(m) => m,
+        None => {
+            let v = C::new(q.to_f64(), 0.0).sqrt();
+            return V::N([v; ENVS], false);
+        }
+    };
+    let primes = odd_primes(m);
+    let mag = (m as f64).sqrt() / d as f64;
+    let mut c = [C::new(0.0, 0.0); ENVS];
+    for (env, slot) in c.iter_mut().enumerate() {
+        let sign: f64 = primes.iter().map(|p| prime_sign(*p, env)).product();
+        *slot = if n >= 0 { C::new(sign * mag, 0.0) } else { C::new(0.0, sign * mag) };
+    }
+    V::N(c, false)
+}
+
+fn sqrt(v: &V) -> V {
+    match v {
+        V::Q(q) => sqrt_q(*q),
+        V::F(f) if *f >= 0.0 => V::F(f.sqrt()),
+        V::F(f) => V::N([C::new(0.0, (-f).sqrt()); ENVS], true),
+        V::N(c, t) => V::N(c.map(C::sqrt), *t),
+    }
+}
+
+fn pow(b: &V, e: &V) -> R<V> {
+    match e {
+        V::Q(q) if q.is_int() => {
+            let k = i64::try_from(q.n).map_err(|_| Fail)?;
+            if k < 0 && is_zero(b) {
+                return Err(Fail); // zoo
+            }
+            Ok(match b {
+                V::Q(x) => match (k.unsigned_abs() <= 4096).then(|| x.powi(k)).flatten() {
+                    Some(r) => V::Q(r),
+                    None => {
+                        if k.unsigned_abs() > 100_000 {
+                            return Err(Fail);
+                        }
+                        V::N([C::new(x.to_f64(), 0.0).powi(k); ENVS], false)
+                    }
+                },
+                V::F(x) => V::F(x.powi(k.clamp(i32::MIN as i64, i32::MAX as i64) as i32)),
+                V::N(c, t) => V::N(c.map(|z| z.powi(k)), *t),
+            })
+        }
+        V::Q(q) if q.d == 2 => {
+            // x**(n/2) = sqrt(x)**n
+            let r = sqrt(b);
+            pow(&r, &V::Q(Q::int(q.n)))
+        }
+        V::Q(q) => {
+            if let V::Q(x) = b {
+                // exact root of a perfect power, e.g. 8**(1/3)
+                if x.n > 0 && q.d <= 64 {
+                    if let (Some(a), Some(c)) = (int_root(x.n, q.d as u32), int_root(x.d, q.d as u32)) {
+                        return pow(&V::Q(Q { n: a, d: c }), &V::Q(Q::int(q.n)));
+                    }
+                }
+            }
+            let ef = C::new(q.to_f64(), 0.0);
+            let (c, t) = as_n(b);
+            Ok(V::N(c.map(|z| z.powc(ef)), t))
+        }
+        V::F(f) => match b {
+            V::Q(x) if x.n > 0 => Ok(V::F(x.to_f64().powf(*f))),
+            V::F(x) if *x > 0.0 => Ok(V::F(x.powf(*f))),
+            _ => {
+                let (c, _) = as_n(b);
+                Ok(V::N(c.map(|z| z.powc(C::new(*f, 0.0))), true))
+            }
+        },
+        V::N(ec, et) => {
+            let (c, t) = as_n(b);
+            let mut out = [C::new(0.0, 0.0); ENVS];
+            for i in 0..ENVS {
+                out[i] = c[i].powc(ec[i]);
+            }
+            Ok(V::N(out, t || *et))
+        }
+    }
+}
+
+// ------------------------------------------------------------------ tokens
+
+#[derive(Debug, Clone)]
+enum Tok {
+    /// Integer literal value (sympy Integer).
+    Int(V),
+    /// Float literal (sympy Float), or an imaginary literal.
+    Flt(V),
+    /// An undefined name: a sympy Symbol.
+    Sym(String),
+    /// A callable name from sympy's namespace.
+    Func(&'static str),
+    /// A non-callable name from sympy's namespace (`pi`, `oo`, ...).
+    Const(&'static str),
+    LParen,
+    RParen,
+    /// Any other operator: `+ - * / // ** ! ,` and the ones that make us fail.
+    Op(&'static str),
+}
+
+/// sympy names with at most two distinct letters (all others are gated out by
+/// `should_allow_eval`), split into callables and constants.
+const FUNCS: [&str; 18] =
+    ["csc", "eye", "ff", "fft", "frac", "fu", "gff", "hn1", "hn2", "im", "jn", "li", "ln", "ntt", "re", "rf", "sqrt", "yn"];
+const CONSTS: [&str; 4] = ["nan", "oo", "pi", "zoo"];
+/// Greek letter names `split_symbols` leaves whole (two letters or fewer; `pi` is a constant).
+const GREEK: [&str; 3] = ["mu", "nu", "xi"];
+const KEYWORDS: [&str; 35] = [
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def",
+    "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is",
+    "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while", "with", "yield",
+];
+
+fn is_digit_py(c: char) -> bool {
+    c.is_ascii_digit() || (!c.is_ascii() && c.is_numeric() && c.to_digit(10).is_some())
+}
+
+/// Python's `Number` token at the start of `s` (longest per tokenize's regex).
+fn lex_number(s: &[char]) -> usize {
+    let digits = |i: usize| -> usize {
+        // [0-9](?:_?[0-9])*
+        let mut j = i;
+        if j >= s.len() || !s[j].is_ascii_digit() {
+            return i;
+        }
+        j += 1;
+        loop {
+            if j < s.len() && s[j].is_ascii_digit() {
+                j += 1;
+            } else if j + 1 < s.len() && s[j] == '_' && s[j + 1].is_ascii_digit() {
+                j += 2;
+            } else {
+                return j;
+            }
+        }
+    };
+    let exponent = |i: usize| -> usize {
+        if i < s.len() && (s[i] == 'e' || s[i] == 'E') {
+            let mut j = i + 1;
+            if j < s.len() && (s[j] == '+' || s[j] == '-') {
+                j += 1;
+            }
+            let k = digits(j);
+            if k > j {
+                return k;
+            }
+        }
+        i
+    };
+    // Floatnumber: Pointfloat | Expfloat
+    let float = || -> usize {
+        let a = digits(0);
+        let point = if a > 0 && a < s.len() && s[a] == '.' {
+            Some(digits(a + 1).max(a + 1))
+        } else if a == 0 && !s.is_empty() && s[0] == '.' {
+            let k = digits(1);
+            (k > 1).then_some(k)
+        } else {
+            None
+        };
+        match point {
+            Some(p) => exponent(p),
+            None => {
+                if a > 0 {
+                    let e = exponent(a);
+                    if e > a {
+                        return e;
+                    }
+                }
+                0
+            }
+        }
+    };
+    let f = float();
+    let a = digits(0);
+    // Imagnumber first: digits[jJ] | Floatnumber[jJ]
+    if a > 0 && a < s.len() && (s[a] == 'j' || s[a] == 'J') {
+        return a + 1;
+    }
+    if f > 0 && f < s.len() && (s[f] == 'j' || s[f] == 'J') {
+        return f + 1;
+    }
+    if f > 0 {
+        return f;
+    }
+    // Intnumber: hex | bin | oct | dec
+    if s.len() >= 3 && s[0] == '0' {
+        let radix = match s[1] {
+            'x' | 'X' => 16,
+            'b' | 'B' => 2,
+            'o' | 'O' => 8,
+            _ => 0,
+        };
+        if radix > 0 {
+            let mut j = 2;
+            let mut any = false;
+            loop {
+                if j < s.len() && s[j].is_digit(radix) {
+                    j += 1;
+                    any = true;
+                } else if j + 1 < s.len() && s[j] == '_' && s[j + 1].is_digit(radix) {
+                    j += 2;
+                    any = true;
+                } else {
+                    break;
+                }
+            }
+            if any {
+                return j;
+            }
+        }
+    }
+    if !s.is_empty() && s[0] == '0' {
+        // 0(?:_?0)*
+        let mut j = 1;
+        loop {
+            if j < s.len() && s[j] == '0' {
+                j += 1;
+            } else if j + 1 < s.len() && s[j] == '_' && s[j + 1] == '0' {
+                j += 2;
+            } else {
+                return j;
+            }
+        }
+    }
+    a
+}
+
+/// sympy's `auto_number` for one Number token.
+fn number_value(text: &str) -> R<Tok> {
+    let (body, imag) = match text.strip_suffix(['j', 'J']) {
+        Some(b) => (b, true),
+        None => (text, false),
+    };
+    let clean: String = body.chars().filter(|&c| c != '_').collect();
+    let lower = clean.to_ascii_lowercase();
+    let is_float = lower.contains('.') || (lower.contains('e') && !lower.starts_with("0x"));
+    let v = if is_float {
+        V::F(lower.parse::<f64>().map_err(|_| Fail)?)
+    } else {
+        let (digits, radix) = if let Some(h) = lower.strip_prefix("0x") {
+            (h, 16)
+        } else if let Some(b) = lower.strip_prefix("0b") {
+            (b, 2)
+        } else if let Some(o) = lower.strip_prefix("0o") {
+            (o, 8)
+        } else {
+            (lower.as_str(), 10)
+        };
+        match i128::from_str_radix(digits, radix) {
+            Ok(n) => V::Q(Q::int(n)),
+            Err(_) => V::N([C::new(digits.parse::<f64>().map_err(|_| Fail)?, 0.0); ENVS], false),
+        }
+    };
+    if imag {
+        let (c, t) = as_n(&v);
+        return Ok(Tok::Flt(V::N(c.map(|z| C::new(-z.im, z.re)), t || is_float)));
+    }
+    Ok(if is_float { Tok::Flt(v) } else { Tok::Int(v) })
+}
+
+/// `auto_symbol` + `split_symbols` for one NAME token.
+fn push_name(name: &str, out: &mut Vec<Tok>) -> R<()> {
+    if KEYWORDS.contains(&name) {
+        return Err(Fail);
+    }
+    if let Some(f) = FUNCS.iter().find(|f| **f == name) {
+        out.push(Tok::Func(f));
+        return Ok(());
+    }
+    if let Some(c) = CONSTS.iter().find(|c| **c == name) {
+        out.push(Tok::Const(c));
+        return Ok(());
+    }
+    let splittable = !name.contains('_') && !GREEK.contains(&name) && name.chars().count() > 1;
+    if !splittable {
+        out.push(Tok::Sym(name.to_string()));
+        return Ok(());
+    }
+    let chars: Vec<char> = name.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if is_digit_py(c) {
+            let mut j = i;
+            let mut digits = String::new();
+            while j < chars.len() && is_digit_py(chars[j]) {
+                digits.push(chars[j]);
+                j += 1;
+            }
+            // Number('12'): an Integer
+            let v: String = digits.chars().filter_map(|d| d.to_digit(10)).map(|d| char::from(b'0' + d as u8)).collect();
+            out.push(number_value(&v)?);
+            i = j;
+        } else {
+            out.push(Tok::Sym(c.to_string()));
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+const OPS3: [&str; 5] = ["**=", "//=", ">>=", "<<=", "..."];
+const OPS2: [&str; 19] =
+    ["**", "//", "!=", "<=", ">=", "==", "<<", ">>", "->", ":=", "+=", "-=", "*=", "/=", "%=", "&=", "|=", "^=", "@="];
+const OPS1: &str = "+-*/%@&|^~<>=.,:;!";
+
+/// Python's tokenizer + the name/number transformations; `Err` = sympy fails.
+fn tokenize(s: &str) -> R<Vec<Tok>> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut depth = 0usize;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == ' ' || c == '\t' || c == '\u{c}' {
+            i += 1;
+            continue;
+        }
+        if c == '\n' || c == '\r' {
+            if depth == 0 {
+                return Err(Fail); // a second logical line: SyntaxError
+            }
+            i += 1;
+            continue;
+        }
+        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+            let n = lex_number(&chars[i..]);
+            if n == 0 {
+                return Err(Fail);
+            }
+            let text: String = chars[i..i + n].iter().collect();
+            out.push(number_value(&text)?);
+            i += n;
+            continue;
+        }
+        if c == '_' || c.is_alphanumeric() {
+            let mut j = i;
+            while j < chars.len() && (chars[j] == '_' || chars[j].is_alphanumeric()) {
+                j += 1;
+            }
+            let name: String = chars[i..j].iter().collect();
+            if !name.chars().next().is_some_and(|f| f == '_' || f.is_alphabetic()) {
+                return Err(Fail);
+            }
+            push_name(&name, &mut out)?;
+            i = j;
+            continue;
+        }
+        if c == '(' {
+            depth += 1;
+            if depth > MAX_PAREN_DEPTH {
+                return Err(Fail);
+            }
+            out.push(Tok::LParen);
+            i += 1;
+            continue;
+        }
+        if c == ')' {
+            depth = depth.checked_sub(1).ok_or(Fail)?;
+            out.push(Tok::RParen);
+            i += 1;
+            continue;
+        }
+        let rest: String = chars[i..chars.len().min(i + 3)].iter().collect();
+        if let Some(op) = OPS3.iter().find(|o| rest.starts_with(**o)) {
+            out.push(Tok::Op(op));
+            i += 3;
+            continue;
+        }
+        if let Some(op) = OPS2.iter().find(|o| rest.starts_with(**o)) {
+            out.push(Tok::Op(op));
+            i += 2;
+            continue;
+        }
+        if let Some(k) = OPS1.find(c) {
+            out.push(Tok::Op(&OPS1[k..k + c.len_utf8()]));
+            i += 1;
+            continue;
+        }
+        // brackets, quotes, '#', '$', '?', non-ASCII symbols...: sympy fails
+        return Err(Fail);
+    }
+    if depth != 0 {
+        return Err(Fail);
+    }
+    Ok(out)
+}
+
+fn ends_operand(t: &Tok) -> bool {
+    matches!(t, Tok::Int(_) | Tok::Flt(_) | Tok::Sym(_) | Tok::Const(_) | Tok::RParen | Tok::Op("!"))
+}
+
+fn starts_operand(t: &Tok) -> bool {
+    matches!(t, Tok::Int(_) | Tok::Flt(_) | Tok::Sym(_) | Tok::Const(_) | Tok::LParen | Tok::Func(_))
+}
+
+/// `implicit_multiplication` and `implicit_application`.
+fn implicit(tokens: Vec<Tok>) -> Vec<Tok> {
+    let mut out: Vec<Tok> = Vec::with_capacity(tokens.len() * 2);
+    for t in tokens {
+        if let Some(prev) = out.last() {
+            if ends_operand(prev) && starts_operand(&t) {
+                out.push(Tok::Op("*"));
+            }
+        }
+        out.push(t);
+    }
+    // implicit application: `sqrt 2` -> sqrt(2), `sqrt 2*x` -> sqrt(2*x)
+    if !out.iter().enumerate().any(|(i, t)| matches!(t, Tok::Func(_)) && out.get(i + 1).is_some_and(|n| starts_operand(n) && !matches!(n, Tok::LParen))) {
+        return out;
+    }
+    let mut res = Vec::with_capacity(out.len() + 4);
+    let mut i = 0;
+    while i < out.len() {
+        let t = out[i].clone();
+        let applies = matches!(t, Tok::Func(_)) && out.get(i + 1).is_some_and(|n| starts_operand(n) && !matches!(n, Tok::LParen));
+        res.push(t);
+        i += 1;
+        if applies {
+            res.push(Tok::LParen);
+            let end = application_end(&out, i);
+            res.extend(out[i..end].iter().cloned());
+            res.push(Tok::RParen);
+            i = end;
+        }
+    }
+    res
+}
+
+/// End of the argument of an implicitly applied function starting at `i`: one
+/// unit, extended over `*` / `**` and the unit after each.
+fn application_end(t: &[Tok], i: usize) -> usize {
+    let unit_end = |mut j: usize| -> usize {
+        // Func followed by a parenthesised group, or a parenthesised group, or an atom
+        if matches!(t.get(j), Some(Tok::Func(_))) {
+            j += 1;
+        }
+        if matches!(t.get(j), Some(Tok::LParen)) {
+            let mut d = 0usize;
+            while j < t.len() {
+                match t[j] {
+                    Tok::LParen => d += 1,
+                    Tok::RParen => {
+                        d = d.saturating_sub(1);
+                        if d == 0 {
+                            return j + 1;
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            return t.len();
+        }
+        (j + 1).min(t.len())
+    };
+    let mut end = unit_end(i);
+    while matches!(t.get(end), Some(Tok::Op("*")) | Some(Tok::Op("**"))) && end + 1 < t.len() {
+        end = unit_end(end + 1);
+    }
+    end
+}
+
+// ------------------------------------------------------------------ parser
+
+struct Parser<'a> {
+    t: &'a [Tok],
+    i: usize,
+    ev: Eval,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Tok> {
+        self.t.get(self.i)
+    }
+
+    fn eat(&mut self, op: &str) -> bool {
+        if matches!(self.peek(), Some(Tok::Op(o)) if *o == op) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// arith: term (('+'|'-') term)*
+    fn arith(&mut self) -> R<V> {
+        let mut v = self.term()?;
+        loop {
+            if self.eat("+") {
+                let r = self.term()?;
+                v = self.ev.num(add(&v, &r));
+            } else if self.eat("-") {
+                let r = self.term()?;
+                v = self.ev.num(add(&v, &neg(&r)));
+            } else {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// term: factor (('*'|'/'|'//') factor)*
+    fn term(&mut self) -> R<V> {
+        let mut v = self.factor(0)?;
+        loop {
+            if self.eat("*") {
+                let r = self.factor(0)?;
+                v = self.ev.num(mul(&v, &r));
+            } else if self.eat("/") {
+                let r = self.factor(0)?;
+                v = self.ev.num(div(&v, &r)?);
+            } else if self.eat("//") {
+                let r = self.factor(0)?;
+                v = match (&v, &r) {
+                    (V::Q(a), V::Q(b)) if b.n != 0 => {
+                        let q = a.mul(b.recip().ok_or(Fail)?).ok_or(Fail)?;
+                        V::Q(Q::int(q.n.div_euclid(q.d)))
+                    }
+                    _ => return Err(Fail),
+                };
+            } else {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// factor: ('+'|'-') factor | power
+    fn factor(&mut self, chain: usize) -> R<V> {
+        if chain > MAX_CHAIN {
+            return Err(Fail);
+        }
+        if self.eat("-") {
+            let v = self.factor(chain + 1)?;
+            return Ok(neg(&v));
+        }
+        if self.eat("+") {
+            return self.factor(chain + 1);
+        }
+        self.power(chain)
+    }
+
+    /// power: primary ['**' factor]
+    fn power(&mut self, chain: usize) -> R<V> {
+        let base = self.primary()?;
+        if self.eat("**") {
+            let e = self.factor(chain + 1)?;
+            let v = pow(&base, &e)?;
+            return Ok(self.ev.num(v));
+        }
+        Ok(base)
+    }
+
+    /// primary: atom, then `!` (factorial).
+    fn primary(&mut self) -> R<V> {
+        let mut v = self.atom()?;
+        loop {
+            if self.eat("!") {
+                if self.eat("!") {
+                    return Err(Fail); // factorial2: not modelled
+                }
+                v = factorial(&v)?;
+            } else {
+                return Ok(v);
+            }
+        }
+    }
+
+    fn atom(&mut self) -> R<V> {
+        let t = self.peek().cloned().ok_or(Fail)?;
+        self.i += 1;
+        match t {
+            Tok::Int(v) | Tok::Flt(v) => Ok(self.ev.num(v)),
+            Tok::Sym(name) => {
+                let mut c = [C::new(0.0, 0.0); ENVS];
+                for (env, slot) in c.iter_mut().enumerate() {
+                    *slot = symbol_value(&name, env);
+                }
+                Ok(self.ev.num(V::N(c, false)))
+            }
+            Tok::Const("pi") => {
+                let mut c = [C::new(0.0, 0.0); ENVS];
+                for (env, slot) in c.iter_mut().enumerate() {
+                    *slot = C::new(pi_value(env), 0.0);
+                }
+                Ok(self.ev.num(V::N(c, false)))
+            }
+            Tok::Const(_) => Err(Fail), // oo, zoo, nan
+            Tok::LParen => {
+                let v = self.arith()?;
+                if matches!(self.peek(), Some(Tok::RParen)) {
+                    self.i += 1;
+                    Ok(v)
+                } else {
+                    Err(Fail) // tuple, comparison, or garbage
+                }
+            }
+            Tok::Func(f) => {
+                if !matches!(self.peek(), Some(Tok::LParen)) {
+                    return Err(Fail); // a bare function object
+                }
+                self.i += 1;
+                let mut args = vec![self.arith()?];
+                while self.eat(",") {
+                    args.push(self.arith()?);
+                }
+                if !matches!(self.peek(), Some(Tok::RParen)) {
+                    return Err(Fail);
+                }
+                self.i += 1;
+                let v = apply(f, &args)?;
+                Ok(self.ev.num(v))
+            }
+            Tok::RParen | Tok::Op(_) => Err(Fail),
+        }
+    }
+}
+
+fn factorial(v: &V) -> R<V> {
+    match v {
+        V::Q(q) if q.is_int() && q.n >= 0 && q.n <= 33 => {
+            let mut acc: i128 = 1;
+            for k in 2..=q.n {
+                acc = acc.checked_mul(k).ok_or(Fail)?;
+            }
+            Ok(V::Q(Q::int(acc)))
+        }
+        _ => Err(Fail),
+    }
+}
+
+fn apply(f: &str, args: &[V]) -> R<V> {
+    match (f, args) {
+        ("sqrt", [x]) => Ok(sqrt(x)),
+        ("ln", [x]) => {
+            match x {
+                V::Q(q) if *q == Q::int(1) => return Ok(V::Q(Q::int(0))),
+                _ if is_zero(x) => return Err(Fail),
+                _ => {}
+            }
+            let (c, t) = as_n(x);
+            Ok(V::N(c.map(C::ln), t))
+        }
+        _ => Err(Fail),
+    }
+}
+
+/// Is `simplify(parse_expr(expr)) == 0` (sympy with implicit multiplication)?
+pub fn sympy_diff_is_zero(expr: &str) -> bool {
+    let src = super::pystr::strip(expr).replace('^', "**");
+    let tokens = match tokenize(&src) {
+        Ok(t) => implicit(t),
+        Err(_) => return false,
+    };
+    let mut p = Parser { t: &tokens, i: 0, ev: Eval { scale: [1.0; ENVS] } };
+    let v = match p.arith() {
+        Ok(v) => v,
+        Err(_) => return false,
+    };
+    if p.i != tokens.len() {
+        return false;
+    }
+    match v {
+        V::Q(q) => q.n == 0,
+        V::F(f) => f == 0.0,
+        V::N(c, taint) => {
+            let n = if taint { ENVS } else { PRINCIPAL };
+            (0..n).all(|i| {
+                let tol = 1e-9 * p.ev.scale[i].max(1.0);
+                c[i].abs() <= tol
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sympy_diff_is_zero as z;
+
+    #[test]
+    fn exact_numbers() {
+        assert!(z("(1/2)-(0.5)"));
+        assert!(z("(12.5)-(25/2)"));
+        assert!(!z("(0.1+0.2)-(0.3)"));
+        assert!(!z("(1/3)-(0.3333333333333333)"));
+        assert!(z("(2.0)-(2)"));
+        assert!(!z("(3)-(4)"));
+        assert!(z("(7+3/4)-(31/4)"));
+    }
+
+    #[test]
+    fn implicit_multiplication() {
+        assert!(z("(2x)-(2*x)"));
+        assert!(z("(2(3))-(6)"));
+        assert!(z("(2sqrt(3))-(sqrt(12))"));
+        assert!(z("(2pi)-(pi*2)"));
+        assert!(z("(xy)-(y*x)"));
+        assert!(z("(05)-(0)"));
+        assert!(!z("(2sqrt2)-(2*sqrt(2))"));
+        assert!(z("(sqrt 2)-(sqrt(2))"));
+    }
+
+    #[test]
+    fn radicals_pi_symbols() {
+        assert!(z("(sqrt(3)/2)-(1/2*sqrt(3))"));
+        assert!(z("(sqrt(8))-(2sqrt(2))"));
+        assert!(!z("(sqrt(2)/2)-(0.7071067811865476)"));
+        assert!(z("(0.5sqrt(3))-(sqrt(3)/2)"));
+        assert!(!z("(3.14)-(pi)"));
+        assert!(z("((x+1)^2)-(x^2+2x+1)"));
+        assert!(!z("(sqrt(x^2))-(x)"));
+        assert!(z("(-2+7i)-(7i-2)"));
+        assert!(z("(1/(sqrt(2)-1))-(sqrt(2)+1)"));
+    }
+
+    #[test]
+    fn failures_are_not_equal() {
+        assert!(!z("(1,2)-(1,2)"));
+        assert!(!z("(x<3)-(x<3)"));
+        assert!(!z("(1/0)-(1/0)"));
+        assert!(!z("(oo)-(oo)"));
+        assert!(!z("(5!)-(121)"));
+        assert!(z("(5!)-(120)"));
+        assert!(!z(&format!("{}1{}", "(".repeat(300), ")".repeat(300))));
+    }
+}
