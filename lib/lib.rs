@@ -9,6 +9,7 @@
 pub mod error;
 pub mod trajectories;
 pub mod prompts;
+pub mod rl;
 pub mod schema;
 pub mod table;
 

@@ -357,6 +357,7 @@ pub fn read_gguf(path: &Path) -> Result<GgufModel, GgufError> {
         "bos_token_id": vocab.bos_id,
         "eos_token_id": vocab.eos_id,
         "pad_token_id": vocab.pad_id,
+        "unk_token_id": vocab.unk_id,
         "head_dim": head_dim,
         "hidden_act": "silu",
         "hidden_size": hidden,

@@ -52,9 +52,6 @@ impl C {
     fn add(self, o: C) -> C {
         C::new(self.re + o.re, self.im + o.im)
     }
-    fn sub(self, o: C) -> C {
-        C::new(self.re - o.re, self.im - o.im)
-    }
     fn mul(self, o: C) -> C {
         C::new(self.re * o.re - self.im * o.im, self.re * o.im + self.im * o.re)
     }
@@ -641,6 +638,25 @@ fn lex_number(s: &[char]) -> usize {
     a
 }
 
+/// The exact value of a decimal literal (`12.5e-3`), if it fits an i128 rational.
+fn exact_decimal(text: &str) -> Option<Q> {
+    let (mantissa, exp) = match text.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int_part}{frac_part}");
+    let n: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+    let scale = exp - frac_part.len() as i32;
+    let ten = Q::int(10);
+    let p = ten.powi(scale.unsigned_abs() as i64)?;
+    if scale >= 0 {
+        Q::int(n).mul(p)
+    } else {
+        Q::int(n).mul(p.recip()?)
+    }
+}
+
 /// sympy's `auto_number` for one Number token.
 fn number_value(text: &str) -> R<Tok> {
     let (body, imag) = match text.strip_suffix(['j', 'J']) {
@@ -651,7 +667,13 @@ fn number_value(text: &str) -> R<Tok> {
     let lower = clean.to_ascii_lowercase();
     let is_float = lower.contains('.') || (lower.contains('e') && !lower.starts_with("0x"));
     let v = if is_float {
-        V::F(lower.parse::<f64>().map_err(|_| Fail)?)
+        let mantissa = lower.split('e').next().unwrap_or("");
+        let sig = mantissa.replace('.', "").trim_start_matches('0').len();
+        match (sig > 15).then(|| exact_decimal(&lower)).flatten() {
+            // sympy gives such a Float more than 53 bits: model it as exact
+            Some(q) => V::Q(q),
+            None => V::F(lower.parse::<f64>().map_err(|_| Fail)?),
+        }
     } else {
         let (digits, radix) = if let Some(h) = lower.strip_prefix("0x") {
             (h, 16)

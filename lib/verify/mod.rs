@@ -1,0 +1,242 @@
+//! The reference answer verifier (REFERENCE.md §5): verl's
+//! `conrl_reward.compute_score`, ported to Rust bit for bit where we could read
+//! the Python, so rewards match the paper's without a Python process.
+//!
+//! Pipeline, one submodule per upstream piece:
+//!
+//! 1. [`extract`]: text after the last `</think>`; Hendrycks'
+//!    `last_boxed_only_string` (last `\boxed`, else last `\fbox`, brace counting)
+//!    and verl's `remove_boxed` (must be `\boxed{...}`: `\fbox`, `\boxed {..}`
+//!    and unclosed braces score 0).
+//! 2. Multiple choice (data sources starting with `conrl/mmlu`, `conrl/gpqa`,
+//!    `conrl/arc_c`, `conrl/truthfulqa`, `conrl/winogrande`, `conrl/bbh`,
+//!    `conrl/commonsense_qa`): the boxed text up to its first `.`, trimmed, must
+//!    equal the letter exactly (`B`, `B. text` pass; `(B)`, `\text{B}`, `b` fail).
+//! 3. Everything else: PRM800K's `grade_answer(given, ground_truth)` (a ground
+//!    truth containing `\boxed` is first reduced to its boxed content):
+//!    [`mathd`] (Hendrycks `_strip_string`) equality, else [`grader`]
+//!    (`_normalize`, with [`latex`] standing in for pylatexenc's
+//!    `latex_to_text`; tuples; unreduced fractions never match; an integer never
+//!    matches a non-integer) and finally the sympy check, done by [`expr`].
+//!
+//! What [`expr`] covers instead of sympy: integers, decimals (as sympy Floats,
+//! rounding included), fractions, `sqrt`, powers, `pi`, `ln`, factorial,
+//! parentheses, unary minus, sympy's implicit multiplication / application and
+//! symbol splitting (`2x`, `2(3)`, `xy`, `2sqrt(3)`, `sqrt2` = `s*q*r*t*2`), and
+//! up to two free symbols (compared at random complex points). Where it knowingly
+//! differs from sympy is listed in [`expr`]'s and [`latex`]'s docs; in short:
+//! identities sympy cannot prove count as equal, Float rounding inside symbolic
+//! terms is ignored, functions other than `sqrt`/`ln`/`log` fail, accents are not
+//! NFC-composed, and Python's recursion limits are approximated.
+//!
+//! The module uses only `std` and `regex`, never panics on any input, and runs in
+//! time linear in the response (explicit counters instead of recursion for
+//! braces; nesting limits where Python itself would raise, scoring as Python's
+//! `except` branches do).
+
+pub mod expr;
+pub mod extract;
+pub mod grader;
+pub mod latex;
+mod latex_table;
+pub mod mathd;
+pub mod pystr;
+
+/// Why a response got its score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No `\boxed` (nor `\fbox`) in the scored text.
+    NoBoxed,
+    /// The last box's braces never close.
+    UnclosedBrace,
+    /// The last box is an `\fbox{..}` (located, then rejected).
+    Fbox,
+    /// The last `\boxed` is not directly followed by `{` (e.g. `\boxed {5}`).
+    MalformedBox,
+    /// Equal after Hendrycks or PRM800K string normalisation.
+    NormalizedMatch,
+    /// Equal by the sympy check (element-wise for tuples).
+    SymbolicMatch,
+    /// A math answer that does not match.
+    Mismatch,
+    /// Multiple choice: the letter matches.
+    ChoiceMatch,
+    /// Multiple choice: the letter does not match.
+    ChoiceMismatch,
+}
+
+impl Reason {
+    /// The snake_case name, for logs and Parquet columns.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::NoBoxed => "no_boxed",
+            Reason::UnclosedBrace => "unclosed_brace",
+            Reason::Fbox => "fbox",
+            Reason::MalformedBox => "malformed_box",
+            Reason::NormalizedMatch => "normalized_match",
+            Reason::SymbolicMatch => "symbolic_match",
+            Reason::Mismatch => "mismatch",
+            Reason::ChoiceMatch => "choice_match",
+            Reason::ChoiceMismatch => "choice_mismatch",
+        }
+    }
+}
+
+/// The verifier's answer for one response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The boxed text the reference extracted (`None` when extraction failed).
+    pub extracted: Option<String>,
+    /// Whether the reference scores the response correct.
+    pub correct: bool,
+    /// The reward: 1.0 if correct, else 0.0.
+    pub score: f32,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Data-source prefixes scored by exact letter match.
+const MULTIPLE_CHOICE_PREFIXES: [&str; 7] = [
+    "conrl/mmlu",
+    "conrl/gpqa",
+    "conrl/arc_c",
+    "conrl/truthfulqa",
+    "conrl/winogrande",
+    "conrl/bbh",
+    "conrl/commonsense_qa",
+];
+
+/// Whether `data_source` is scored as multiple choice (letter match).
+pub fn is_multiple_choice(data_source: &str) -> bool {
+    MULTIPLE_CHOICE_PREFIXES.iter().any(|p| data_source.starts_with(p))
+}
+
+fn verdict(extracted: Option<&str>, correct: bool, reason: Reason) -> Verdict {
+    Verdict {
+        extracted: extracted.map(str::to_string),
+        correct,
+        score: if correct { 1.0 } else { 0.0 },
+        reason,
+    }
+}
+
+/// Scores `response` against `ground_truth` exactly as the reference does.
+pub fn compute_score(data_source: &str, response: &str, ground_truth: &str) -> Verdict {
+    let answer = match extract::extract_answer(response) {
+        Ok(a) => a,
+        Err(e) => {
+            let reason = match e {
+                extract::ExtractError::NoBoxed => Reason::NoBoxed,
+                extract::ExtractError::Unclosed => Reason::UnclosedBrace,
+                extract::ExtractError::Fbox => Reason::Fbox,
+                extract::ExtractError::Malformed => Reason::MalformedBox,
+            };
+            return verdict(None, false, reason);
+        }
+    };
+    if is_multiple_choice(data_source) {
+        let letter = pystr::strip(answer.split('.').next().unwrap_or(""));
+        let ok = letter == pystr::strip(ground_truth);
+        return verdict(Some(answer), ok, if ok { Reason::ChoiceMatch } else { Reason::ChoiceMismatch });
+    }
+    let gt = if ground_truth.contains("\\boxed") {
+        extract::last_boxed_only_string(ground_truth)
+            .and_then(extract::remove_boxed)
+            .unwrap_or(ground_truth)
+    } else {
+        ground_truth
+    };
+    let (ok, reason) = match grader::grade_answer(answer, gt) {
+        grader::Grade::MathdEqual | grader::Grade::NormalizedEqual => (true, Reason::NormalizedMatch),
+        grader::Grade::Symbolic => (true, Reason::SymbolicMatch),
+        grader::Grade::Wrong => (false, Reason::Mismatch),
+    };
+    verdict(Some(answer), ok, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn score(ds: &str, resp: &str, gt: &str) -> (bool, Reason) {
+        let v = compute_score(ds, resp, gt);
+        (v.correct, v.reason)
+    }
+
+    const MATH: &str = "conrl/math";
+    const MMLU: &str = "conrl/mmlu2k";
+
+    #[test]
+    fn last_box_wins() {
+        assert_eq!(score(MATH, "\\boxed{3} no wait \\boxed{4}", "4"), (true, Reason::NormalizedMatch));
+        assert_eq!(score(MATH, "\\boxed{4} no wait \\boxed{3}", "4"), (false, Reason::Mismatch));
+    }
+
+    #[test]
+    fn fbox_unclosed_malformed_score_zero() {
+        assert_eq!(score(MATH, "\\fbox{4}", "4"), (false, Reason::Fbox));
+        assert_eq!(score(MATH, "\\boxed{4", "4"), (false, Reason::UnclosedBrace));
+        assert_eq!(score(MATH, "\\boxed {4}", "4"), (false, Reason::MalformedBox));
+        assert_eq!(score(MATH, "4", "4"), (false, Reason::NoBoxed));
+    }
+
+    #[test]
+    fn think_prefix() {
+        assert_eq!(score(MATH, "<think>\\boxed{4}</think>The answer is \\boxed{5}", "5").0, true);
+        assert_eq!(score(MATH, "<think>\\boxed{5}</think>The answer is 5", "5"), (false, Reason::NoBoxed));
+    }
+
+    #[test]
+    fn integer_strictness_and_fractions() {
+        assert!(!score(MATH, "\\boxed{12.5}", "12").0);
+        assert!(score(MATH, "\\boxed{12.0}", "12").0);
+        assert!(score(MATH, "\\boxed{1,000}", "1000").0);
+        assert!(!score(MATH, "\\boxed{\\frac{2}{4}}", "\\frac{1}{2}").0);
+        assert!(score(MATH, "\\boxed{0.5}", "\\frac{1}{2}").0);
+        assert!(score(MATH, "\\boxed{\\dfrac{\\sqrt{3}}{2}}", "\\frac{\\sqrt{3}}{2}").0);
+        assert_eq!(score(MATH, "\\boxed{\\sqrt{3}/2}", "\\frac{\\sqrt{3}}{2}"), (true, Reason::NormalizedMatch));
+        assert_eq!(score(MATH, "\\boxed{\\frac{1}{2}\\sqrt{3}}", "\\frac{\\sqrt{3}}{2}"), (true, Reason::SymbolicMatch));
+    }
+
+    #[test]
+    fn multiple_choice_letters() {
+        assert_eq!(score(MMLU, "\\boxed{B}", "B"), (true, Reason::ChoiceMatch));
+        assert_eq!(score(MMLU, "\\boxed{B. Paris}", "B"), (true, Reason::ChoiceMatch));
+        assert_eq!(score(MMLU, "\\boxed{ B }", "B"), (true, Reason::ChoiceMatch));
+        assert_eq!(score(MMLU, "\\boxed{(B)}", "B"), (false, Reason::ChoiceMismatch));
+        assert_eq!(score(MMLU, "\\boxed{\\text{B}}", "B"), (false, Reason::ChoiceMismatch));
+        assert_eq!(score(MMLU, "\\boxed{b}", "B"), (false, Reason::ChoiceMismatch));
+        assert!(is_multiple_choice("conrl/commonsense_qa"));
+        assert!(!is_multiple_choice("conrl/math"));
+    }
+
+    #[test]
+    fn boxed_ground_truth_is_reduced() {
+        assert!(score(MATH, "\\boxed{7}", "so the answer is $\\boxed{7}$.").0);
+    }
+
+    #[test]
+    fn reason_names() {
+        assert_eq!(Reason::NoBoxed.as_str(), "no_boxed");
+        assert_eq!(Reason::SymbolicMatch.as_str(), "symbolic_match");
+        assert_eq!(Reason::ChoiceMismatch.as_str(), "choice_mismatch");
+    }
+
+    #[test]
+    fn pathological_inputs_are_fast() {
+        let big = format!("{}\\boxed{{42}}", "lorem ipsum ".repeat(10 * 1024 * 1024 / 12));
+        assert!(compute_score(MATH, &big, "42").correct);
+        let deep = format!("\\boxed{{{}x{}}}", "{".repeat(100_000), "}".repeat(100_000));
+        assert!(!compute_score(MATH, &deep, "1").correct);
+        let deep_frac = format!("\\boxed{{{}x{}}}", "\\frac{".repeat(100_000), "}{2}".repeat(100_000));
+        assert!(!compute_score(MATH, &deep_frac, "1").correct);
+        let many = "\\boxed".repeat(1_000_000);
+        assert_eq!(compute_score(MATH, &many, "1").reason, Reason::UnclosedBrace);
+        let many_open = "\\boxed{".repeat(1_000_000);
+        assert_eq!(compute_score(MATH, &many_open, "1").reason, Reason::UnclosedBrace);
+        let many_full = "\\boxed{1}".repeat(1_000_000);
+        assert!(compute_score(MATH, &many_full, "1").correct);
+        let big_answer = format!("\\boxed{{{}}}", "1+".repeat(2_000_000) + "1");
+        assert!(!compute_score(MATH, &big_answer, "1").correct);
+    }
+}
