@@ -7,10 +7,13 @@
 //! - [`stages`]: one module per binary: parse-free, checked configs and a `run`.
 
 pub mod error;
+pub mod stages;
 pub mod trajectories;
+pub mod verify;
 pub mod prompts;
 pub mod rl;
 pub mod schema;
 pub mod table;
+pub mod task;
 
 pub use error::{Error, Result};

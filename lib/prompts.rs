@@ -45,6 +45,9 @@ pub struct Prompt {
     pub style: Option<String>,
     pub index: Option<i64>,
     pub split: Option<String>,
+    /// A reference step-by-step solution (verl's `extra_info.answer`), used for supervised
+    /// warm starts.
+    pub solution: Option<String>,
 }
 
 /// `{data_source}/{split}/{index}`, or a hash of the data source and messages.
@@ -152,7 +155,7 @@ fn read_verl(path: &Path) -> Result<Vec<Prompt>> {
     let gt = as_utf8(path, "reward_model.ground_truth", struct_field(path, rm, "reward_model", "ground_truth")?)?;
     let style = rm.column_by_name("style").map(|a| as_utf8(path, "reward_model.style", a)).transpose()?;
 
-    let (index, split) = match b.column_by_name("extra_info") {
+    let (index, split, solution) = match b.column_by_name("extra_info") {
         Some(a) if matches!(a.data_type(), DataType::Struct(_)) => {
             let s = a.as_struct();
             let index = match s.column_by_name("index") {
@@ -170,9 +173,10 @@ fn read_verl(path: &Path) -> Result<Vec<Prompt>> {
                 None => None,
             };
             let split = s.column_by_name("split").map(|a| as_utf8(path, "extra_info.split", a)).transpose()?;
-            (index, split)
+            let solution = s.column_by_name("answer").map(|a| as_utf8(path, "extra_info.answer", a)).transpose()?;
+            (index, split, solution)
         }
-        _ => (None, None),
+        _ => (None, None, None),
     };
     let ability = b.column_by_name("ability").map(|a| as_utf8(path, "ability", a)).transpose()?;
     let ids = b.column_by_name("prompt_id").map(|a| as_utf8(path, "prompt_id", a)).transpose()?;
@@ -209,6 +213,7 @@ fn read_verl(path: &Path) -> Result<Vec<Prompt>> {
             style: style.as_ref().and_then(|a| a.is_valid(row).then(|| a.value(row).to_string())),
             index: idx,
             split: spl,
+            solution: solution.as_ref().and_then(|a| a.is_valid(row).then(|| a.value(row).to_string())),
         });
     }
     Ok(out)
@@ -274,6 +279,7 @@ fn read_jsonl(path: &Path) -> Result<Vec<Prompt>> {
             style: str_at(&["reward_model.style"]),
             index,
             split,
+            solution: str_at(&["extra_info.answer", "solution"]),
         });
     }
     Ok(out)
@@ -318,10 +324,16 @@ pub fn prompts_batch(prompts: &[Prompt]) -> Result<RecordBatch> {
         None,
     );
     let extra_info = StructArray::new(
-        vec![Field::new("index", DataType::Int64, true), Field::new("split", DataType::Utf8, true)].into(),
+        vec![
+            Field::new("index", DataType::Int64, true),
+            Field::new("split", DataType::Utf8, true),
+            Field::new("answer", DataType::Utf8, true),
+        ]
+        .into(),
         vec![
             Arc::new(prompts.iter().map(|p| p.index).collect::<Int64Array>()) as ArrayRef,
             strings(&|p| p.split.as_deref()),
+            strings(&|p| p.solution.as_deref()),
         ],
         None,
     );

@@ -299,6 +299,7 @@ pub mod prompts {
                     vec![
                         Field::new("index", DataType::Int64, true),
                         Field::new("split", DataType::Utf8, true),
+                        Field::new("answer", DataType::Utf8, true),
                     ]
                     .into(),
                 ),

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, UInt32Array};
+use arrow::array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray};
 use serde::Serialize;
 
 use crate::error::{Error, Result};

@@ -270,6 +270,9 @@ enum V {
     Q(Q),
     /// Float (real, 53-bit).
     F(f64),
+    /// Float literal with more than 15 digits (sympy widens its precision):
+    /// kept exact, but still a Float when it meets an irrational.
+    D(Q),
     /// Irrational, complex or symbolic: its value in each environment, and
     /// whether a Float took part.
     N([C; ENVS], bool),
@@ -300,6 +303,11 @@ impl Eval {
                     *s = s.max(f.abs());
                 }
             }
+            V::D(q) => {
+                for s in self.scale.iter_mut() {
+                    *s = s.max(q.to_f64().abs());
+                }
+            }
             V::N(c, _) => {
                 for (s, x) in self.scale.iter_mut().zip(c) {
                     *s = s.max(x.abs());
@@ -318,7 +326,34 @@ fn as_n(v: &V) -> ([C; ENVS], bool) {
     match v {
         V::Q(q) => ([C::new(q.to_f64(), 0.0); ENVS], false),
         V::F(f) => ([C::new(*f, 0.0); ENVS], true),
+        V::D(q) => ([C::new(q.to_f64(), 0.0); ENVS], true),
         V::N(c, t) => (*c, *t),
+    }
+}
+
+/// Both operands exact (Integer/Rational or wide Float): their rationals and
+/// whether the result is a (wide) Float.
+fn exact_pair(a: &V, b: &V) -> Option<(Q, Q, bool)> {
+    match (a, b) {
+        (V::Q(x), V::Q(y)) => Some((*x, *y, false)),
+        (V::Q(x), V::D(y)) | (V::D(x), V::Q(y)) | (V::D(x), V::D(y)) => Some((*x, *y, true)),
+        _ => None,
+    }
+}
+
+fn exact(q: Q, wide: bool) -> V {
+    if wide {
+        V::D(q)
+    } else {
+        V::Q(q)
+    }
+}
+
+/// A wide Float meeting a 53-bit Float: plain f64 arithmetic.
+fn narrow(v: &V) -> V {
+    match v {
+        V::D(q) => V::F(q.to_f64()),
+        other => other.clone(),
     }
 }
 
@@ -333,11 +368,14 @@ fn zip_n(a: &V, b: &V, f: impl Fn(C, C) -> C) -> V {
 }
 
 fn add(a: &V, b: &V) -> V {
-    match (a, b) {
-        (V::Q(x), V::Q(y)) => match x.add(*y) {
-            Some(q) => V::Q(q),
+    if let Some((x, y, wide)) = exact_pair(a, b) {
+        return match x.add(y) {
+            Some(q) => exact(q, wide),
             None => zip_n(a, b, C::add),
-        },
+        };
+    }
+    let (a, b) = (&narrow(a), &narrow(b));
+    match (a, b) {
         (V::F(x), V::F(y)) => V::F(x + y),
         (V::Q(x), V::F(y)) => V::F(x.to_f64() + y),
         (V::F(x), V::Q(y)) => V::F(x + y.to_f64()),
@@ -352,16 +390,23 @@ fn neg(a: &V) -> V {
             None => V::F(-x.to_f64()),
         },
         V::F(x) => V::F(-x),
+        V::D(x) => match x.neg() {
+            Some(q) => V::D(q),
+            None => V::F(-x.to_f64()),
+        },
         V::N(c, t) => V::N(c.map(|z| C::new(-z.re, -z.im)), *t),
     }
 }
 
 fn mul(a: &V, b: &V) -> V {
-    match (a, b) {
-        (V::Q(x), V::Q(y)) => match x.mul(*y) {
-            Some(q) => V::Q(q),
+    if let Some((x, y, wide)) = exact_pair(a, b) {
+        return match x.mul(y) {
+            Some(q) => exact(q, wide),
             None => zip_n(a, b, C::mul),
-        },
+        };
+    }
+    let (a, b) = (&narrow(a), &narrow(b));
+    match (a, b) {
         (V::F(x), V::F(y)) => V::F(x * y),
         (V::Q(x), V::F(y)) => V::F(x.to_f64() * y),
         (V::F(x), V::Q(y)) => V::F(x * y.to_f64()),
@@ -373,7 +418,7 @@ fn mul(a: &V, b: &V) -> V {
 
 fn is_zero(v: &V) -> bool {
     match v {
-        V::Q(q) => q.n == 0,
+        V::Q(q) | V::D(q) => q.n == 0,
         V::F(f) => *f == 0.0,
         V::N(..) => false,
     }
@@ -383,11 +428,14 @@ fn div(a: &V, b: &V) -> R<V> {
     if is_zero(b) {
         return Err(Fail); // zoo / nan: never == 0
     }
-    Ok(match (a, b) {
-        (V::Q(x), V::Q(y)) => match y.recip().and_then(|r| x.mul(r)) {
-            Some(q) => V::Q(q),
+    if let Some((x, y, wide)) = exact_pair(a, b) {
+        return Ok(match y.recip().and_then(|r| x.mul(r)) {
+            Some(q) => exact(q, wide),
             None => zip_n(a, b, C::div),
-        },
+        });
+    }
+    let (a, b) = (&narrow(a), &narrow(b));
+    Ok(match (a, b) {
         (V::F(x), V::F(y)) => V::F(x / y),
         (V::Q(x), V::F(y)) => V::F(x.to_f64() / y),
         (V::F(x), V::Q(y)) => V::F(x / y.to_f64()),
@@ -426,6 +474,8 @@ fn sqrt_q(q: Q) -> V {
 fn sqrt(v: &V) -> V {
     match v {
         V::Q(q) => sqrt_q(*q),
+        V::D(q) if q.n >= 0 => V::F(q.to_f64().sqrt()),
+        V::D(q) => V::N([C::new(0.0, (-q.to_f64()).sqrt()); ENVS], true),
         V::F(f) if *f >= 0.0 => V::F(f.sqrt()),
         V::F(f) => V::N([C::new(0.0, (-f).sqrt()); ENVS], true),
         V::N(c, t) => V::N(c.map(C::sqrt), *t),
@@ -433,6 +483,16 @@ fn sqrt(v: &V) -> V {
 }
 
 fn pow(b: &V, e: &V) -> R<V> {
+    if let V::D(q) = b {
+        if let V::Q(k) = e {
+            if k.is_int() && k.n.unsigned_abs() <= 64 {
+                if let Some(r) = q.powi(k.n as i64) {
+                    return Ok(V::D(r));
+                }
+            }
+        }
+    }
+    let (b, e) = (&narrow(b), &narrow(e));
     match e {
         V::Q(q) if q.is_int() => {
             let k = i64::try_from(q.n).map_err(|_| Fail)?;
@@ -451,6 +511,7 @@ fn pow(b: &V, e: &V) -> R<V> {
                 },
                 V::F(x) => V::F(x.powi(k.clamp(i32::MIN as i64, i32::MAX as i64) as i32)),
                 V::N(c, t) => V::N(c.map(|z| z.powi(k)), *t),
+                V::D(_) => return Err(Fail), // narrowed above
             })
         }
         V::Q(q) if q.d == 2 => {
@@ -487,6 +548,7 @@ fn pow(b: &V, e: &V) -> R<V> {
             }
             Ok(V::N(out, t || *et))
         }
+        V::D(_) => Err(Fail), // narrowed above
     }
 }
 
@@ -671,7 +733,7 @@ fn number_value(text: &str) -> R<Tok> {
         let sig = mantissa.replace('.', "").trim_start_matches('0').len();
         match (sig > 15).then(|| exact_decimal(&lower)).flatten() {
             // sympy gives such a Float more than 53 bits: model it as exact
-            Some(q) => V::Q(q),
+            Some(q) => V::D(q),
             None => V::F(lower.parse::<f64>().map_err(|_| Fail)?),
         }
     } else {
@@ -1098,7 +1160,7 @@ pub fn sympy_diff_is_zero(expr: &str) -> bool {
         return false;
     }
     match v {
-        V::Q(q) => q.n == 0,
+        V::Q(q) | V::D(q) => q.n == 0,
         V::F(f) => f == 0.0,
         V::N(c, taint) => {
             let n = if taint { ENVS } else { PRINCIPAL };
