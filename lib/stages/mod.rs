@@ -1,6 +1,7 @@
 //! One module per binary. Each holds the stage's checked config (built once from the binary's
 //! raw clap arguments) and a `run` that reads, checks, computes and writes atomically.
 
+pub mod data;
 pub mod verify;
 
 /// Print one line of stage progress or summary to stderr.
