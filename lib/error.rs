@@ -38,6 +38,11 @@ pub enum Error {
     #[error("{path}: {detail}")]
     Empty { path: PathBuf, detail: String },
 
+    /// A model directory is missing files, or its config, weights, tokenizer or chat template
+    /// cannot be used.
+    #[error("{dir}: {detail}")]
+    Model { dir: PathBuf, detail: String },
+
     /// An error from the tensor library.
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),

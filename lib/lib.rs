@@ -10,6 +10,7 @@ pub mod error;
 pub mod stages;
 pub mod trajectories;
 pub mod verify;
+pub mod optim;
 pub mod prompts;
 pub mod rl;
 pub mod schema;

@@ -12,25 +12,26 @@
 //! Evaluation is exact where sympy's automatic evaluation is exact: rationals
 //! (i128), sympy Floats as f64 (so `0.1+0.2-0.3` is not zero, `0.75-3/4` is),
 //! perfect powers and roots. Anything irrational (`sqrt(2)`, `pi`, symbols) is
-//! evaluated numerically in complex f64 at five environments: three with the true
-//! `pi`, principal square roots and random complex symbol values, and two
+//! evaluated numerically in complex f64 at nine environments: three with the true
+//! `pi`, principal square roots and random complex symbol values, and six
 //! "conjugate" ones with a random value for `pi` and a random sign for each prime
 //! under a square root. The difference is zero when it vanishes (to 1e-9
 //! relative) in the first three; when a Float meets an irrational it must also
-//! vanish in the conjugate two (sympy keeps `0.8660254037844386 - sqrt(3)/2`
+//! vanish in the conjugate six (sympy keeps `0.8660254037844386 - sqrt(3)/2`
 //! unevaluated, but cancels `0.5*sqrt(3) - sqrt(3)/2`).
 //!
 //! Knowingly different from sympy: identities `simplify` cannot prove (deeply
 //! nested radicals) count as equal; Float rounding inside irrational or symbolic
 //! terms is not modelled (`0.1x+0.2x-0.3x` counts as zero); Floats with more than
-//! 15 significant digits use f64, not sympy's wider precision; integers beyond
+//! 15 digits get sympy's wider precision only where exact rational modelling fits
+//! i128; integers beyond
 //! i128 fall back to floating point; functions other than `sqrt` and `ln`/`log`
 //! (and undefined functions `f(x)`) make the comparison fail; the quirk where
 //! implicit application swallows a following parenthesis (`sqrt 2(3)`) is not
 //! reproduced.
 
 /// Number of evaluation environments; the first `PRINCIPAL` use sympy's values.
-const ENVS: usize = 5;
+const ENVS: usize = 9;
 const PRINCIPAL: usize = 3;
 /// Python's C tokenizer refuses deeper parenthesis nesting.
 const MAX_PAREN_DEPTH: usize = 199;
@@ -231,12 +232,14 @@ fn unit_from(h: u64) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Sign of `sqrt(p)` in environment `env` (always + in the principal ones).
+/// Sign of `sqrt(p)` in environment `env` (always + in the principal ones; in
+/// the six conjugate ones bit `env - 3` of a hash of `p`, so that any product of
+/// distinct primes flips in at least one of them unless all hashes collide).
 fn prime_sign(p: i128, env: usize) -> f64 {
     if env < PRINCIPAL {
         return 1.0;
     }
-    if mix((p as u64) ^ ((env as u64) << 56) ^ 0x9e37_79b9) & 1 == 0 {
+    if (mix((p as u64) ^ 0x9e37_79b9) >> (env - PRINCIPAL)) & 1 == 0 {
         1.0
     } else {
         -1.0
@@ -244,10 +247,10 @@ fn prime_sign(p: i128, env: usize) -> f64 {
 }
 
 fn pi_value(env: usize) -> f64 {
-    match env {
-        e if e < PRINCIPAL => std::f64::consts::PI,
-        3 => 2.718_376_543_211,
-        _ => 4.132_719_876_5,
+    if env < PRINCIPAL {
+        std::f64::consts::PI
+    } else {
+        2.0 + 2.5 * unit_from(mix(0x7049 + env as u64))
     }
 }
 
@@ -259,7 +262,7 @@ fn symbol_value(name: &str, env: usize) -> C {
     }
     let h1 = mix(h ^ (env as u64 + 1));
     let h2 = mix(h1 ^ 0x5555);
-    let quad = [(1.0, 1.0), (-1.0, 1.0), (1.0, -1.0), (-1.0, -1.0), (1.0, 0.5)][env % 5];
+    let quad = [(1.0, 1.0), (-1.0, 1.0), (1.0, -1.0), (-1.0, -1.0)][env % 4];
     C::new(quad.0 * (0.4 + unit_from(h1)), quad.1 * (0.3 + unit_from(h2)))
 }
 
@@ -270,9 +273,9 @@ enum V {
     Q(Q),
     /// Float (real, 53-bit).
     F(f64),
-    /// Float literal with more than 15 digits (sympy widens its precision):
-    /// kept exact, but still a Float when it meets an irrational.
-    D(Q),
+    /// Float literal with more than 15 digits, which sympy gives more than 53
+    /// bits: its exact binary value and precision (bits).
+    D(Q, u32),
     /// Irrational, complex or symbolic: its value in each environment, and
     /// whether a Float took part.
     N([C; ENVS], bool),
@@ -303,7 +306,7 @@ impl Eval {
                     *s = s.max(f.abs());
                 }
             }
-            V::D(q) => {
+            V::D(q, _) => {
                 for s in self.scale.iter_mut() {
                     *s = s.max(q.to_f64().abs());
                 }
@@ -326,33 +329,116 @@ fn as_n(v: &V) -> ([C; ENVS], bool) {
     match v {
         V::Q(q) => ([C::new(q.to_f64(), 0.0); ENVS], false),
         V::F(f) => ([C::new(*f, 0.0); ENVS], true),
-        V::D(q) => ([C::new(q.to_f64(), 0.0); ENVS], true),
+        V::D(q, _) => ([C::new(q.to_f64(), 0.0); ENVS], true),
         V::N(c, t) => (*c, *t),
     }
 }
 
-/// Both operands exact (Integer/Rational or wide Float): their rationals and
-/// whether the result is a (wide) Float.
-fn exact_pair(a: &V, b: &V) -> Option<(Q, Q, bool)> {
-    match (a, b) {
-        (V::Q(x), V::Q(y)) => Some((*x, *y, false)),
-        (V::Q(x), V::D(y)) | (V::D(x), V::Q(y)) | (V::D(x), V::D(y)) => Some((*x, *y, true)),
-        _ => None,
+/// `q` rounded to `prec` significant bits (mpmath's round-half-even), exactly.
+fn round_bits(q: Q, prec: u32) -> Option<Q> {
+    if q.n == 0 {
+        return Some(q);
     }
-}
-
-fn exact(q: Q, wide: bool) -> V {
-    if wide {
-        V::D(q)
+    // k such that 2^(prec-1) <= |q| 2^k < 2^prec
+    let mut k = prec as i32 - 1 - q.to_f64().abs().log2().floor() as i32;
+    let scaled = |k: i32| -> Option<(i128, i128)> {
+        let (mut n, mut d) = (q.n.abs(), q.d);
+        if k >= 0 {
+            n = n.checked_mul(1i128.checked_shl(k as u32)?)?;
+        } else {
+            d = d.checked_mul(1i128.checked_shl((-k) as u32)?)?;
+        }
+        Some((n, d))
+    };
+    let lo = 1i128 << (prec - 1);
+    let (mut n, mut d) = scaled(k)?;
+    for _ in 0..3 {
+        let m = n / d;
+        if m < lo {
+            k += 1;
+        } else if m >= lo << 1 {
+            k -= 1;
+        } else {
+            break;
+        }
+        (n, d) = scaled(k)?;
+    }
+    let (m, r) = (n / d, n % d);
+    let m = match (2 * r).cmp(&d) {
+        std::cmp::Ordering::Greater => m + 1,
+        std::cmp::Ordering::Equal => m + (m & 1),
+        std::cmp::Ordering::Less => m,
+    };
+    let m = if q.n < 0 { -m } else { m };
+    if k >= 0 {
+        Q::new(m, 1i128.checked_shl(k as u32)?)
     } else {
-        V::Q(q)
+        Q::int(m).mul(Q::int(1i128.checked_shl((-k) as u32)?))
     }
 }
 
-/// A wide Float meeting a 53-bit Float: plain f64 arithmetic.
+/// The exact value of a finite f64.
+fn f64_to_q(f: f64) -> Option<Q> {
+    if !f.is_finite() {
+        return None;
+    }
+    if f == 0.0 {
+        return Some(Q::int(0));
+    }
+    let bits = f.abs().to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i32;
+    let (m, e) = if exp == 0 { ((bits & ((1 << 52) - 1)) as i128, -1074) } else { (((bits & ((1 << 52) - 1)) | (1 << 52)) as i128, exp - 1075) };
+    let m = if f < 0.0 { -m } else { m };
+    if e >= 0 {
+        Q::int(m).mul(Q::int(1i128.checked_shl(e as u32)?))
+    } else if e > -127 {
+        Q::new(m, 1i128.checked_shl((-e) as u32)?)
+    } else {
+        None
+    }
+}
+
+/// Both operands exact, or one a wide Float: the two rationals and, for a
+/// Float result, its precision (sympy uses the larger one; a Rational operand
+/// is first rounded to it).
+fn exact_pair(a: &V, b: &V) -> Option<(Q, Q, Option<u32>)> {
+    let wide = |v: &V| match v {
+        V::D(_, p) => Some(*p),
+        _ => None,
+    };
+    let prec = match (wide(a), wide(b)) {
+        (None, None) => {
+            return match (a, b) {
+                (V::Q(x), V::Q(y)) => Some((*x, *y, None)),
+                _ => None,
+            }
+        }
+        (Some(p), None) | (None, Some(p)) => p,
+        (Some(p), Some(q)) => p.max(q),
+    };
+    let val = |v: &V| -> Option<Q> {
+        match v {
+            V::Q(q) => round_bits(*q, prec),
+            V::D(q, _) => Some(*q),
+            V::F(f) => f64_to_q(*f),
+            V::N(..) => None,
+        }
+    };
+    Some((val(a)?, val(b)?, Some(prec)))
+}
+
+/// The result of an exact operation: a Rational, or a wide Float rounded.
+fn exact(q: Q, prec: Option<u32>) -> Option<V> {
+    match prec {
+        None => Some(V::Q(q)),
+        Some(p) => Some(V::D(round_bits(q, p)?, p)),
+    }
+}
+
+/// A wide Float where exact modelling overflows: plain f64.
 fn narrow(v: &V) -> V {
     match v {
-        V::D(q) => V::F(q.to_f64()),
+        V::D(q, _) => V::F(q.to_f64()),
         other => other.clone(),
     }
 }
@@ -368,11 +454,10 @@ fn zip_n(a: &V, b: &V, f: impl Fn(C, C) -> C) -> V {
 }
 
 fn add(a: &V, b: &V) -> V {
-    if let Some((x, y, wide)) = exact_pair(a, b) {
-        return match x.add(y) {
-            Some(q) => exact(q, wide),
-            None => zip_n(a, b, C::add),
-        };
+    if let Some((x, y, prec)) = exact_pair(a, b) {
+        if let Some(v) = x.add(y).and_then(|q| exact(q, prec)) {
+            return v;
+        }
     }
     let (a, b) = (&narrow(a), &narrow(b));
     match (a, b) {
@@ -390,8 +475,8 @@ fn neg(a: &V) -> V {
             None => V::F(-x.to_f64()),
         },
         V::F(x) => V::F(-x),
-        V::D(x) => match x.neg() {
-            Some(q) => V::D(q),
+        V::D(x, p) => match x.neg() {
+            Some(q) => V::D(q, *p),
             None => V::F(-x.to_f64()),
         },
         V::N(c, t) => V::N(c.map(|z| C::new(-z.re, -z.im)), *t),
@@ -399,11 +484,10 @@ fn neg(a: &V) -> V {
 }
 
 fn mul(a: &V, b: &V) -> V {
-    if let Some((x, y, wide)) = exact_pair(a, b) {
-        return match x.mul(y) {
-            Some(q) => exact(q, wide),
-            None => zip_n(a, b, C::mul),
-        };
+    if let Some((x, y, prec)) = exact_pair(a, b) {
+        if let Some(v) = x.mul(y).and_then(|q| exact(q, prec)) {
+            return v;
+        }
     }
     let (a, b) = (&narrow(a), &narrow(b));
     match (a, b) {
@@ -418,7 +502,7 @@ fn mul(a: &V, b: &V) -> V {
 
 fn is_zero(v: &V) -> bool {
     match v {
-        V::Q(q) | V::D(q) => q.n == 0,
+        V::Q(q) | V::D(q, _) => q.n == 0,
         V::F(f) => *f == 0.0,
         V::N(..) => false,
     }
@@ -428,11 +512,10 @@ fn div(a: &V, b: &V) -> R<V> {
     if is_zero(b) {
         return Err(Fail); // zoo / nan: never == 0
     }
-    if let Some((x, y, wide)) = exact_pair(a, b) {
-        return Ok(match y.recip().and_then(|r| x.mul(r)) {
-            Some(q) => exact(q, wide),
-            None => zip_n(a, b, C::div),
-        });
+    if let Some((x, y, prec)) = exact_pair(a, b) {
+        if let Some(v) = y.recip().and_then(|r| x.mul(r)).and_then(|q| exact(q, prec)) {
+            return Ok(v);
+        }
     }
     let (a, b) = (&narrow(a), &narrow(b));
     Ok(match (a, b) {
@@ -474,8 +557,8 @@ fn sqrt_q(q: Q) -> V {
 fn sqrt(v: &V) -> V {
     match v {
         V::Q(q) => sqrt_q(*q),
-        V::D(q) if q.n >= 0 => V::F(q.to_f64().sqrt()),
-        V::D(q) => V::N([C::new(0.0, (-q.to_f64()).sqrt()); ENVS], true),
+        V::D(q, _) if q.n >= 0 => V::F(q.to_f64().sqrt()),
+        V::D(q, _) => V::N([C::new(0.0, (-q.to_f64()).sqrt()); ENVS], true),
         V::F(f) if *f >= 0.0 => V::F(f.sqrt()),
         V::F(f) => V::N([C::new(0.0, (-f).sqrt()); ENVS], true),
         V::N(c, t) => V::N(c.map(C::sqrt), *t),
@@ -483,12 +566,10 @@ fn sqrt(v: &V) -> V {
 }
 
 fn pow(b: &V, e: &V) -> R<V> {
-    if let V::D(q) = b {
-        if let V::Q(k) = e {
-            if k.is_int() && k.n.unsigned_abs() <= 64 {
-                if let Some(r) = q.powi(k.n as i64) {
-                    return Ok(V::D(r));
-                }
+    if let (V::D(q, p), V::Q(k)) = (b, e) {
+        if k.is_int() && k.n.unsigned_abs() <= 64 {
+            if let Some(v) = q.powi(k.n as i64).and_then(|r| exact(r, Some(*p))) {
+                return Ok(v);
             }
         }
     }
@@ -511,7 +592,7 @@ fn pow(b: &V, e: &V) -> R<V> {
                 },
                 V::F(x) => V::F(x.powi(k.clamp(i32::MIN as i64, i32::MAX as i64) as i32)),
                 V::N(c, t) => V::N(c.map(|z| z.powi(k)), *t),
-                V::D(_) => return Err(Fail), // narrowed above
+                V::D(..) => return Err(Fail), // narrowed above
             })
         }
         V::Q(q) if q.d == 2 => {
@@ -548,7 +629,7 @@ fn pow(b: &V, e: &V) -> R<V> {
             }
             Ok(V::N(out, t || *et))
         }
-        V::D(_) => Err(Fail), // narrowed above
+        V::D(..) => Err(Fail), // narrowed above
     }
 }
 
@@ -729,11 +810,18 @@ fn number_value(text: &str) -> R<Tok> {
     let lower = clean.to_ascii_lowercase();
     let is_float = lower.contains('.') || (lower.contains('e') && !lower.starts_with("0x"));
     let v = if is_float {
+        // sympy: dps = max(15, digits of Decimal(text)), prec = round((dps+1) log2 10)
         let mantissa = lower.split('e').next().unwrap_or("");
-        let sig = mantissa.replace('.', "").trim_start_matches('0').len();
-        match (sig > 15).then(|| exact_decimal(&lower)).flatten() {
-            // sympy gives such a Float more than 53 bits: model it as exact
-            Some(q) => V::D(q),
+        let dps = mantissa.replace('.', "").trim_start_matches('0').len().max(1);
+        let wide = (dps > 15)
+            .then(|| {
+                let prec = ((dps as f64 + 1.0) * std::f64::consts::LOG2_10).round() as u32;
+                let q = exact_decimal(&lower)?;
+                (prec < 120).then(|| round_bits(q, prec).map(|b| V::D(b, prec))).flatten()
+            })
+            .flatten();
+        match wide {
+            Some(v) => v,
             None => V::F(lower.parse::<f64>().map_err(|_| Fail)?),
         }
     } else {
@@ -1160,7 +1248,7 @@ pub fn sympy_diff_is_zero(expr: &str) -> bool {
         return false;
     }
     match v {
-        V::Q(q) | V::D(q) => q.n == 0,
+        V::Q(q) | V::D(q, _) => q.n == 0,
         V::F(f) => f == 0.0,
         V::N(c, taint) => {
             let n = if taint { ENVS } else { PRINCIPAL };
@@ -1185,6 +1273,9 @@ mod tests {
         assert!(z("(2.0)-(2)"));
         assert!(!z("(3)-(4)"));
         assert!(z("(7+3/4)-(31/4)"));
+        // 16+ digit Floats get more bits: equal at 56 bits, unequal at 56 vs 60
+        assert!(z("(3840/289)-(13.28719723183391)"));
+        assert!(!z("(0.8356488482647211)-(0.83564884826472110)"));
     }
 
     #[test]
@@ -1210,6 +1301,7 @@ mod tests {
         assert!(!z("(sqrt(x^2))-(x)"));
         assert!(z("(-2+7i)-(7i-2)"));
         assert!(z("(1/(sqrt(2)-1))-(sqrt(2)+1)"));
+        assert!(!z("(sqrt(21)/5)-(0.916515138991168)"));
     }
 
     #[test]

@@ -1,0 +1,167 @@
+//! clipo-rollout: sample G responses for each prompt with a policy and write a trajectories
+//! table (REFERENCE.md §1 step 1). Also the first half of evaluation: `--greedy`, then
+//! `clipo-verify --summary`.
+//!
+//! Example: `clipo-rollout --policy models/tiny --prompts data/train.parquet --out t.parquet --n 8`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, ensure, Context};
+use clap::Parser;
+use clipo::stages::rollout::{run, HiddenMode, RolloutConfig, Selection, SystemPrompt};
+
+/// Sample responses with a policy: prompts (verl parquet or JSONL) -> trajectories.parquet.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Policy: a Hugging Face model directory (config.json, model.safetensors, tokenizer.json,
+    /// chat template).
+    #[arg(long)]
+    policy: PathBuf,
+    /// Prompts: verl parquet (data_source, prompt, reward_model.ground_truth, ...) or JSONL.
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Output trajectories table (resumable: see --help of the stage).
+    #[arg(long)]
+    out: PathBuf,
+    /// Responses per prompt (the GRPO group size G; 16 in the paper; 1 with --greedy).
+    #[arg(long)]
+    n: Option<usize>,
+    /// Sampling temperature (> 0; 1.0 in training, 0.6 for the MATH track's evaluation).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Nucleus sampling mass in (0, 1]; 1 = off (0.95 for the MATH track's evaluation).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Keep the k most likely tokens; 0 = off.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Most tokens per response, the stop token included (2048 in the paper).
+    #[arg(long, default_value_t = 2048)]
+    max_new_tokens: usize,
+    /// Prompts longer than this after the chat template are skipped and counted (512).
+    #[arg(long, default_value_t = 512)]
+    max_prompt_tokens: usize,
+    /// Prompts decoded per batch (each with its G samples); also the unit of resumption.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Run seed: each sample's stream derives from (seed, step, prompt_id, sample_idx).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// RL step (part of every sample's seed; with --per-step also picks the step's prompts).
+    #[arg(long, default_value_t = 0)]
+    step: u64,
+    /// Skip this many prompts of the file (file order).
+    #[arg(long, default_value_t = 0, conflicts_with = "per_step")]
+    offset: usize,
+    /// Take at most this many prompts (file order).
+    #[arg(long, conflicts_with = "per_step")]
+    limit: Option<usize>,
+    /// Take the N prompts of RL step --step from a per-epoch shuffle of the file (seeded by
+    /// --seed; without replacement within an epoch).
+    #[arg(long)]
+    per_step: Option<usize>,
+    /// Shard K/N: this process takes every N-th selected prompt starting at the K-th
+    /// (0-based), so N machines can split a step and concatenate their files.
+    #[arg(long, default_value = "0/1")]
+    shard: String,
+    /// Pooled hidden state to store: official (the reference's), mean (teacher-forced) or none.
+    #[arg(long, default_value = "official")]
+    hidden: HiddenMode,
+    /// Replace the prompts' system message with this text.
+    #[arg(long, conflicts_with = "no_system_prompt")]
+    system_prompt: Option<String>,
+    /// Remove the prompts' system messages (the template may still add its default).
+    #[arg(long)]
+    no_system_prompt: bool,
+    /// Greedy decoding (evaluation, the GSM8K track's protocol); log-probs at temperature 1.
+    #[arg(long)]
+    greedy: bool,
+    /// cpu, cuda or cuda:N (cuda needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Recompute even when the output is up to date.
+    #[arg(long)]
+    force: bool,
+}
+
+impl TryFrom<Args> for RolloutConfig {
+    type Error = anyhow::Error;
+    fn try_from(a: Args) -> anyhow::Result<Self> {
+        ensure!(a.prompts.is_file(), "--prompts {}: no such file", a.prompts.display());
+        ensure!(a.policy.is_dir(), "--policy {}: no such directory", a.policy.display());
+        let n = a.n.unwrap_or(if a.greedy { 1 } else { 16 });
+        ensure!(n >= 1, "--n must be at least 1");
+        ensure!(a.temperature > 0.0 && a.temperature.is_finite(), "--temperature must be > 0");
+        ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p must be in (0, 1]");
+        ensure!(a.max_new_tokens >= 1, "--max-new-tokens must be at least 1");
+        ensure!(a.batch_size >= 1, "--batch-size must be at least 1");
+        let shard = match a.shard.split_once('/').map(|(k, n)| (k.parse::<usize>(), n.parse::<usize>())) {
+            Some((Ok(k), Ok(n))) if n >= 1 && k < n => (k, n),
+            _ => bail!("--shard {}: expected K/N with 0 <= K < N", a.shard),
+        };
+        let selection = match a.per_step {
+            Some(p) => {
+                ensure!(p >= 1, "--per-step must be at least 1");
+                Selection::Step { per_step: p }
+            }
+            None => Selection::Range { offset: a.offset, limit: a.limit },
+        };
+        let system_prompt = match (a.system_prompt, a.no_system_prompt) {
+            (Some(s), _) => SystemPrompt::Set(s),
+            (None, true) => SystemPrompt::Drop,
+            (None, false) => SystemPrompt::Keep,
+        };
+        Ok(RolloutConfig {
+            policy: a.policy,
+            prompts: a.prompts,
+            out: a.out,
+            n,
+            temperature: a.temperature,
+            top_p: a.top_p,
+            top_k: a.top_k,
+            max_new_tokens: a.max_new_tokens,
+            max_prompt_tokens: a.max_prompt_tokens,
+            batch_prompts: a.batch_size,
+            seed: a.seed,
+            step: a.step,
+            selection,
+            shard,
+            hidden: a.hidden,
+            system_prompt,
+            greedy: a.greedy,
+            device: a.device,
+            force: a.force,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let result = RolloutConfig::try_from(Args::parse())
+        .and_then(|cfg| run(&cfg).with_context(|| format!("clipo-rollout {}", cfg.out.display())));
+    match result {
+        Ok(s) if s.up_to_date => {
+            eprintln!("clipo-rollout: output up to date, nothing written");
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            eprintln!(
+                "clipo-rollout: {} prompts ({} skipped as too long), {} responses, {} tokens, {:.1}% truncated, {:.1} tok/s, {:.1}s{}",
+                s.prompts,
+                s.skipped_prompts,
+                s.responses,
+                s.generated_tokens,
+                100.0 * s.truncated_fraction,
+                s.tokens_per_second,
+                s.seconds,
+                if s.resumed_batches > 0 { format!(" (resumed after {} batches)", s.resumed_batches) } else { String::new() }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

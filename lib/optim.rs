@@ -1,0 +1,226 @@
+//! AdamW as torch.optim.AdamW computes it (decoupled weight decay, bias correction), in place on
+//! f32 buffers, with gradient-norm clipping and a safetensors checkpoint of its moments so that a
+//! later step continues exactly (REFERENCE.md §3 for the head, §6 for the policy).
+//!
+//! ```text
+//! p <- p * (1 - lr * wd)
+//! m <- b1 m + (1 - b1) g ;  v <- b2 v + (1 - b2) g^2
+//! p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+//! ```
+//! Per element in f64, stored as f32.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::error::{Error, Result};
+
+/// AdamW's hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdamWConfig {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl AdamWConfig {
+    pub fn new(lr: f64, weight_decay: f64) -> Self {
+        AdamWConfig { lr, weight_decay, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+    }
+}
+
+/// One AdamW update of `value` at step `t` (1-based) with gradient `grad` scaled by `scale`.
+pub fn adamw_update(value: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], t: u64, scale: f64, hp: &AdamWConfig) {
+    assert!(value.len() == grad.len() && m.len() == grad.len() && v.len() == grad.len());
+    let t = t as i32;
+    let bc1 = 1.0 - hp.beta1.powi(t);
+    let bc2_sqrt = (1.0 - hp.beta2.powi(t)).sqrt();
+    let step_size = hp.lr / bc1;
+    let decay = 1.0 - hp.lr * hp.weight_decay;
+    for k in 0..grad.len() {
+        let g = f64::from(grad[k]) * scale;
+        let mk = hp.beta1 * f64::from(m[k]) + (1.0 - hp.beta1) * g;
+        let vk = hp.beta2 * f64::from(v[k]) + (1.0 - hp.beta2) * g * g;
+        let w = f64::from(value[k]) * decay;
+        value[k] = (w - step_size * mk / (vk.sqrt() / bc2_sqrt + hp.eps)) as f32;
+        m[k] = mk as f32;
+        v[k] = vk as f32;
+    }
+}
+
+/// What one optimiser step saw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// Global L2 norm of the gradient before clipping (`actor/grad_norm`).
+    pub grad_norm: f64,
+    /// The factor the gradient was multiplied by (1 when not clipped).
+    pub clip_scale: f64,
+}
+
+/// AdamW over named trainable tensors (the policy's `Var`s).
+#[derive(Debug, Clone, Default)]
+pub struct Optimizer {
+    /// Steps taken so far.
+    pub step: u64,
+    /// name -> (exp_avg, exp_avg_sq)
+    state: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+}
+
+fn to_f32_vec(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+impl Optimizer {
+    /// Global L2 norm of the gradients of `vars` (missing gradients count as zero).
+    pub fn grad_norm(vars: &[(String, Var)], grads: &GradStore) -> Result<f64> {
+        let mut sq = 0f64;
+        for (_, var) in vars {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                sq += to_f32_vec(g)?.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>();
+            }
+        }
+        Ok(sq.sqrt())
+    }
+
+    /// One step: clip the global gradient norm to `max_norm` (torch's clip_grad_norm_: scale by
+    /// max_norm / (norm + 1e-6) when that is below 1), then AdamW every var that has a gradient.
+    /// A non-finite gradient norm is refused before anything changes.
+    pub fn step(&mut self, vars: &[(String, Var)], grads: &GradStore, max_norm: Option<f64>, hp: &AdamWConfig) -> Result<StepStats> {
+        let grad_norm = Self::grad_norm(vars, grads)?;
+        if !grad_norm.is_finite() {
+            return Err(Error::Other(format!("the gradient norm is {grad_norm}: refusing to step (lower the learning rate or check the inputs)")));
+        }
+        let clip_scale = match max_norm {
+            Some(c) => (c / (grad_norm + 1e-6)).min(1.0),
+            None => 1.0,
+        };
+        self.step += 1;
+        for (name, var) in vars {
+            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let grad = to_f32_vec(g)?;
+            let mut value = to_f32_vec(var.as_tensor())?;
+            let (m, v) = self.state.entry(name.clone()).or_insert_with(|| (vec![0.0; grad.len()], vec![0.0; grad.len()]));
+            adamw_update(&mut value, &grad, m, v, self.step, clip_scale, hp);
+            let t = Tensor::from_vec(value, var.as_tensor().shape(), var.as_tensor().device())?.to_dtype(var.as_tensor().dtype())?;
+            var.set(&t)?;
+        }
+        Ok(StepStats { grad_norm, clip_scale })
+    }
+
+    /// Save the moments as `{name}.exp_avg` / `{name}.exp_avg_sq` and the step in the metadata.
+    pub fn save(&self, path: &Path, shapes: &HashMap<String, Vec<usize>>) -> Result<()> {
+        let mut bufs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, (m, v)) in &self.state {
+            let shape = shapes.get(name).cloned().unwrap_or_else(|| vec![m.len()]);
+            for (suffix, data) in [("exp_avg", m), ("exp_avg_sq", v)] {
+                bufs.push((format!("{name}.{suffix}"), shape.clone(), data.iter().flat_map(|x| x.to_le_bytes()).collect()));
+            }
+        }
+        let views: Vec<(String, TensorView)> = bufs
+            .iter()
+            .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| Error::Other(e.to_string()))?)))
+            .collect::<Result<_>>()?;
+        let meta = HashMap::from([("step".to_string(), self.step.to_string()), ("format".to_string(), "pt".to_string())]);
+        let tmp = crate::table::tmp_path(path);
+        safetensors::tensor::serialize_to_file(views, Some(meta), &tmp).map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+
+    /// Load what [`save`](Self::save) wrote.
+    pub fn load(path: &Path) -> Result<Optimizer> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bad = |e: String| Error::Other(format!("{}: not an optimizer checkpoint ({e})", path.display()));
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let step = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("step"))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("no step in the metadata".into()))?;
+        let mut state: BTreeMap<String, (Vec<f32>, Vec<f32>)> = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let data: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            if let Some(p) = name.strip_suffix(".exp_avg_sq") {
+                state.entry(p.to_string()).or_default().1 = data;
+            } else if let Some(p) = name.strip_suffix(".exp_avg") {
+                state.entry(p.to_string()).or_default().0 = data;
+            }
+        }
+        Ok(Optimizer { step, state })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn adamw_matches_torch_by_hand() {
+        // torch.optim.AdamW(lr=0.1, weight_decay=0.01), p = 1.0, g = 0.5, step 1:
+        // p = 1 * (1 - 0.001) = 0.999; m = 0.05, v = 0.00025; m_hat = 0.5, sqrt(v_hat) = 0.5
+        // p = 0.999 - 0.1 * 0.5 / (0.5 + 1e-8) = 0.899 (to 1e-7).
+        let hp = AdamWConfig::new(0.1, 0.01);
+        let (mut p, mut m, mut v) = (vec![1.0f32], vec![0.0f32], vec![0.0f32]);
+        adamw_update(&mut p, &[0.5], &mut m, &mut v, 1, 1.0, &hp);
+        assert!((p[0] - 0.899).abs() < 1e-6, "{}", p[0]);
+        // Step 2 with g = -0.5: m = 0.9*0.05 - 0.05 = -0.005, v = 0.999*0.00025 + 0.00025 = 0.00049975
+        // m_hat = -0.005 / 0.19 = -0.0263158, v_hat = 0.00049975 / 0.001999 = 0.25, sqrt 0.5
+        // p = 0.899 * 0.999 + 0.1 * 0.0263158 / 0.5 = 0.898101 + 0.00526316 = 0.903364
+        adamw_update(&mut p, &[-0.5], &mut m, &mut v, 2, 1.0, &hp);
+        assert!((p[0] - 0.903364).abs() < 1e-5, "{}", p[0]);
+    }
+
+    #[test]
+    fn clipping_save_and_resume_equal_an_uninterrupted_run() {
+        let dev = Device::Cpu;
+        let hp = AdamWConfig::new(0.05, 0.01);
+        let make = || vec![("w".to_string(), Var::from_vec(vec![1.0f32, -2.0, 3.0], 3, &dev).unwrap())];
+        let loss_of = |vars: &[(String, Var)]| (vars[0].1.as_tensor().sqr().unwrap().sum_all().unwrap() * 10.0).unwrap();
+        // Uninterrupted: three steps.
+        let vars = make();
+        let mut opt = Optimizer::default();
+        let mut norms = vec![];
+        for _ in 0..3 {
+            let g = loss_of(&vars).backward().unwrap();
+            norms.push(opt.step(&vars, &g, Some(1.0), &hp).unwrap());
+        }
+        // grad = 20 w = (20, -40, 60): norm = 20 * sqrt(14) = 74.83; clipped to 1.
+        assert!((norms[0].grad_norm - 20.0 * 14f64.sqrt()).abs() < 1e-3);
+        assert!((norms[0].clip_scale - 1.0 / (20.0 * 14f64.sqrt() + 1e-6)).abs() < 1e-9);
+        let expect = vars[0].1.as_tensor().to_vec1::<f32>().unwrap();
+        // Interrupted after one step, saved, loaded.
+        let dir = tempfile::tempdir().unwrap();
+        let vars = make();
+        let mut opt = Optimizer::default();
+        let g = loss_of(&vars).backward().unwrap();
+        opt.step(&vars, &g, Some(1.0), &hp).unwrap();
+        let shapes = HashMap::from([("w".to_string(), vec![3])]);
+        opt.save(&dir.path().join("opt.safetensors"), &shapes).unwrap();
+        let mut opt = Optimizer::load(&dir.path().join("opt.safetensors")).unwrap();
+        assert_eq!(opt.step, 1);
+        for _ in 0..2 {
+            let g = loss_of(&vars).backward().unwrap();
+            opt.step(&vars, &g, Some(1.0), &hp).unwrap();
+        }
+        assert_eq!(vars[0].1.as_tensor().to_vec1::<f32>().unwrap(), expect);
+    }
+
+    #[test]
+    fn a_nan_gradient_is_refused_and_nothing_changes() {
+        let dev = Device::Cpu;
+        let vars = vec![("w".to_string(), Var::from_vec(vec![1.0f32, 2.0], 2, &dev).unwrap())];
+        let loss = (vars[0].1.as_tensor().log().unwrap() * f64::NAN).unwrap().sum_all().unwrap();
+        let g = loss.backward().unwrap();
+        let mut opt = Optimizer::default();
+        assert!(opt.step(&vars, &g, Some(1.0), &AdamWConfig::new(0.1, 0.0)).is_err());
+        assert_eq!(opt.step, 0);
+        assert_eq!(vars[0].1.as_tensor().to_vec1::<f32>().unwrap(), vec![1.0, 2.0]);
+    }
+}

@@ -1,0 +1,364 @@
+//! clipo-rollout: prompts -> trajectories (REFERENCE.md §1 step 1).
+//!
+//! Each prompt is rendered with the policy's chat template (generation prompt on), tokenised,
+//! and sampled G times. Every sample's random stream is seeded from
+//! (seed, step, prompt_id, sample_idx) alone ([`crate::seed`]), and the G samples of one prompt
+//! are decoded together, so a file does not depend on how prompts were batched or sharded.
+//!
+//! Resumable: each batch of prompts is written as a complete Parquet part under
+//! `<out>.parts/` (atomically, stamped with the run's fingerprint). Killed and run again with
+//! the same arguments, the stage skips the parts it has; with other arguments (another policy,
+//! seed or setting) it refuses instead of mixing. When every part exists they are concatenated
+//! into `<out>` in prompt order and the parts are removed, so the final file is the same bytes
+//! as an uninterrupted run's.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use crate::model::sample::{SampleParams, SampleRequest};
+use crate::model::score::Sequence;
+use crate::policy::{parse_device, Policy};
+use crate::prompts::{read_prompts, Message, Prompt};
+use crate::schema::meta;
+use crate::schema::trajectories as tr;
+use crate::seed::{derive_seed, EPOCH_SHUFFLE, SAMPLING};
+use crate::table::{file_metadata, read_table, up_to_date, Provenance, TableWriter};
+use crate::trajectories::{trajectories_batch, FinishReason, Trajectory};
+
+const STAGE: &str = "clipo-rollout";
+
+/// Which prompts of the file a run takes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub enum Selection {
+    /// Prompts `offset..offset + limit` in file order (`limit` None: to the end).
+    Range { offset: usize, limit: Option<usize> },
+    /// The prompts of RL step `step`: `per_step` prompts taken in order from a per-epoch shuffle
+    /// of the file (seeded by the run seed and the epoch), without replacement within an epoch.
+    Step { per_step: usize },
+}
+
+/// Which pooled hidden state the `hidden` column holds (REFERENCE.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HiddenMode {
+    /// Sum of the decode steps' input states over the response, divided by L (the reference).
+    Official,
+    /// True mean over all L response tokens, by a teacher-forced pass.
+    Mean,
+    /// Not captured (the column is null).
+    None,
+}
+
+impl std::str::FromStr for HiddenMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "official" => Ok(Self::Official),
+            "mean" => Ok(Self::Mean),
+            "none" => Ok(Self::None),
+            _ => Err(format!("unknown hidden mode `{s}` (official, mean, none)")),
+        }
+    }
+}
+
+/// What to do with the prompts' system messages.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub enum SystemPrompt {
+    /// Leave the messages as the data set has them.
+    Keep,
+    /// Replace (or add) the system message.
+    Set(String),
+    /// Remove system messages (the template may still add its own default).
+    Drop,
+}
+
+/// The checked configuration of one clipo-rollout run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RolloutConfig {
+    pub policy: PathBuf,
+    pub prompts: PathBuf,
+    pub out: PathBuf,
+    /// Responses per prompt (G).
+    pub n: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    /// 0 = off.
+    pub top_k: usize,
+    pub max_new_tokens: usize,
+    /// Longer prompts (after the template) are skipped and counted.
+    pub max_prompt_tokens: usize,
+    /// Prompts decoded together (their G samples each share one batch).
+    pub batch_prompts: usize,
+    pub seed: u64,
+    pub step: u64,
+    pub selection: Selection,
+    /// (k, n): take every n-th selected prompt starting at the k-th.
+    pub shard: (usize, usize),
+    pub hidden: HiddenMode,
+    pub system_prompt: SystemPrompt,
+    pub greedy: bool,
+    pub device: String,
+    pub force: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RolloutSummary {
+    pub prompts: usize,
+    pub skipped_prompts: usize,
+    pub responses: usize,
+    pub generated_tokens: usize,
+    pub truncated_fraction: f64,
+    pub tokens_per_second: f64,
+    pub seconds: f64,
+    /// True when the output was already up to date.
+    pub up_to_date: bool,
+    /// Batches found complete from an earlier, interrupted run.
+    pub resumed_batches: usize,
+}
+
+/// The prompts this run takes, in order, after selection and sharding.
+pub fn select(prompts: Vec<Prompt>, cfg: &RolloutConfig) -> Result<Vec<Prompt>> {
+    let n = prompts.len();
+    let chosen: Vec<usize> = match cfg.selection {
+        Selection::Range { offset, limit } => {
+            let end = limit.map_or(n, |l| (offset + l).min(n));
+            (offset.min(n)..end).collect()
+        }
+        Selection::Step { per_step } => {
+            // Global position k of the step's j-th prompt; epoch e = k / n; position k % n of the
+            // epoch's own shuffle.
+            let mut perm_of: std::collections::HashMap<u64, Vec<usize>> = Default::default();
+            (0..per_step as u64)
+                .map(|j| {
+                    let k = cfg.step * per_step as u64 + j;
+                    let epoch = k / n as u64;
+                    let perm = perm_of.entry(epoch).or_insert_with(|| {
+                        let mut p: Vec<usize> = (0..n).collect();
+                        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(EPOCH_SHUFFLE, cfg.seed, epoch, "", 0));
+                        p.shuffle(&mut rng);
+                        p
+                    });
+                    perm[(k % n as u64) as usize]
+                })
+                .collect()
+        }
+    };
+    let (k, of) = cfg.shard;
+    let mut prompts: Vec<Option<Prompt>> = prompts.into_iter().map(Some).collect();
+    let out: Vec<Prompt> = chosen
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % of == k)
+        .map(|(_, idx)| prompts[idx].take().ok_or_else(|| Error::Config(format!("prompt {idx} selected twice: --per-step is larger than the file"))))
+        .collect::<Result<_>>()?;
+    if out.is_empty() {
+        return Err(Error::Empty { path: cfg.prompts.clone(), detail: "the selection (offset/limit/step/shard) takes no prompt".into() });
+    }
+    Ok(out)
+}
+
+fn apply_system_prompt(messages: &[Message], sp: &SystemPrompt) -> Vec<Message> {
+    let rest = messages.iter().filter(|m| m.role != "system").cloned();
+    match sp {
+        SystemPrompt::Keep => messages.to_vec(),
+        SystemPrompt::Drop => rest.collect(),
+        SystemPrompt::Set(text) => std::iter::once(Message { role: "system".into(), content: text.clone() }).chain(rest).collect(),
+    }
+}
+
+/// The run's configuration as stored in the output (paths of outputs excluded).
+fn config_json(cfg: &RolloutConfig, policy_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "policy": policy_id,
+        "n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
+        "max_new_tokens": cfg.max_new_tokens, "max_prompt_tokens": cfg.max_prompt_tokens,
+        "seed": cfg.seed, "step": cfg.step, "selection": cfg.selection, "shard": [cfg.shard.0, cfg.shard.1],
+        "hidden": cfg.hidden, "system_prompt": cfg.system_prompt, "greedy": cfg.greedy,
+    })
+}
+
+fn parts_dir(out: &Path) -> PathBuf {
+    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".parts");
+    out.with_file_name(name)
+}
+
+/// One prompt ready to sample.
+struct Ready {
+    prompt: Prompt,
+    text: String,
+    ids: Vec<u32>,
+}
+
+pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
+    let start = Instant::now();
+    let device = parse_device(&cfg.device)?;
+    let prompts = select(read_prompts(&cfg.prompts)?, cfg)?;
+    let policy = Policy::load(&cfg.policy, &device)?;
+    let prov = Provenance::new(tr::TABLE, STAGE, config_json(cfg, &policy.id), &[cfg.prompts.as_path()])?;
+    if !cfg.force && up_to_date(&cfg.out, &prov) {
+        return Ok(RolloutSummary { up_to_date: true, seconds: start.elapsed().as_secs_f64(), ..Default::default() });
+    }
+
+    // Render and tokenise everything first: a template error stops the run before any output.
+    let mut ready = Vec::with_capacity(prompts.len());
+    let mut skipped = 0;
+    for p in prompts {
+        let text = policy.render(&apply_system_prompt(&p.messages, &cfg.system_prompt))?;
+        let ids = policy.encode(&text)?;
+        if ids.is_empty() {
+            return Err(Error::Config(format!("prompt {} renders to no tokens", p.prompt_id)));
+        }
+        if ids.len() > cfg.max_prompt_tokens {
+            skipped += 1;
+            continue;
+        }
+        ready.push(Ready { prompt: p, text, ids });
+    }
+    if ready.is_empty() {
+        return Err(Error::Empty {
+            path: cfg.prompts.clone(),
+            detail: format!("every selected prompt is longer than --max-prompt-tokens {}", cfg.max_prompt_tokens),
+        });
+    }
+
+    // Parts of an earlier run must carry this run's fingerprint (batch size included, since it
+    // sets the part boundaries).
+    let parts = parts_dir(&cfg.out);
+    let parts_prov = Provenance {
+        config: serde_json::json!({ "run": prov.fingerprint(), "batch_prompts": cfg.batch_prompts }),
+        ..prov.clone()
+    };
+    let batches: Vec<&[Ready]> = ready.chunks(cfg.batch_prompts).collect();
+    let part_path = |b: usize| parts.join(format!("part-{b:06}.parquet"));
+    let mut resumed = 0;
+    if parts.is_dir() {
+        for b in 0..batches.len() {
+            let p = part_path(b);
+            if !p.exists() {
+                break;
+            }
+            let m = file_metadata(&p)?;
+            if m.get(meta::FINGERPRINT) != Some(&parts_prov.fingerprint()) {
+                return Err(Error::Config(format!(
+                    "{} holds parts of a run with other arguments (policy, prompts, seed, step, sampling settings or batch size); \
+                     rerun with the same arguments, or delete the directory to start over",
+                    parts.display()
+                )));
+            }
+            resumed += 1;
+        }
+    }
+    std::fs::create_dir_all(&parts).map_err(|e| Error::io(&parts, e))?;
+
+    let params = if cfg.greedy {
+        SampleParams::greedy(cfg.max_new_tokens, policy.stop_tokens.clone())
+    } else {
+        SampleParams {
+            max_new_tokens: cfg.max_new_tokens,
+            temperature: cfg.temperature,
+            top_p: cfg.top_p,
+            top_k: cfg.top_k,
+            stop_tokens: policy.stop_tokens.clone(),
+            greedy: false,
+        }
+    };
+    let hidden_dim = if cfg.hidden == HiddenMode::None { 0 } else { policy.model.config().hidden_size };
+
+    let bar = crate::progress::bar(ready.len() as u64, "prompts");
+    bar.inc((batches[..resumed].iter().map(|b| b.len()).sum::<usize>()) as u64);
+    let (mut generated, mut truncated, mut responses) = (0usize, 0usize, 0usize);
+    let sample_start = Instant::now();
+    for (b, batch) in batches.iter().enumerate().skip(resumed) {
+        let mut rows = Vec::with_capacity(batch.len() * cfg.n);
+        for r in batch.iter() {
+            // One prompt's G samples decode together: they share the prompt, so there is no
+            // padding, and the result does not depend on the other prompts of the batch.
+            let seeds: Vec<u64> = (0..cfg.n).map(|s| derive_seed(SAMPLING, cfg.seed, cfg.step, &r.prompt.prompt_id, s as u64)).collect();
+            let reqs: Vec<SampleRequest> = seeds.iter().map(|&seed| SampleRequest { prompt: &r.ids, seed }).collect();
+            let samples = policy.model.sample(&reqs, &params).map_err(|e| Error::Model { dir: cfg.policy.clone(), detail: e.to_string() })?;
+            let mean = if cfg.hidden == HiddenMode::Mean {
+                let seqs: Vec<Sequence> = samples.iter().map(|s| Sequence { prompt: &r.ids, response: &s.tokens }).collect();
+                let m = policy.model.mean_hidden(&seqs, cfg.n).map_err(|e| Error::Model { dir: cfg.policy.clone(), detail: e.to_string() })?;
+                Some(m.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
+            } else {
+                None
+            };
+            for (s, (sample, seed)) in samples.into_iter().zip(seeds).enumerate() {
+                generated += sample.tokens.len();
+                truncated += usize::from(sample.finish == crate::model::FinishReason::Length);
+                let hidden = match cfg.hidden {
+                    HiddenMode::Official => Some(sample.hidden_official),
+                    HiddenMode::Mean => mean.as_ref().map(|m| m[s].clone()),
+                    HiddenMode::None => None,
+                };
+                rows.push(Trajectory {
+                    prompt_id: r.prompt.prompt_id.clone(),
+                    sample_idx: s as u32,
+                    data_source: r.prompt.data_source.clone(),
+                    ground_truth: r.prompt.ground_truth.clone(),
+                    prompt_text: r.text.clone(),
+                    response_text: policy.decode(&sample.tokens)?,
+                    prompt_token_ids: r.ids.clone(),
+                    response_token_ids: sample.tokens,
+                    response_logprobs: sample.logprobs,
+                    finish_reason: match sample.finish {
+                        crate::model::FinishReason::Eos => FinishReason::Eos,
+                        crate::model::FinishReason::Length => FinishReason::Length,
+                    },
+                    seed,
+                    policy: policy.id.clone(),
+                    hidden,
+                });
+            }
+            bar.inc(1);
+            let secs = sample_start.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{:.1} tok/s", generated as f64 / secs));
+        }
+        responses += rows.len();
+        let batch_rb = trajectories_batch(&rows, hidden_dim)?;
+        let mut w = TableWriter::create(&part_path(b), batch_rb.schema(), &parts_prov)?;
+        w.write(&batch_rb)?;
+        w.finish()?;
+    }
+    bar.finish_and_clear();
+    let sample_secs = sample_start.elapsed().as_secs_f64();
+
+    // Concatenate the parts in order into the final file, then drop them.
+    let all = [
+        tr::PROMPT_ID, tr::SAMPLE_IDX, tr::DATA_SOURCE, tr::GROUND_TRUTH, tr::PROMPT_TEXT, tr::RESPONSE_TEXT,
+        tr::PROMPT_TOKEN_IDS, tr::RESPONSE_TOKEN_IDS, tr::RESPONSE_LOGPROBS, tr::FINISH_REASON, tr::SEED, tr::POLICY,
+        tr::HIDDEN,
+    ];
+    let mut w = TableWriter::create(&cfg.out, tr::schema(hidden_dim), &prov)?;
+    let mut total = 0;
+    let (mut all_generated, mut all_truncated) = (0usize, 0usize);
+    for b in 0..batches.len() {
+        let t = read_table(&part_path(b), &all, &[])?;
+        let batch = t.batch.with_schema(tr::schema(hidden_dim)).map_err(|e| Error::parquet(part_path(b), e))?;
+        all_generated += t.list(&tr::RESPONSE_TOKEN_IDS).values().len();
+        all_truncated += t.utf8(&tr::FINISH_REASON).iter().filter(|f| *f == Some("length")).count();
+        total += batch.num_rows();
+        w.write(&batch)?;
+    }
+    w.finish()?;
+    std::fs::remove_dir_all(&parts).map_err(|e| Error::io(&parts, e))?;
+    let _ = (truncated, responses);
+    Ok(RolloutSummary {
+        prompts: ready.len(),
+        skipped_prompts: skipped,
+        responses: total,
+        generated_tokens: all_generated,
+        truncated_fraction: all_truncated as f64 / total.max(1) as f64,
+        tokens_per_second: generated as f64 / sample_secs.max(1e-9),
+        seconds: start.elapsed().as_secs_f64(),
+        up_to_date: false,
+        resumed_batches: resumed,
+    })
+}
