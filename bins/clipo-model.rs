@@ -1,5 +1,6 @@
 //! clipo-model: model directories. Imports a llama.cpp GGUF as a Hugging Face directory and
-//! describes a directory (architecture, sizes, parameters, vocabulary, stop tokens).
+//! describes a directory (architecture, sizes, parameters, vocabulary, stop tokens); builds the
+//! embedded tiny policy (`init --preset tiny`).
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -36,13 +37,31 @@ enum Command {
         /// The model directory.
         dir: PathBuf,
     },
+    /// Build a policy from a preset with no download: `tiny` is a ~0.9M-parameter Llama with
+    /// its own byte-level BPE tokenizer (trained on the embedded task) and a ChatML template,
+    /// randomly initialised from --seed.
+    Init {
+        /// Output directory.
+        out_dir: PathBuf,
+        /// The preset (only `tiny`).
+        #[arg(long, default_value = "tiny")]
+        preset: String,
+        /// Seed of the weights and of the tokenizer's training text.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        Command::ImportGguf { gguf, out_dir, dtype } => {
-            let s = import_gguf(&gguf, &out_dir, dtype)
-                .with_context(|| format!("importing {} into {}", gguf.display(), out_dir.display()))?;
+        Command::ImportGguf {
+            gguf,
+            out_dir,
+            dtype,
+        } => {
+            let s = import_gguf(&gguf, &out_dir, dtype).with_context(|| {
+                format!("importing {} into {}", gguf.display(), out_dir.display())
+            })?;
             eprintln!(
                 "clipo-model: imported {} ({} layers, {} tensors, {} parameters, vocabulary {}) as {dtype} into {} \
                  in {:.1} s (read {:.1} s, write {:.1} s)",
@@ -50,8 +69,15 @@ fn run(args: Args) -> anyhow::Result<()> {
                 s.read_s + s.write_s, s.read_s, s.write_s
             );
         }
+        Command::Init { out_dir, preset, seed } => {
+            anyhow::ensure!(preset == "tiny", "--preset {preset}: the only preset is `tiny`");
+            let p = clipo::tiny::TinyPreset::tiny();
+            clipo::tiny::init_tiny(&out_dir, &p, seed).with_context(|| format!("initialising {}", out_dir.display()))?;
+            eprintln!("clipo-model: wrote the tiny preset (seed {seed}) to {}", out_dir.display());
+        }
         Command::Info { dir } => {
-            let info = ModelInfo::read(&dir).with_context(|| format!("reading {}", dir.display()))?;
+            let info =
+                ModelInfo::read(&dir).with_context(|| format!("reading {}", dir.display()))?;
             println!("{info}");
         }
     }

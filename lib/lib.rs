@@ -1,20 +1,42 @@
 //! clipo: reinforcement learning from verifiable rewards with CLIPO's contrastive reward, as
 //! four Unix-style stages that exchange Parquet files.
 //!
-//! - [`schema`]: the tables the stages exchange, declared once.
-//! - [`table`]: reading them with schema checks, writing them atomically with provenance.
-//! - [`prompts`]: the verl prompts schema and JSONL.
-//! - [`stages`]: one module per binary: parse-free, checked configs and a `run`.
+//! - [`schema`]: the tables the stages exchange, declared once; [`table`]: reading them with
+//!   schema checks, writing them atomically with provenance; [`prompts`], [`trajectories`].
+//! - [`verify`]: the reference verifier (REFERENCE.md §5).
+//! - [`model`]: Llama/Qwen2 in candle, trainable, with sampling; GGUF import, tokenizers, chat
+//!   templates, Hugging Face directories. [`policy`]: a model directory as the stages use it.
+//! - [`rl`]: advantages, policy losses, KL (REFERENCE.md §6); [`optim`]: AdamW.
+//! - [`task`]: the embedded arithmetic task; [`seed`]: every random draw's seed.
+//! - [`stages`]: one module per binary: checked configs and a `run`.
 
+pub mod contrastive;
 pub mod error;
-pub mod stages;
-pub mod trajectories;
-pub mod verify;
 pub mod optim;
+pub mod policy;
+pub mod progress;
 pub mod prompts;
 pub mod rl;
 pub mod schema;
+pub mod seed;
+pub mod stages;
 pub mod table;
 pub mod task;
+pub mod tiny;
+pub mod trajectories;
+pub mod verify;
+
+#[path = "model/mod.rs"]
+mod model_core;
+
+/// The policy model: [`model::transformer`] (the decoder), [`model::sample`], [`model::score`],
+/// and the directory I/O: [`model::hf`], [`model::gguf`], [`model::tokenizer`], [`model::chat`].
+pub mod model {
+    pub use crate::model_core::*;
+    pub mod chat;
+    pub mod gguf;
+    pub mod hf;
+    pub mod tokenizer;
+}
 
 pub use error::{Error, Result};

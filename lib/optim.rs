@@ -62,6 +62,25 @@ pub struct StepStats {
     pub clip_scale: f64,
 }
 
+/// Gradients by parameter name.
+pub type Grads = HashMap<String, Tensor>;
+
+/// The gradients of `vars` in a backward pass, by name; with `acc`, added to what it holds
+/// (micro-batches whose losses share the mini-batch's normalisers add up to its gradient).
+pub fn collect_grads(vars: &[(String, Var)], store: &GradStore, acc: &mut Grads) -> Result<()> {
+    for (name, var) in vars {
+        if let Some(g) = store.get(var.as_tensor()) {
+            let g = g.to_dtype(DType::F32)?;
+            let sum = match acc.remove(name) {
+                Some(prev) => (prev + g)?,
+                None => g,
+            };
+            acc.insert(name.clone(), sum);
+        }
+    }
+    Ok(())
+}
+
 /// AdamW over named trainable tensors (the policy's `Var`s).
 #[derive(Debug, Clone, Default)]
 pub struct Optimizer {
@@ -76,13 +95,11 @@ fn to_f32_vec(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 impl Optimizer {
-    /// Global L2 norm of the gradients of `vars` (missing gradients count as zero).
-    pub fn grad_norm(vars: &[(String, Var)], grads: &GradStore) -> Result<f64> {
+    /// Global L2 norm of the gradients (missing gradients count as zero).
+    pub fn grad_norm(grads: &Grads) -> Result<f64> {
         let mut sq = 0f64;
-        for (_, var) in vars {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                sq += to_f32_vec(g)?.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>();
-            }
+        for g in grads.values() {
+            sq += to_f32_vec(g)?.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>();
         }
         Ok(sq.sqrt())
     }
@@ -90,8 +107,8 @@ impl Optimizer {
     /// One step: clip the global gradient norm to `max_norm` (torch's clip_grad_norm_: scale by
     /// max_norm / (norm + 1e-6) when that is below 1), then AdamW every var that has a gradient.
     /// A non-finite gradient norm is refused before anything changes.
-    pub fn step(&mut self, vars: &[(String, Var)], grads: &GradStore, max_norm: Option<f64>, hp: &AdamWConfig) -> Result<StepStats> {
-        let grad_norm = Self::grad_norm(vars, grads)?;
+    pub fn step(&mut self, vars: &[(String, Var)], grads: &Grads, max_norm: Option<f64>, hp: &AdamWConfig) -> Result<StepStats> {
+        let grad_norm = Self::grad_norm(grads)?;
         if !grad_norm.is_finite() {
             return Err(Error::Other(format!("the gradient norm is {grad_norm}: refusing to step (lower the learning rate or check the inputs)")));
         }
@@ -101,7 +118,7 @@ impl Optimizer {
         };
         self.step += 1;
         for (name, var) in vars {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grads.get(name) else { continue };
             let grad = to_f32_vec(g)?;
             let mut value = to_f32_vec(var.as_tensor())?;
             let (m, v) = self.state.entry(name.clone()).or_insert_with(|| (vec![0.0; grad.len()], vec![0.0; grad.len()]));
@@ -187,9 +204,13 @@ mod tests {
         let vars = make();
         let mut opt = Optimizer::default();
         let mut norms = vec![];
+        let grads = |vars: &[(String, Var)]| {
+            let mut acc = Grads::new();
+            collect_grads(vars, &loss_of(vars).backward().unwrap(), &mut acc).unwrap();
+            acc
+        };
         for _ in 0..3 {
-            let g = loss_of(&vars).backward().unwrap();
-            norms.push(opt.step(&vars, &g, Some(1.0), &hp).unwrap());
+            norms.push(opt.step(&vars, &grads(&vars), Some(1.0), &hp).unwrap());
         }
         // grad = 20 w = (20, -40, 60): norm = 20 * sqrt(14) = 74.83; clipped to 1.
         assert!((norms[0].grad_norm - 20.0 * 14f64.sqrt()).abs() < 1e-3);
@@ -199,15 +220,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let vars = make();
         let mut opt = Optimizer::default();
-        let g = loss_of(&vars).backward().unwrap();
-        opt.step(&vars, &g, Some(1.0), &hp).unwrap();
+        opt.step(&vars, &grads(&vars), Some(1.0), &hp).unwrap();
         let shapes = HashMap::from([("w".to_string(), vec![3])]);
         opt.save(&dir.path().join("opt.safetensors"), &shapes).unwrap();
         let mut opt = Optimizer::load(&dir.path().join("opt.safetensors")).unwrap();
         assert_eq!(opt.step, 1);
         for _ in 0..2 {
-            let g = loss_of(&vars).backward().unwrap();
-            opt.step(&vars, &g, Some(1.0), &hp).unwrap();
+            opt.step(&vars, &grads(&vars), Some(1.0), &hp).unwrap();
         }
         assert_eq!(vars[0].1.as_tensor().to_vec1::<f32>().unwrap(), expect);
     }
@@ -217,7 +236,8 @@ mod tests {
         let dev = Device::Cpu;
         let vars = vec![("w".to_string(), Var::from_vec(vec![1.0f32, 2.0], 2, &dev).unwrap())];
         let loss = (vars[0].1.as_tensor().log().unwrap() * f64::NAN).unwrap().sum_all().unwrap();
-        let g = loss.backward().unwrap();
+        let mut g = Grads::new();
+        collect_grads(&vars, &loss.backward().unwrap(), &mut g).unwrap();
         let mut opt = Optimizer::default();
         assert!(opt.step(&vars, &g, Some(1.0), &AdamWConfig::new(0.1, 0.0)).is_err());
         assert_eq!(opt.step, 0);

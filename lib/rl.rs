@@ -19,7 +19,8 @@ use candle_core::{DType, Result, Tensor, D};
 // Advantages
 
 /// How rewards become advantages within each prompt's group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum AdvantageEstimator {
     /// (R - mean_g) / (std_g + 1e-6), std unbiased (N - 1): GRPO as the paper ran it.
     Grpo,
@@ -77,7 +78,8 @@ pub fn advantages(rewards: &[f32], groups: &[usize], est: AdvantageEstimator) ->
 // Aggregation
 
 /// How per-token losses become one number (verl's `loss_agg_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Aggregation {
     /// sum(loss * mask) / sum(mask) over the whole mini-batch (default).
     TokenMean,
@@ -159,7 +161,8 @@ pub fn masked_mean(x: &Tensor, mask: &Tensor) -> Result<f32> {
 // Policy losses
 
 /// The policy-gradient objective.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PolicyLoss {
     /// Token-level PPO clip with separate low/high epsilon and dual clip (the default).
     Ppo,
@@ -192,7 +195,7 @@ impl PolicyLoss {
 }
 
 /// The settings of [`policy_loss`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct PolicyLossConfig {
     pub loss: PolicyLoss,
     /// eps_low: the ratio is clipped below at 1 - eps_low (0.2; GMPO: log-space, 0.4).
@@ -306,7 +309,8 @@ use PolicyLoss as Loss;
 // KL to the reference policy
 
 /// The per-token KL estimator (verl's `kl_penalty`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum KlEstimator {
     /// k1: logp - ref_logp.
     K1,

@@ -260,8 +260,9 @@ def main():
     ap.add_argument("--torch-inputs", default=os.path.join(HERE, "..", "..", "shared", "bench", "torch",
                                                            "torch_baseline_inputs.json"),
                     help="the PyTorch baseline's inputs: its prompt texts and their token ids")
-    ap.add_argument("--qwen-template-json", default="/tmp/fx/qwen25.json",
-                    help="a tokenizer_config.json-like file holding Qwen2.5-Instruct's chat_template")
+    ap.add_argument("--qwen-template-json",
+                    help="a tokenizer_config.json holding Qwen2.5-Instruct's chat_template "
+                         "(default: the one already in chat_cases.json)")
     a = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     from safetensors.numpy import save_file
@@ -280,7 +281,10 @@ def main():
     json.dump({"texts": texts, "ids": tiny_tokenizer_ids(texts)},
               open(os.path.join(OUT, "tiny-llama-expected.json"), "w"), indent=1, ensure_ascii=False)
 
-    qwen = json.load(open(a.qwen_template_json))["chat_template"]
+    if a.qwen_template_json:
+        qwen = json.load(open(a.qwen_template_json))["chat_template"]
+    else:
+        qwen = json.load(open(os.path.join(OUT, "chat_cases.json")))["templates"]["qwen2.5"]["source"]
     json.dump(chat_cases(qwen), open(os.path.join(OUT, "chat_cases.json"), "w"), indent=1, ensure_ascii=False)
 
     # The benchmark prompts as the baseline tokenized them (left padding removed).

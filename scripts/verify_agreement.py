@@ -5,6 +5,9 @@ Steps (REFERENCE.md section 5):
            like model output (right answers in many surface forms, near misses,
            formatting accidents) with the reference's score, as JSONL;
   fixture  sample a modest subset (< 1 MB) to tests/fixtures/verify_cases.jsonl;
+  stress   like gen, but answers are random mutations of the math ground truths
+           (fragments such as `\\frac`, `{`, `^`, `\\sqrt`, `i`, `.` inserted,
+           deleted or swapped): not model-like, a fuzz of the grader's corners;
   check    run the Rust agreement test on the JSONL: a table per data set and
            the disagreements;
   all      gen, then check (the default).
@@ -39,6 +42,8 @@ DEFAULT_CASES = "/tmp/verify_cases_full.jsonl"
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "verify_cases.jsonl")
 # Fixture size: about 150 bytes a case keeps it well under 1 MB.
 FIXTURE_CASES = 5000
+# Stress (fuzz) cases added to the fixture by `fixture --stress-cases FILE`.
+FIXTURE_STRESS_CASES = 1000
 
 PREAMBLES = [
     "",
@@ -269,6 +274,47 @@ def make_cases(pairs, seed=0):
     return cases
 
 
+FRAGMENTS = [" ", "\\", "{", "}", "\\frac", "\\dfrac", "\\sqrt", "^", "_", "(", ")", "[", "]", ",", "x",
+             "y", "2", "3", "0", ".", "-", "+", "*", "/", "!", "=", "i", "e", "\\pi", "\\left(", "\\right)",
+             "\\text{ }", "\\text{", "\\!", "\\,", "$", "\\%", "\\$", "^\\circ", "\\cdot", "\\times",
+             "sqrt", "pi", " or ", " and ", "\\infty", "\\cup", "10^", "1,000", "\n", "\\mbox{ cm}", "\\in",
+             "\\le", "\\pm", "|", "~", "--", "\\begin{pmatrix}", "\\end{pmatrix}", "&", "\\\\", "\\(", "\\)",
+             "\\mathbf{", "\\hat{", "ln", "0.5", "1e3", "05", "\\sqrt[3]", "sqrt2", "xy", " 3/4"]
+
+
+def mutate(s, rng):
+    for _ in range(rng.randint(1, 3)):
+        op = rng.random()
+        i = rng.randint(0, len(s))
+        if op < 0.5:
+            s = s[:i] + rng.choice(FRAGMENTS) + s[i:]
+        elif op < 0.8 and s:
+            j = min(len(s), i + rng.randint(1, 3))
+            s = s[:i] + s[j:]
+        elif s:
+            j = rng.randint(0, len(s))
+            a, b = sorted((i, j))
+            s = s[:a] + s[b:] + s[a:b]
+    return s
+
+
+def cmd_stress(args):
+    rng = random.Random(args.seed)
+    pairs = [p for p in read_ground_truths(args.data)
+             if not ref.is_multiple_choice(p[0]) and not p[0].startswith("conrl/gsm")]
+    cases = []
+    for ds, gt in pairs:
+        for _ in range(args.per_gt):
+            cases.append({"data_source": ds, "response": f"\\boxed{{{mutate(gt, rng)}}}", "ground_truth": gt})
+            cases.append({"data_source": ds, "response": f"\\boxed{{{gt}}}", "ground_truth": mutate(gt, rng)})
+    with multiprocessing.Pool(args.jobs) as pool:
+        scored = pool.map(_score_job, cases, chunksize=64)
+    with open(args.cases, "w") as f:
+        for c in scored:
+            f.write(json.dumps(c, ensure_ascii=False) + "\n")
+    print(f"wrote {len(scored)} stress cases to {args.cases}", file=sys.stderr)
+
+
 def _sympy_job(args):
     ds, gt, seed = args
     rng = random.Random(seed)
@@ -323,6 +369,12 @@ def cmd_fixture(args):
             if not ref.is_multiple_choice(ds) and not c["data_source"].startswith("conrl/gsm")]
     rng.shuffle(rest)
     picked += rest[: FIXTURE_CASES - len(picked)]
+    if args.stress_cases:
+        # a slice of the fuzz too, so the committed test also guards the corners
+        with open(args.stress_cases) as f:
+            stress = [json.loads(line) for line in f]
+        rng.shuffle(stress)
+        picked += stress[:FIXTURE_STRESS_CASES]
     os.makedirs(os.path.dirname(FIXTURE), exist_ok=True)
     with open(FIXTURE, "w") as f:
         for c in picked:
@@ -340,7 +392,10 @@ def cmd_check(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", nargs="?", default="all", choices=["gen", "fixture", "check", "all"])
+    p.add_argument("step", nargs="?", default="all", choices=["gen", "stress", "fixture", "check", "all"])
+    p.add_argument("--per-gt", type=int, default=10, help="stress: mutations per ground truth and side")
+    p.add_argument("--seed", type=int, default=7, help="stress: random seed")
+    p.add_argument("--stress-cases", help="fixture: also sample this stress JSONL")
     p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--cases", default=DEFAULT_CASES)
     p.add_argument("--crate", default=REPO)
@@ -348,6 +403,8 @@ def main():
     args = p.parse_args()
     if args.step in ("gen", "all"):
         cmd_gen(args)
+    if args.step == "stress":
+        cmd_stress(args)
     if args.step == "fixture":
         cmd_fixture(args)
     if args.step in ("check", "all"):

@@ -39,7 +39,12 @@ fn tempdir() -> tempfile::TempDir {
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 fn weights(dir: &Path) -> Vec<(String, Tensor)> {
@@ -54,9 +59,21 @@ fn tiny_variant(out: &Path, set: &[(&str, gguf_file::Value)], drop: &[&str]) {
     for (k, v) in set {
         metadata.insert(k.to_string(), v.clone());
     }
-    let mut names: Vec<&String> = content.tensor_infos.keys().filter(|n| !drop.contains(&n.as_str())).collect();
+    let mut names: Vec<&String> = content
+        .tensor_infos
+        .keys()
+        .filter(|n| !drop.contains(&n.as_str()))
+        .collect();
     names.sort();
-    let tensors: Vec<_> = names.iter().map(|n| (n.as_str(), content.tensor(&mut reader, n, &Device::Cpu).unwrap())).collect();
+    let tensors: Vec<_> = names
+        .iter()
+        .map(|n| {
+            (
+                n.as_str(),
+                content.tensor(&mut reader, n, &Device::Cpu).unwrap(),
+            )
+        })
+        .collect();
     let meta: Vec<_> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<_> = tensors.iter().map(|(n, t)| (*n, t)).collect();
     let mut w = std::fs::File::create(out).unwrap();
@@ -68,7 +85,14 @@ fn tiny_gguf_imports_to_the_weights_transformers_makes() {
     let tmp = tempdir();
     let out = tmp.path().join("tiny");
     let summary = import_gguf(&fixture("tiny-llama.gguf"), &out, SaveDtype::F32).unwrap();
-    assert_eq!((summary.architecture.as_str(), summary.layers, summary.tensors), ("llama", 2, 21));
+    assert_eq!(
+        (
+            summary.architecture.as_str(),
+            summary.layers,
+            summary.tensors
+        ),
+        ("llama", 2, 21)
+    );
 
     let ours = weights(&out);
     let expected = hf::load_tensors(&[fixture("tiny-llama-expected.safetensors")]).unwrap();
@@ -76,7 +100,11 @@ fn tiny_gguf_imports_to_the_weights_transformers_makes() {
     assert_eq!(names(&ours), names(&expected));
     for ((name, a), (_, b)) in ours.iter().zip(&expected) {
         assert_eq!(a.dims(), b.dims(), "{name}");
-        let diff = values(a).iter().zip(values(b)).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let diff = values(a)
+            .iter()
+            .zip(values(b))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
         assert!(diff <= 1e-6, "{name}: max |ours - transformers| = {diff}");
     }
 }
@@ -87,10 +115,17 @@ fn tiny_gguf_config_and_tokenizer_files() {
     let out = tmp.path().join("tiny");
     import_gguf(&fixture("tiny-llama.gguf"), &out, SaveDtype::F32).unwrap();
     let files = ModelFiles::discover(&out).unwrap();
-    assert!(files.tokenizer_config.is_some() && files.generation_config.is_some() && files.special_tokens_map.is_some());
+    assert!(
+        files.tokenizer_config.is_some()
+            && files.generation_config.is_some()
+            && files.special_tokens_map.is_some()
+    );
 
     let config = read_json(&out.join("config.json"));
-    assert_eq!(config["architectures"], serde_json::json!(["LlamaForCausalLM"]));
+    assert_eq!(
+        config["architectures"],
+        serde_json::json!(["LlamaForCausalLM"])
+    );
     let expect = serde_json::json!({
         "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1,
         "head_dim": 16, "num_hidden_layers": 2, "vocab_size": 265, "max_position_embeddings": 256,
@@ -102,20 +137,38 @@ fn tiny_gguf_config_and_tokenizer_files() {
     }
     assert_eq!(hf::read_stop_tokens(&out).unwrap(), vec![2]);
     let tc = read_json(&out.join("tokenizer_config.json"));
-    assert_eq!((tc["bos_token"].as_str(), tc["eos_token"].as_str()), (Some("<|im_start|>"), Some("<|im_end|>")));
+    assert_eq!(
+        (tc["bos_token"].as_str(), tc["eos_token"].as_str()),
+        (Some("<|im_start|>"), Some("<|im_end|>"))
+    );
     assert!(tc["chat_template"].as_str().unwrap().contains("SmolLM"));
+    // a class that makes transformers load tokenizer.json as written (GPT2Tokenizer would not)
+    assert_eq!(tc["tokenizer_class"], "PreTrainedTokenizerFast");
 
     // token ids equal those of the tokenizer transformers builds from the same vocabulary
     let expected = read_json(&fixture("tiny-llama-expected.json"));
     let tokenizer = load_tokenizer(&out).unwrap();
-    for (text, ids) in expected["texts"].as_array().unwrap().iter().zip(expected["ids"].as_array().unwrap()) {
+    for (text, ids) in expected["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(expected["ids"].as_array().unwrap())
+    {
         let text = text.as_str().unwrap();
-        let want: Vec<u32> = ids.as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = ids
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(encode_prompt(&tokenizer, text).unwrap(), want, "{text:?}");
         assert_eq!(decode(&tokenizer, &want, false).unwrap(), text);
     }
     let tokenizer_json = read_json(&out.join("tokenizer.json"));
-    assert_eq!(tokenizer_json["pre_tokenizer"]["pretokenizers"][0]["type"], "Digits");
+    assert_eq!(
+        tokenizer_json["pre_tokenizer"]["pretokenizers"][0]["type"],
+        "Digits"
+    );
     assert_eq!(tokenizer_json["decoder"]["type"], "ByteLevel");
     assert_eq!(tokenizer_json["added_tokens"].as_array().unwrap().len(), 3);
 }
@@ -129,19 +182,38 @@ fn import_then_save_round_trips() {
 
     let f32_dir = tmp.path().join("f32");
     hf::save_hf_dir(&f32_dir, &src, &tensors, SaveDtype::F32).unwrap();
-    assert_eq!(std::fs::read(src.join("model.safetensors")).unwrap(), std::fs::read(f32_dir.join("model.safetensors")).unwrap());
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"] {
-        assert_eq!(std::fs::read(src.join(f)).unwrap(), std::fs::read(f32_dir.join(f)).unwrap(), "{f}");
+    assert_eq!(
+        std::fs::read(src.join("model.safetensors")).unwrap(),
+        std::fs::read(f32_dir.join("model.safetensors")).unwrap()
+    );
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "special_tokens_map.json",
+    ] {
+        assert_eq!(
+            std::fs::read(src.join(f)).unwrap(),
+            std::fs::read(f32_dir.join(f)).unwrap(),
+            "{f}"
+        );
     }
 
     let bf16_dir = tmp.path().join("bf16");
     hf::save_hf_dir(&bf16_dir, &src, &tensors, SaveDtype::Bf16).unwrap();
-    assert_eq!(read_json(&bf16_dir.join("config.json"))["torch_dtype"], "bfloat16");
+    assert_eq!(
+        read_json(&bf16_dir.join("config.json"))["torch_dtype"],
+        "bfloat16"
+    );
     let back = weights(&bf16_dir);
     assert_eq!(back.len(), tensors.len());
     for ((name, a), (_, b)) in tensors.iter().zip(&back) {
         assert_eq!(b.dtype(), DType::BF16, "{name}");
-        let rounded: Vec<f32> = values(a).iter().map(|x| f32::from_bits((hf::f32_to_bf16_bits(*x) as u32) << 16)).collect();
+        let rounded: Vec<f32> = values(a)
+            .iter()
+            .map(|x| f32::from_bits((hf::f32_to_bf16_bits(*x) as u32) << 16))
+            .collect();
         assert_eq!(values(b), rounded, "{name}");
     }
     assert!(!tmp.path().join("bf16.tmp").exists());
@@ -154,7 +226,10 @@ fn tied_gguf_has_no_lm_head() {
     tiny_variant(&gguf, &[], &["output.weight"]);
     let out = tmp.path().join("tied");
     import_gguf(&gguf, &out, SaveDtype::Bf16).unwrap();
-    assert_eq!(read_json(&out.join("config.json"))["tie_word_embeddings"], true);
+    assert_eq!(
+        read_json(&out.join("config.json"))["tie_word_embeddings"],
+        true
+    );
     let names: Vec<String> = weights(&out).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names.len(), 20);
     assert!(!names.contains(&"lm_head.weight".to_string()));
@@ -164,10 +239,20 @@ fn tied_gguf_has_no_lm_head() {
 fn unknown_architecture_fails_naming_it() {
     let tmp = tempdir();
     let gguf = tmp.path().join("mamba.gguf");
-    tiny_variant(&gguf, &[("general.architecture", gguf_file::Value::String("mamba".into()))], &[]);
+    tiny_variant(
+        &gguf,
+        &[(
+            "general.architecture",
+            gguf_file::Value::String("mamba".into()),
+        )],
+        &[],
+    );
     let out = tmp.path().join("out");
     let err = import_gguf(&gguf, &out, SaveDtype::F32).unwrap_err();
-    assert!(matches!(err, GgufError::UnsupportedArchitecture(ref a) if a == "mamba"), "{err}");
+    assert!(
+        matches!(err, GgufError::UnsupportedArchitecture(ref a) if a == "mamba"),
+        "{err}"
+    );
     assert!(err.to_string().contains("'mamba'"), "{err}");
     assert!(!out.exists() && !tmp.path().join("out.tmp").exists());
 }
@@ -178,7 +263,11 @@ fn missing_tensor_fails_naming_it() {
     let gguf = tmp.path().join("broken.gguf");
     tiny_variant(&gguf, &[], &["blk.1.ffn_up.weight"]);
     let err = import_gguf(&gguf, &tmp.path().join("out"), SaveDtype::F32).unwrap_err();
-    assert!(err.to_string().contains("model.layers.1.mlp.up_proj.weight"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("model.layers.1.mlp.up_proj.weight"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -186,24 +275,59 @@ fn cli_imports_and_describes() {
     let tmp = tempdir();
     let out = tmp.path().join("tiny");
     let bin = env!("CARGO_BIN_EXE_clipo-model");
-    let run = |args: &[&std::ffi::OsStr]| Command::new(bin).args(args).current_dir(tmp.path()).output().unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(bin)
+            .args(args)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap()
+    };
 
-    let o = run(&["import-gguf".as_ref(), fixture("tiny-llama.gguf").as_os_str(), out.as_os_str(), "--dtype".as_ref(), "bf16".as_ref()]);
+    let o = run(&[
+        "import-gguf".as_ref(),
+        fixture("tiny-llama.gguf").as_os_str(),
+        out.as_os_str(),
+        "--dtype".as_ref(),
+        "bf16".as_ref(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = run(&["info".as_ref(), out.as_os_str()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
-    for line in ["architecture: LlamaForCausalLM", "layers: 2", "hidden size: 32", "attention heads: 2 (1 key/value)",
-        "parameters: 35552 ", "21 BF16", "vocabulary: 265 (tokenizer: 265)", "stop tokens: 2 <|im_end|>", "chat template: present"] {
+    for line in [
+        "architecture: LlamaForCausalLM",
+        "layers: 2",
+        "hidden size: 32",
+        "attention heads: 2 (1 key/value)",
+        "parameters: 35552 ",
+        "21 BF16",
+        "vocabulary: 265 (tokenizer: 265)",
+        "stop tokens: 2 <|im_end|>",
+        "chat template: present",
+    ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
 
     let gguf = tmp.path().join("mamba.gguf");
-    tiny_variant(&gguf, &[("general.architecture", gguf_file::Value::String("mamba".into()))], &[]);
-    let o = run(&["import-gguf".as_ref(), gguf.as_os_str(), tmp.path().join("m").as_os_str()]);
+    tiny_variant(
+        &gguf,
+        &[(
+            "general.architecture",
+            gguf_file::Value::String("mamba".into()),
+        )],
+        &[],
+    );
+    let o = run(&[
+        "import-gguf".as_ref(),
+        gguf.as_os_str(),
+        tmp.path().join("m").as_os_str(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("GGUF architecture 'mamba' is not supported"), "{err}");
+    assert!(
+        err.contains("GGUF architecture 'mamba' is not supported"),
+        "{err}"
+    );
 
     let o = run(&["info".as_ref(), tmp.path().join("nothing").as_os_str()]);
     assert_eq!(o.status.code(), Some(2));
@@ -226,7 +350,10 @@ fn chat_templates_render_like_transformers() {
                 assert_eq!(got.unwrap(), want, "{name} {messages:?}");
                 rendered += 1;
             }
-            None => assert!(got.is_err(), "{name}: transformers fails on {messages:?}, we rendered {got:?}"),
+            None => assert!(
+                got.is_err(),
+                "{name}: transformers fails on {messages:?}, we rendered {got:?}"
+            ),
         }
     }
     assert_eq!(rendered, 9);
@@ -238,14 +365,32 @@ fn chat_template_of_an_imported_directory() {
     let out = tmp.path().join("tiny");
     import_gguf(&fixture("tiny-llama.gguf"), &out, SaveDtype::F32).unwrap();
     let chat = ChatTemplate::from_dir(&out).unwrap();
-    assert_eq!(chat.special_tokens().bos_token.as_deref(), Some("<|im_start|>"));
-    let text = chat.render(&[ChatMessage::new("user", "hi")], true).unwrap();
+    assert_eq!(
+        chat.special_tokens().bos_token.as_deref(),
+        Some("<|im_start|>")
+    );
+    let text = chat
+        .render(&[ChatMessage::new("user", "hi")], true)
+        .unwrap();
     let sys = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n";
-    assert_eq!(text, format!("{sys}<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"));
+    assert_eq!(
+        text,
+        format!("{sys}<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    );
 
     // chat_template.jinja wins over tokenizer_config.json, as in transformers
-    std::fs::write(out.join("chat_template.jinja"), "{{ bos_token }}{{ messages[0].content }}").unwrap();
-    assert_eq!(ChatTemplate::from_dir(&out).unwrap().render(&[ChatMessage::new("user", "x")], false).unwrap(), "<|im_start|>x");
+    std::fs::write(
+        out.join("chat_template.jinja"),
+        "{{ bos_token }}{{ messages[0].content }}",
+    )
+    .unwrap();
+    assert_eq!(
+        ChatTemplate::from_dir(&out)
+            .unwrap()
+            .render(&[ChatMessage::new("user", "x")], false)
+            .unwrap(),
+        "<|im_start|>x"
+    );
 }
 
 // ---- the real model (skipped, with the reason printed, until scripts/fetch_smollm2.sh has run) ----
@@ -262,19 +407,22 @@ fn smollm2_gguf() -> Option<PathBuf> {
     }
 }
 
-/// SmolLM2 imported once (f32) into a temporary directory shared by the tests below.
+/// SmolLM2 imported once per run (f32) into target/tmp/ (replaced each run, never leaked).
 fn smollm2_dir() -> Option<&'static Path> {
-    static DIR: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
         let gguf = smollm2_gguf()?;
-        let tmp = tempdir();
-        let out = tmp.path().join("smollm2");
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("model_io-smollm2");
         let s = import_gguf(&gguf, &out, SaveDtype::F32).unwrap();
-        eprintln!("imported SmolLM2 in {:.2} s (read+dequantize {:.2} s, write {:.2} s)", s.read_s + s.write_s, s.read_s, s.write_s);
-        Some((tmp, out))
+        eprintln!(
+            "imported SmolLM2 in {:.2} s (read+dequantize {:.2} s, write {:.2} s)",
+            s.read_s + s.write_s,
+            s.read_s,
+            s.write_s
+        );
+        Some(out)
     })
-    .as_ref()
-    .map(|(_, p)| p.as_path())
+    .as_deref()
 }
 
 #[test]
@@ -284,7 +432,12 @@ fn smollm2_tokenizer_gives_the_baseline_ids() {
     let prompts = read_json(&fixture("smollm2-prompts.json"));
     for p in prompts["prompts"].as_array().unwrap() {
         let text = p["text"].as_str().unwrap();
-        let want: Vec<u32> = p["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = p["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(encode_prompt(&tokenizer, text).unwrap(), want, "{text:?}");
         assert_eq!(decode(&tokenizer, &want, false).unwrap(), text);
     }
@@ -298,8 +451,17 @@ fn smollm2_chat_template_renders_the_baseline_prompts() {
     for p in prompts["prompts"].as_array().unwrap() {
         let text = p["text"].as_str().unwrap();
         // the baseline rendered one user message; the template adds SmolLM2's system prompt
-        let user = text.split("<|im_start|>user\n").nth(1).unwrap().strip_suffix("<|im_end|>\n<|im_start|>assistant\n").unwrap();
-        assert_eq!(chat.render(&[ChatMessage::new("user", user)], true).unwrap(), text);
+        let user = text
+            .split("<|im_start|>user\n")
+            .nth(1)
+            .unwrap()
+            .strip_suffix("<|im_end|>\n<|im_start|>assistant\n")
+            .unwrap();
+        assert_eq!(
+            chat.render(&[ChatMessage::new("user", user)], true)
+                .unwrap(),
+            text
+        );
     }
 }
 
@@ -313,21 +475,54 @@ fn smollm2_weights_match_transformers_conversion() {
     let close = |a: f64, b: f64, scale: f64| (a - b).abs() <= 1e-6 * scale.max(1.0);
     for (name, t) in &ours {
         let want = &sums[name];
-        let shape: Vec<usize> = want["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = want["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
         assert_eq!(t.dims(), shape.as_slice(), "{name}");
         let v: Vec<f64> = values(t).into_iter().map(f64::from).collect();
         let sum_abs: f64 = v.iter().map(|x| x.abs()).sum();
         let sum: f64 = v.iter().sum();
         let sum_sq: f64 = v.iter().map(|x| x * x).sum();
-        let weighted: f64 = v.iter().enumerate().map(|(i, x)| x * ((i % 101) as f64 - 50.0)).sum();
-        assert!(close(sum, want["sum"].as_f64().unwrap(), sum_abs), "{name} sum {sum} vs {}", want["sum"]);
-        assert!(close(sum_sq, want["sum_sq"].as_f64().unwrap(), sum_sq), "{name} sum_sq");
-        assert!(close(weighted, want["weighted_sum"].as_f64().unwrap(), 50.0 * sum_abs), "{name} weighted_sum {weighted} vs {}", want["weighted_sum"]);
+        let weighted: f64 = v
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x * ((i % 101) as f64 - 50.0))
+            .sum();
+        assert!(
+            close(sum, want["sum"].as_f64().unwrap(), sum_abs),
+            "{name} sum {sum} vs {}",
+            want["sum"]
+        );
+        assert!(
+            close(sum_sq, want["sum_sq"].as_f64().unwrap(), sum_sq),
+            "{name} sum_sq"
+        );
+        assert!(
+            close(
+                weighted,
+                want["weighted_sum"].as_f64().unwrap(),
+                50.0 * sum_abs
+            ),
+            "{name} weighted_sum {weighted} vs {}",
+            want["weighted_sum"]
+        );
         let cols = v.len() / shape[0];
         for (row, key) in [(0, "row0"), (1.min(shape[0] - 1), "row1")] {
-            let want_row: Vec<f64> = want[key].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let want_row: Vec<f64> = want[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
             for (k, w) in want_row.iter().enumerate() {
-                assert!((v[row * cols + k] - w).abs() <= 1e-6, "{name} {key}[{k}]: {} vs {w}", v[row * cols + k]);
+                assert!(
+                    (v[row * cols + k] - w).abs() <= 1e-6,
+                    "{name} {key}[{k}]: {} vs {w}",
+                    v[row * cols + k]
+                );
             }
         }
     }
@@ -338,12 +533,24 @@ fn smollm2_info() {
     let Some(dir) = smollm2_dir() else { return };
     let info = ModelInfo::read(dir).unwrap();
     assert_eq!(info.architecture, "LlamaForCausalLM");
-    assert_eq!((info.layers, info.hidden_size, info.heads, info.kv_heads), (Some(30), Some(576), Some(9), Some(3)));
+    assert_eq!(
+        (info.layers, info.hidden_size, info.heads, info.kv_heads),
+        (Some(30), Some(576), Some(9), Some(3))
+    );
     // the parameter count transformers reports for the baseline
     assert_eq!(info.params, 134_515_008);
-    assert_eq!((info.vocab_size, info.tokenizer_vocab), (Some(49152), 49152));
+    assert_eq!(
+        (info.vocab_size, info.tokenizer_vocab),
+        (Some(49152), 49152)
+    );
     assert_eq!(info.stop_tokens, vec![(2, "<|im_end|>".to_string())]);
     assert!(info.chat_template && info.tie_word_embeddings);
     let config = read_json(&dir.join("config.json"));
-    assert_eq!((config["rope_theta"].as_f64(), config["rms_norm_eps"].as_f64()), (Some(100000.0), Some(1e-5)));
+    assert_eq!(
+        (
+            config["rope_theta"].as_f64(),
+            config["rms_norm_eps"].as_f64()
+        ),
+        (Some(100000.0), Some(1e-5))
+    );
 }

@@ -256,7 +256,10 @@ impl ContrastiveConfig {
             return bad(format!("tau must be > 0, got {}", self.tau));
         }
         if self.lr < 0.0 || self.weight_decay < 0.0 {
-            return bad(format!("lr and weight_decay must be >= 0, got {} and {}", self.lr, self.weight_decay));
+            return bad(format!(
+                "lr and weight_decay must be >= 0, got {} and {}",
+                self.lr, self.weight_decay
+            ));
         }
         for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&b) {
@@ -306,10 +309,16 @@ mod tests {
         for k in MaskedLabel::ALL {
             assert_eq!(k.as_str().parse::<MaskedLabel>().unwrap(), *k);
         }
-        assert_eq!("-cosine".parse::<Similarity>().unwrap(), Similarity::NegCosine);
+        assert_eq!(
+            "-cosine".parse::<Similarity>().unwrap(),
+            Similarity::NegCosine
+        );
         assert_eq!("-1".parse::<MaskedLabel>().unwrap(), MaskedLabel::Nothing);
         let err = "info_nce".parse::<LossKind>().unwrap_err().to_string();
-        assert!(err.contains("infonce, supcon_in, supcon_out, soft_nn"), "{err}");
+        assert!(
+            err.contains("infonce, supcon_in, supcon_out, soft_nn"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -322,21 +331,46 @@ mod tests {
         assert!(json.contains(r#""similarity":"cosine""#), "{json}");
         let back: ContrastiveConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, cfg);
-        let neg = ContrastiveConfig { masked_label: MaskedLabel::Nothing, similarity: Similarity::NegCosine, ..cfg };
+        let neg = ContrastiveConfig {
+            masked_label: MaskedLabel::Nothing,
+            similarity: Similarity::NegCosine,
+            ..cfg
+        };
         let json = serde_json::to_string(&neg).unwrap();
-        assert!(json.contains(r#""masked_label":-1"#) && json.contains(r#""similarity":"-cosine""#), "{json}");
-        assert_eq!(serde_json::from_str::<ContrastiveConfig>(&json).unwrap(), neg);
+        assert!(
+            json.contains(r#""masked_label":-1"#) && json.contains(r#""similarity":"-cosine""#),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<ContrastiveConfig>(&json).unwrap(),
+            neg
+        );
     }
 
     #[test]
     fn validate_rejects_out_of_range() {
         let base = ContrastiveConfig::default();
         for cfg in [
-            ContrastiveConfig { tau: 0.0, ..base.clone() },
-            ContrastiveConfig { proj_dim: 0, ..base.clone() },
-            ContrastiveConfig { beta2: 1.0, ..base.clone() },
-            ContrastiveConfig { lr: f64::NAN, ..base.clone() },
-            ContrastiveConfig { eps: 0.0, ..base.clone() },
+            ContrastiveConfig {
+                tau: 0.0,
+                ..base.clone()
+            },
+            ContrastiveConfig {
+                proj_dim: 0,
+                ..base.clone()
+            },
+            ContrastiveConfig {
+                beta2: 1.0,
+                ..base.clone()
+            },
+            ContrastiveConfig {
+                lr: f64::NAN,
+                ..base.clone()
+            },
+            ContrastiveConfig {
+                eps: 0.0,
+                ..base.clone()
+            },
         ] {
             assert!(cfg.validate().is_err(), "{cfg:?}");
         }

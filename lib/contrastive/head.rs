@@ -52,7 +52,13 @@ pub struct AdamW {
 impl AdamW {
     /// The optimiser settings of `cfg`.
     pub fn from_config(cfg: &ContrastiveConfig) -> Self {
-        Self { lr: cfg.lr, weight_decay: cfg.weight_decay, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps }
+        Self {
+            lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+        }
     }
 }
 
@@ -70,7 +76,14 @@ struct Param {
 impl Param {
     fn new(name: &'static str, rows: usize, cols: usize, value: Vec<f32>) -> Self {
         let n = rows * cols;
-        Self { name, rows, cols, value, exp_avg: vec![0.0; n], exp_avg_sq: vec![0.0; n] }
+        Self {
+            name,
+            rows,
+            cols,
+            value,
+            exp_avg: vec![0.0; n],
+            exp_avg_sq: vec![0.0; n],
+        }
     }
 }
 
@@ -88,7 +101,10 @@ pub struct ContrastiveHead {
 fn layout(kind: HeadKind, in_dim: usize, out_dim: usize) -> Vec<(&'static str, usize, usize)> {
     match kind {
         HeadKind::Linear => vec![("proj.weight", out_dim, in_dim)],
-        HeadKind::Mlp => vec![("proj.0.weight", in_dim, in_dim), ("proj.2.weight", out_dim, in_dim)],
+        HeadKind::Mlp => vec![
+            ("proj.0.weight", in_dim, in_dim),
+            ("proj.2.weight", out_dim, in_dim),
+        ],
     }
 }
 
@@ -108,7 +124,9 @@ impl ContrastiveHead {
     /// like torch's default Linear from `seed` (see the module doc).
     pub fn init(kind: HeadKind, in_dim: usize, out_dim: usize, seed: u64) -> Result<Self> {
         if in_dim == 0 || out_dim == 0 {
-            return Err(ContrastiveError::Shape(format!("head dims must be >= 1, got d = {in_dim}, D = {out_dim}")));
+            return Err(ContrastiveError::Shape(format!(
+                "head dims must be >= 1, got d = {in_dim}, D = {out_dim}"
+            )));
         }
         let mut rng = ChaCha20Rng::seed_from_u64(derive_seed(HEAD_INIT, seed, 0, "", 0));
         let params = layout(kind, in_dim, out_dim)
@@ -122,12 +140,23 @@ impl ContrastiveHead {
                 Param::new(name, rows, cols, value)
             })
             .collect();
-        Ok(Self { kind, in_dim, out_dim, params, step: 0 })
+        Ok(Self {
+            kind,
+            in_dim,
+            out_dim,
+            params,
+            step: 0,
+        })
     }
 
     /// A head with the given weights (in layout order: `proj.weight`, or `proj.0.weight` then
     /// `proj.2.weight`), zero moments and step 0.
-    pub fn from_weights(kind: HeadKind, in_dim: usize, out_dim: usize, weights: Vec<Vec<f32>>) -> Result<Self> {
+    pub fn from_weights(
+        kind: HeadKind,
+        in_dim: usize,
+        out_dim: usize,
+        weights: Vec<Vec<f32>>,
+    ) -> Result<Self> {
         let shapes = layout(kind, in_dim, out_dim);
         if weights.len() != shapes.len() {
             return Err(ContrastiveError::Shape(format!(
@@ -139,11 +168,20 @@ impl ContrastiveHead {
         let mut params = Vec::new();
         for ((name, rows, cols), w) in shapes.into_iter().zip(weights) {
             if w.len() != rows * cols {
-                return Err(ContrastiveError::Shape(format!("{name} has {} values, expected {rows} x {cols}", w.len())));
+                return Err(ContrastiveError::Shape(format!(
+                    "{name} has {} values, expected {rows} x {cols}",
+                    w.len()
+                )));
             }
             params.push(Param::new(name, rows, cols, w));
         }
-        Ok(Self { kind, in_dim, out_dim, params, step: 0 })
+        Ok(Self {
+            kind,
+            in_dim,
+            out_dim,
+            params,
+            step: 0,
+        })
     }
 
     /// The head architecture.
@@ -168,12 +206,18 @@ impl ContrastiveHead {
 
     /// The weights: (name, (rows, cols), row-major values), in layout order.
     pub fn weights(&self) -> Vec<(&'static str, (usize, usize), &[f32])> {
-        self.params.iter().map(|p| (p.name, (p.rows, p.cols), &p.value[..])).collect()
+        self.params
+            .iter()
+            .map(|p| (p.name, (p.rows, p.cols), &p.value[..]))
+            .collect()
     }
 
     /// The AdamW moments of weight `name`: (exp_avg, exp_avg_sq).
     pub fn moments(&self, name: &str) -> Option<(&[f32], &[f32])> {
-        self.params.iter().find(|p| p.name == name).map(|p| (&p.exp_avg[..], &p.exp_avg_sq[..]))
+        self.params
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| (&p.exp_avg[..], &p.exp_avg_sq[..]))
     }
 
     /// Checks that this head is the one `cfg` asks for, reading hidden states of size `in_dim`.
@@ -189,14 +233,20 @@ impl ContrastiveHead {
 
     /// The weights as (rows, cols) f32 tensors.
     fn weight_tensors(&self) -> Result<Vec<Tensor>> {
-        let ws = self.params.iter().map(|p| Tensor::from_slice(&p.value, (p.rows, p.cols), &Device::Cpu));
+        let ws = self
+            .params
+            .iter()
+            .map(|p| Tensor::from_slice(&p.value, (p.rows, p.cols), &Device::Cpu));
         Ok(ws.collect::<candle_core::Result<_>>()?)
     }
 
     /// z = normalize(head(h)), (B, D) row-major f32.
     pub fn embed(&self, hidden: Hidden<'_>) -> Result<Vec<f32>> {
         if hidden.dim != self.in_dim {
-            return Err(ContrastiveError::Shape(format!("hidden size {} but the head reads {}", hidden.dim, self.in_dim)));
+            return Err(ContrastiveError::Shape(format!(
+                "hidden size {} but the head reads {}",
+                hidden.dim, self.in_dim
+            )));
         }
         let h = Tensor::from_slice(hidden.data, (hidden.rows, hidden.dim), &Device::Cpu)?;
         let fwd = forward(self.kind, &self.weight_tensors()?, &h)?;
@@ -246,7 +296,12 @@ impl ContrastiveHead {
         let step_size = opt.lr / bc1;
         let decay = 1.0 - opt.lr * opt.weight_decay;
         for (p, g) in self.params.iter_mut().zip(grads) {
-            assert_eq!(g.len(), p.value.len(), "gradient of {} has the wrong size", p.name);
+            assert_eq!(
+                g.len(),
+                p.value.len(),
+                "gradient of {} has the wrong size",
+                p.name
+            );
             for k in 0..g.len() {
                 let g = f64::from(g[k]);
                 let m = opt.beta1 * f64::from(p.exp_avg[k]) + (1.0 - opt.beta1) * g;
@@ -263,13 +318,34 @@ impl ContrastiveHead {
     /// Writes the weights, the AdamW moments and the step to `path` (via `<path>.tmp` and a
     /// rename, so a crash never leaves a half-written checkpoint).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let ck = |msg: String| ContrastiveError::Checkpoint { path: path.to_path_buf(), msg };
+        let ck = |msg: String| ContrastiveError::Checkpoint {
+            path: path.to_path_buf(),
+            msg,
+        };
         let mut views: Vec<(String, F32View<'_>)> = Vec::new();
         for p in &self.params {
             let shape = vec![p.rows, p.cols];
-            views.push((p.name.to_string(), F32View { shape: shape.clone(), data: &p.value }));
-            views.push((format!("{}.exp_avg", p.name), F32View { shape: shape.clone(), data: &p.exp_avg }));
-            views.push((format!("{}.exp_avg_sq", p.name), F32View { shape, data: &p.exp_avg_sq }));
+            views.push((
+                p.name.to_string(),
+                F32View {
+                    shape: shape.clone(),
+                    data: &p.value,
+                },
+            ));
+            views.push((
+                format!("{}.exp_avg", p.name),
+                F32View {
+                    shape: shape.clone(),
+                    data: &p.exp_avg,
+                },
+            ));
+            views.push((
+                format!("{}.exp_avg_sq", p.name),
+                F32View {
+                    shape,
+                    data: &p.exp_avg_sq,
+                },
+            ));
         }
         let meta = HashMap::from([
             ("format".to_string(), "pt".to_string()),
@@ -279,15 +355,25 @@ impl ContrastiveHead {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = std::path::PathBuf::from(tmp);
-        safetensors::tensor::serialize_to_file(views, Some(meta), &tmp).map_err(|e| ck(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|source| ContrastiveError::Io { path: path.to_path_buf(), source })
+        safetensors::tensor::serialize_to_file(views, Some(meta), &tmp)
+            .map_err(|e| ck(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|source| ContrastiveError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Reads a head written by [`save`](Self::save), or a bare file with the weights only
     /// (zero moments, step 0). The kind and dims come from the tensor names and shapes.
     pub fn load(path: &Path) -> Result<Self> {
-        let ck = |msg: String| ContrastiveError::Checkpoint { path: path.to_path_buf(), msg };
-        let bytes = std::fs::read(path).map_err(|source| ContrastiveError::Io { path: path.to_path_buf(), source })?;
+        let ck = |msg: String| ContrastiveError::Checkpoint {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let bytes = std::fs::read(path).map_err(|source| ContrastiveError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| ck(e.to_string()))?;
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| ck(e.to_string()))?;
         let names = st.names();
@@ -297,12 +383,18 @@ impl ContrastiveHead {
         } else if has("proj.0.weight") && has("proj.2.weight") {
             HeadKind::Mlp
         } else {
-            return Err(ck(format!("no head weights (proj.weight or proj.0.weight + proj.2.weight) among {names:?}")));
+            return Err(ck(format!(
+                "no head weights (proj.weight or proj.0.weight + proj.2.weight) among {names:?}"
+            )));
         };
         let read = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
             let t = st.tensor(name).map_err(|e| ck(format!("{name}: {e}")))?;
             let data = match t.dtype() {
-                Dtype::F32 => t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                Dtype::F32 => t
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
                 Dtype::F64 => t
                     .data()
                     .chunks_exact(8)
@@ -312,7 +404,11 @@ impl ContrastiveHead {
             };
             Ok((t.shape().to_vec(), data))
         };
-        let first = if kind == HeadKind::Linear { "proj.weight" } else { "proj.2.weight" };
+        let first = if kind == HeadKind::Linear {
+            "proj.weight"
+        } else {
+            "proj.2.weight"
+        };
         let (shape, _) = read(first)?;
         let [out_dim, in_dim] = shape[..] else {
             return Err(ck(format!("{first} has shape {shape:?}; expected (D, d)")));
@@ -322,15 +418,22 @@ impl ContrastiveHead {
         for (name, rows, cols) in layout(kind, in_dim, out_dim) {
             let (shape, value) = read(name)?;
             if shape != [rows, cols] {
-                return Err(ck(format!("{name} has shape {shape:?}; expected [{rows}, {cols}]")));
+                return Err(ck(format!(
+                    "{name} has shape {shape:?}; expected [{rows}, {cols}]"
+                )));
             }
             let mut p = Param::new(name, rows, cols, value);
-            for (suffix, slot) in [("exp_avg", &mut p.exp_avg), ("exp_avg_sq", &mut p.exp_avg_sq)] {
+            for (suffix, slot) in [
+                ("exp_avg", &mut p.exp_avg),
+                ("exp_avg_sq", &mut p.exp_avg_sq),
+            ] {
                 let mname = format!("{name}.{suffix}");
                 if has(&mname) {
                     let (mshape, m) = read(&mname)?;
                     if mshape != [rows, cols] {
-                        return Err(ck(format!("{mname} has shape {mshape:?}; expected [{rows}, {cols}]")));
+                        return Err(ck(format!(
+                            "{mname} has shape {mshape:?}; expected [{rows}, {cols}]"
+                        )));
                     }
                     *slot = m;
                     moments_found.push(true);
@@ -342,7 +445,9 @@ impl ContrastiveHead {
         }
         let step = if moments_found.iter().all(|&f| f) {
             match header.metadata().as_ref().and_then(|m| m.get("step")) {
-                Some(s) => s.parse().map_err(|_| ck(format!("metadata step {s:?} is not an integer")))?,
+                Some(s) => s
+                    .parse()
+                    .map_err(|_| ck(format!("metadata step {s:?} is not an integer")))?,
                 None => return Err(ck("AdamW moments without a `step` metadata entry".into())),
             }
         } else if moments_found.iter().any(|&f| f) {
@@ -350,7 +455,13 @@ impl ContrastiveHead {
         } else {
             0
         };
-        Ok(Self { kind, in_dim, out_dim, params, step })
+        Ok(Self {
+            kind,
+            in_dim,
+            out_dim,
+            params,
+            step,
+        })
     }
 }
 
@@ -386,12 +497,18 @@ struct Forward {
 /// y = head(h) with weights `ws` (layout order) in their dtype.
 fn forward(kind: HeadKind, ws: &[Tensor], h: &Tensor) -> Result<Forward> {
     Ok(match kind {
-        HeadKind::Linear => Forward { y: h.matmul(&ws[0].t()?)?, hidden: None }, // (B, d) x (d, D)
+        HeadKind::Linear => Forward {
+            y: h.matmul(&ws[0].t()?)?,
+            hidden: None,
+        }, // (B, d) x (d, D)
         HeadKind::Mlp => {
             let a = h.matmul(&ws[0].t()?)?; // (B, d)
             let r = a.relu()?;
             let y = r.matmul(&ws[1].t()?)?; // (B, D)
-            Forward { y, hidden: Some((a, r)) }
+            Forward {
+                y,
+                hidden: Some((a, r)),
+            }
         }
     })
 }
@@ -431,6 +548,14 @@ pub(crate) fn head_pass(
     let Some(mut dz) = dz else {
         return Ok((out, z64, None));
     };
+    if out.num_anchors == 0 {
+        // Nothing to learn from: zero gradients without the backward products.
+        let zeros = ws
+            .iter()
+            .map(|w| w.zeros_like())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        return Ok((out, z64, Some(zeros)));
+    }
     // Backward of the normalisation, per row, in place: with n = ||y||,
     // n > 1e-12: dy = (dz - z (z . dz)) / n;  clamped: dy = dz / 1e-12.
     for (i, g) in dz.chunks_mut(dim.max(1)).take(rows).enumerate() {
@@ -450,7 +575,7 @@ pub(crate) fn head_pass(
         (Some((a, r)), _) => {
             let dw2 = dy.t()?.matmul(r)?; // (D, B) x (B, d) = (D, d)
             let dr = dy.matmul(&ws[1])?; // (B, D) x (D, d) = (B, d)
-            // relu'(a) = 1[a > 0], as torch's threshold_backward.
+                                         // relu'(a) = 1[a > 0], as torch's threshold_backward.
             let da = dr.mul(&a.gt(0.0)?.to_dtype(dtype)?)?;
             let dw0 = da.t()?.matmul(&h)?; // (d, B) x (B, d) = (d, d)
             vec![dw0, dw2]

@@ -144,7 +144,11 @@ fn eval_row(
         // InfoNCE needs a positive to draw; only reachable with skip_trivial off.
         && (cfg.loss != LossKind::InfoNce || n_p > 0);
     if !anchor {
-        return RowResult { loss: 0.0, anchor: false, positive: None };
+        return RowResult {
+            loss: 0.0,
+            anchor: false,
+            positive: None,
+        };
     }
     let mut s_a = 0.0;
     let mut s_p = 0.0;
@@ -172,7 +176,10 @@ fn eval_row(
             );
             // The r-th member of P(i) in column (= batch row) order.
             let r = uniform_index(u, n_p as usize);
-            let p = (0..in_p.len()).filter(|&k| in_p[k]).nth(r).expect("r < |P(i)|");
+            let p = (0..in_p.len())
+                .filter(|&k| in_p[k])
+                .nth(r)
+                .expect("r < |P(i)|");
             positive = Some(p);
             if let Some(dl) = dl {
                 for k in 0..lp.len() {
@@ -207,7 +214,11 @@ fn eval_row(
             -inv_n * (sum_lp_p - n_p * lse)
         }
     };
-    RowResult { loss, anchor: true, positive }
+    RowResult {
+        loss,
+        anchor: true,
+        positive,
+    }
 }
 
 /// Group ids mapped to dense indices in order of first appearance: (members per group in row
@@ -239,6 +250,16 @@ pub(crate) fn loss_core(
 ) -> Result<(LossOutput, Option<Vec<f64>>)> {
     let (rows, dim) = z.dims2()?;
     batch.check(rows)?;
+    if rows == 0 {
+        let out = LossOutput {
+            loss: vec![],
+            is_anchor: vec![],
+            positive: vec![],
+            head_loss: 0.0,
+            num_anchors: 0,
+        };
+        return Ok((out, want_grad.then(Vec::new)));
+    }
     let (rows_out, dz) = match cfg.level {
         Level::Group => {
             let lmax = if cfg.similarity == Similarity::NegCosine {
@@ -251,7 +272,11 @@ pub(crate) fn loss_core(
         Level::Cross | Level::Batch => match z.dtype() {
             DType::F32 => full_level::<f32>(z, batch, cfg, rl_step, want_grad)?,
             DType::F64 => full_level::<f64>(z, batch, cfg, rl_step, want_grad)?,
-            dt => return Err(ContrastiveError::Shape(format!("embeddings must be f32 or f64, got {dt:?}"))),
+            dt => {
+                return Err(ContrastiveError::Shape(format!(
+                    "embeddings must be f32 or f64, got {dt:?}"
+                )))
+            }
         },
     };
     let mut loss = Vec::with_capacity(rows);
@@ -274,7 +299,13 @@ pub(crate) fn loss_core(
         _ if want_grad => Some(vec![0.0; rows * dim]),
         _ => None,
     };
-    let out = LossOutput { loss, is_anchor, positive, head_loss, num_anchors };
+    let out = LossOutput {
+        loss,
+        is_anchor,
+        positive,
+        head_loss,
+        num_anchors,
+    };
     Ok((out, dz))
 }
 
@@ -303,7 +334,13 @@ fn group_level(
 ) -> (Vec<RowOut>, Option<Vec<f64>>) {
     let rows = batch.len();
     let (groups, _) = group_members(batch.group);
-    let mut out: Vec<RowOut> = (0..rows).map(|_| RowOut { loss: 0.0, anchor: false, positive: None }).collect();
+    let mut out: Vec<RowOut> = (0..rows)
+        .map(|_| RowOut {
+            loss: 0.0,
+            anchor: false,
+            positive: None,
+        })
+        .collect();
     let mut dz = want_grad.then(|| vec![0.0; rows * dim]);
     let zrow = |i: usize| &z64[i * dim..(i + 1) * dim];
     let (mut lp, mut in_p, mut e, mut dl, mut c) = (vec![], vec![], vec![], vec![], vec![]);
@@ -323,7 +360,10 @@ fn group_level(
             let row_c = &c[a * n..(a + 1) * n];
             let l_max = match lmax {
                 Some(m) => m[i],
-                None => row_c.iter().map(|&v| similarity(cfg.similarity, v) / cfg.tau).fold(f64::NEG_INFINITY, f64::max),
+                None => row_c
+                    .iter()
+                    .map(|&v| similarity(cfg.similarity, v) / cfg.tau)
+                    .fold(f64::NEG_INFINITY, f64::max),
             };
             // Columns: the other n - 1 members, in row order.
             lp.clear();
@@ -336,7 +376,16 @@ fn group_level(
             }
             e.resize(lp.len(), 0.0);
             dl.resize(lp.len(), 0.0);
-            let r = eval_row(cfg, batch, rl_step, i, &lp, &in_p, &mut e, dz.is_some().then_some(&mut dl[..]));
+            let r = eval_row(
+                cfg,
+                batch,
+                rl_step,
+                i,
+                &lp,
+                &in_p,
+                &mut e,
+                dz.is_some().then_some(&mut dl[..]),
+            );
             let col_to_row = |k: usize| members[if k < a { k } else { k + 1 }];
             if r.anchor {
                 if let Some(dz) = dz.as_mut() {
@@ -352,7 +401,11 @@ fn group_level(
                     }
                 }
             }
-            out[i] = RowOut { loss: r.loss, anchor: r.anchor, positive: r.positive.map(col_to_row) };
+            out[i] = RowOut {
+                loss: r.loss,
+                anchor: r.anchor,
+                positive: r.positive.map(col_to_row),
+            };
         }
     }
     (out, dz)
@@ -367,8 +420,12 @@ fn batch_row_max(z: &Tensor, cfg: &ContrastiveConfig) -> Result<Vec<f64>> {
     for start in (0..rows).step_by(1024) {
         let len = 1024.min(rows - start);
         let c = z.narrow(0, start, len)?.matmul(&zt)?; // (len, B)
-        // -cosine decreases in c, cosine and l2 increase: the max of s sits at min or max c.
-        let ext = if cfg.similarity == Similarity::NegCosine { c.min(1)? } else { c.max(1)? };
+                                                       // -cosine decreases in c, cosine and l2 increase: the max of s sits at min or max c.
+        let ext = if cfg.similarity == Similarity::NegCosine {
+            c.min(1)?
+        } else {
+            c.max(1)?
+        };
         for v in ext.to_dtype(DType::F64)?.to_vec1::<f64>()? {
             out.push(similarity(cfg.similarity, v) / cfg.tau);
         }
@@ -388,7 +445,9 @@ fn full_level<T: WithDType>(
     let (rows, _) = z.dims2()?;
     // (B, B) c_ij = z_i . z_j; 8192 x 8192 x 4 bytes = 256 MiB at B = 8192 in f32.
     let mut g: Vec<T> = z.matmul(&z.t()?)?.flatten_all()?.to_vec1::<T>()?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, rows.max(1));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, rows.max(1));
     let rows_per = rows.div_ceil(threads).max(1);
     let same_group = cfg.level == Level::Cross;
     let mut out: Vec<RowOut> = Vec::with_capacity(rows);
@@ -400,7 +459,10 @@ fn full_level<T: WithDType>(
                 s.spawn(move || {
                     let first = t * rows_per;
                     let (mut lp, mut in_p) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
-                    let (mut e, mut dl) = (vec![0.0; rows.saturating_sub(1)], vec![0.0; rows.saturating_sub(1)]);
+                    let (mut e, mut dl) = (
+                        vec![0.0; rows.saturating_sub(1)],
+                        vec![0.0; rows.saturating_sub(1)],
+                    );
                     let mut res = Vec::new();
                     for (r, row) in chunk.chunks_mut(rows).enumerate() {
                         let i = first + r;
@@ -414,16 +476,29 @@ fn full_level<T: WithDType>(
                             if j != i {
                                 lp.push(similarity(cfg.similarity, v.to_f64()) / cfg.tau - l_max);
                                 let same = batch.correct[j] == batch.correct[i];
-                                in_p.push(same && (!same_group || batch.group[j] == batch.group[i]));
+                                in_p.push(
+                                    same && (!same_group || batch.group[j] == batch.group[i]),
+                                );
                             }
                         }
-                        let rr = eval_row(cfg, batch, rl_step, i, &lp, &in_p, &mut e, want_grad.then_some(&mut dl[..]));
+                        let rr = eval_row(
+                            cfg,
+                            batch,
+                            rl_step,
+                            i,
+                            &lp,
+                            &in_p,
+                            &mut e,
+                            want_grad.then_some(&mut dl[..]),
+                        );
                         if want_grad {
                             if rr.anchor {
-                                for k in 0..lp.len() {
+                                for (k, &g) in dl.iter().enumerate() {
                                     let j = if k < i { k } else { k + 1 };
                                     let c = row[j].to_f64();
-                                    row[j] = T::from_f64(dl[k] * similarity_grad(cfg.similarity, c) / cfg.tau);
+                                    row[j] = T::from_f64(
+                                        g * similarity_grad(cfg.similarity, c) / cfg.tau,
+                                    );
                                 }
                                 row[i] = T::from_f64(0.0);
                             } else {
@@ -431,7 +506,11 @@ fn full_level<T: WithDType>(
                             }
                         }
                         let positive = rr.positive.map(|k| if k < i { k } else { k + 1 });
-                        res.push(RowOut { loss: rr.loss, anchor: rr.anchor, positive });
+                        res.push(RowOut {
+                            loss: rr.loss,
+                            anchor: rr.anchor,
+                            positive,
+                        });
                     }
                     res
                 })
@@ -460,7 +539,11 @@ fn full_level<T: WithDType>(
         }
     }
     let gt = Tensor::from_vec(g, (rows, rows), &Device::Cpu)?;
-    let dz = gt.matmul(z)?.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?; // (B, D)
+    let dz = gt
+        .matmul(z)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?; // (B, D)
     Ok((out, Some(dz)))
 }
 

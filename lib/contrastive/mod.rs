@@ -48,11 +48,13 @@ pub mod config;
 pub mod head;
 pub mod loss;
 pub mod metrics;
-pub mod seed;
+pub use crate::seed;
 
 use std::path::PathBuf;
 
-pub use config::{ContrastiveConfig, HeadKind, HeadSidecar, Level, LossKind, MaskedLabel, Similarity};
+pub use config::{
+    ContrastiveConfig, HeadKind, HeadSidecar, Level, LossKind, MaskedLabel, Similarity,
+};
 pub use head::{AdamW, ContrastiveHead};
 pub use loss::{contrastive_loss, rewards, LossOutput};
 pub use metrics::{Metrics, PairStats, Stats};
@@ -220,6 +222,21 @@ pub fn embed_step(
         }
     }
     let metrics = Metrics::compute(&pass.out, hidden, &pass.z, head.out_dim(), batch, stepped);
-    let LossOutput { loss, is_anchor, positive, head_loss, num_anchors } = pass.out;
-    Ok(EmbedOutput { loss, is_anchor, positive, reward, head_loss, num_anchors, stepped, metrics })
+    let LossOutput {
+        loss,
+        is_anchor,
+        positive,
+        head_loss,
+        num_anchors,
+    } = pass.out;
+    Ok(EmbedOutput {
+        loss,
+        is_anchor,
+        positive,
+        reward,
+        head_loss,
+        num_anchors,
+        stepped,
+        metrics,
+    })
 }

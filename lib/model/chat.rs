@@ -49,7 +49,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -68,7 +71,9 @@ impl SpecialTokens {
     pub fn from_tokenizer_config(config: &serde_json::Value) -> Self {
         let get = |key: &str| match config.get(key) {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Object(o)) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+            Some(serde_json::Value::Object(o)) => {
+                o.get("content").and_then(|c| c.as_str()).map(String::from)
+            }
             _ => None,
         };
         Self {
@@ -91,7 +96,10 @@ pub struct ChatTemplate {
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate").field("source", &self.source).field("special", &self.special).finish()
+        f.debug_struct("ChatTemplate")
+            .field("source", &self.source)
+            .field("special", &self.special)
+            .finish()
     }
 }
 
@@ -105,11 +113,19 @@ impl ChatTemplate {
         env.set_keep_trailing_newline(false);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson);
-        env.add_function("raise_exception", |message: String| -> Result<Value, Error> {
-            Err(Error::new(ErrorKind::InvalidOperation, message))
-        });
-        env.add_template_owned(TEMPLATE_NAME, source.clone()).map_err(ChatError::Compile)?;
-        Ok(Self { env, source, special })
+        env.add_function(
+            "raise_exception",
+            |message: String| -> Result<Value, Error> {
+                Err(Error::new(ErrorKind::InvalidOperation, message))
+            },
+        );
+        env.add_template_owned(TEMPLATE_NAME, source.clone())
+            .map_err(ChatError::Compile)?;
+        Ok(Self {
+            env,
+            source,
+            special,
+        })
     }
 
     /// The template of a model directory: `chat_template.jinja` if present (as transformers
@@ -126,8 +142,10 @@ impl ChatTemplate {
         let special = SpecialTokens::from_tokenizer_config(&config);
         let jinja = dir.join("chat_template.jinja");
         if jinja.is_file() {
-            let source = std::fs::read_to_string(&jinja)
-                .map_err(|e| ChatError::Read { path: jinja.clone(), message: e.to_string() })?;
+            let source = std::fs::read_to_string(&jinja).map_err(|e| ChatError::Read {
+                path: jinja.clone(),
+                message: e.to_string(),
+            })?;
             return Self::new(source, special);
         }
         match template_in_config(&config)? {
@@ -148,12 +166,20 @@ impl ChatTemplate {
 
     /// Renders `messages`; `add_generation_prompt` appends the assistant header
     /// (`<|im_start|>assistant\n`) that a prompt for sampling ends with.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ChatError> {
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
         self.render_value(Value::from_serialize(messages), add_generation_prompt)
     }
 
     /// As [`Self::render`] for messages of any shape (tool calls, content lists, ...).
-    pub fn render_value(&self, messages: Value, add_generation_prompt: bool) -> Result<String, ChatError> {
+    pub fn render_value(
+        &self,
+        messages: Value,
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
         let s = &self.special;
         let ctx = minijinja::context! {
             messages => messages,
@@ -165,7 +191,10 @@ impl ChatTemplate {
             pad_token => s.pad_token.as_deref().map(Value::from).unwrap_or(Value::UNDEFINED),
             unk_token => s.unk_token.as_deref().map(Value::from).unwrap_or(Value::UNDEFINED),
         };
-        let template = self.env.get_template(TEMPLATE_NAME).map_err(ChatError::Compile)?;
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(ChatError::Compile)?;
         template.render(ctx).map_err(ChatError::Render)
     }
 }
@@ -176,11 +205,17 @@ pub fn template_in_config(config: &serde_json::Value) -> Result<Option<String>, 
     match config.get("chat_template") {
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
         Some(serde_json::Value::Array(list)) => {
-            let name = |t: &serde_json::Value| t.get("name").and_then(|n| n.as_str()).map(String::from);
+            let name =
+                |t: &serde_json::Value| t.get("name").and_then(|n| n.as_str()).map(String::from);
             let default = list.iter().find(|t| name(t).as_deref() == Some("default"));
-            match default.and_then(|t| t.get("template")).and_then(|t| t.as_str()) {
+            match default
+                .and_then(|t| t.get("template"))
+                .and_then(|t| t.as_str())
+            {
                 Some(source) => Ok(Some(source.to_string())),
-                None => Err(ChatError::NoDefault { names: list.iter().filter_map(name).collect() }),
+                None => Err(ChatError::NoDefault {
+                    names: list.iter().filter_map(name).collect(),
+                }),
             }
         }
         _ => Ok(None),
@@ -188,7 +223,10 @@ pub fn template_in_config(config: &serde_json::Value) -> Result<Option<String>, 
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, ChatError> {
-    let read = |message: String| ChatError::Read { path: path.to_path_buf(), message };
+    let read = |message: String| ChatError::Read {
+        path: path.to_path_buf(),
+        message,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
     serde_json::from_str(&text).map_err(|e| read(e.to_string()))
 }
@@ -207,12 +245,22 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<String, Error> {
         Some(v) => match (v.as_str(), i64::try_from(v.clone())) {
             (Some(s), _) => Some(s.to_string()),
             (None, Ok(n)) => Some(" ".repeat(n.max(0) as usize)),
-            _ => return Err(Error::new(ErrorKind::InvalidOperation, "tojson: indent must be an int or a string")),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson: indent must be an int or a string",
+                ))
+            }
         },
     };
     let (item_sep, key_sep) = match separators.as_deref() {
         Some([item, key]) => (item.clone(), key.clone()),
-        Some(_) => return Err(Error::new(ErrorKind::InvalidOperation, "tojson: separators must be a pair")),
+        Some(_) => {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "tojson: separators must be a pair",
+            ))
+        }
         None if indent.is_some() => (",".to_string(), ": ".to_string()),
         None => (", ".to_string(), ": ".to_string()),
     };
@@ -315,14 +363,25 @@ mod tests {
     use super::*;
 
     fn render(source: &str, messages: &[ChatMessage], gen: bool) -> Result<String, ChatError> {
-        let special = SpecialTokens { bos_token: Some("<s>".into()), ..Default::default() };
+        let special = SpecialTokens {
+            bos_token: Some("<s>".into()),
+            ..Default::default()
+        };
         ChatTemplate::new(source, special)?.render(messages, gen)
     }
 
     #[test]
     fn trims_blocks_like_transformers() {
         let t = "{% for m in messages %}\n  {% if m.role == 'user' %}\n[{{ m.content }}]\n  {% endif %}\n{% endfor %}";
-        let out = render(t, &[ChatMessage::new("user", "hi"), ChatMessage::new("user", "yo")], false).unwrap();
+        let out = render(
+            t,
+            &[
+                ChatMessage::new("user", "hi"),
+                ChatMessage::new("user", "yo"),
+            ],
+            false,
+        )
+        .unwrap();
         assert_eq!(out, "[hi]\n[yo]\n");
     }
 
@@ -330,14 +389,17 @@ mod tests {
     fn python_string_methods_work() {
         let t = "{{ messages[0].content.strip() }}|{{ messages[0].content.startswith(' a') }}|{{ bos_token }}";
         let out = render(t, &[ChatMessage::new("user", " ab ")], false).unwrap();
-        assert_eq!(out, "ab|true|<s>");
+        assert_eq!(out, "ab|True|<s>"); // booleans print as Python prints them
     }
 
     #[test]
     fn tojson_is_json_dumps() {
         let t = "{{ {'a': 'é<', 'b': [1, 2.5, none]} | tojson }}|{{ 'é' | tojson(ensure_ascii=true) }}|{{ [1] | tojson(indent=2) }}";
         let out = render(t, &[], false).unwrap();
-        assert_eq!(out, "{\"a\": \"é<\", \"b\": [1, 2.5, null]}|\"\\u00e9\"|[\n  1\n]");
+        assert_eq!(
+            out,
+            "{\"a\": \"é<\", \"b\": [1, 2.5, null]}|\"\\u00e9\"|[\n  1\n]"
+        );
     }
 
     #[test]
@@ -345,7 +407,10 @@ mod tests {
         let t = "{% if messages[0].role != 'user' %}{{ raise_exception('first message must be user') }}{% endif %}";
         let err = render(t, &[ChatMessage::new("assistant", "x")], false).unwrap_err();
         assert!(matches!(err, ChatError::Render(_)));
-        assert!(err.to_string().contains("first message must be user"), "{err}");
+        assert!(
+            err.to_string().contains("first message must be user"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -360,7 +425,10 @@ mod tests {
             {"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]});
         assert_eq!(template_in_config(&config).unwrap().as_deref(), Some("D"));
         let config = serde_json::json!({"chat_template": [{"name": "rag", "template": "R"}]});
-        assert!(matches!(template_in_config(&config), Err(ChatError::NoDefault { .. })));
+        assert!(matches!(
+            template_in_config(&config),
+            Err(ChatError::NoDefault { .. })
+        ));
         assert_eq!(template_in_config(&serde_json::json!({})).unwrap(), None);
     }
 

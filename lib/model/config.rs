@@ -104,8 +104,8 @@ impl Config {
 
     /// Parses and validates the text of a `config.json`.
     pub fn from_json(text: &str) -> Result<Self> {
-        let cfg: Config =
-            serde_json::from_str(text).map_err(|e| Error::Config(format!("bad config.json: {e}")))?;
+        let cfg: Config = serde_json::from_str(text)
+            .map_err(|e| Error::Config(format!("bad config.json: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -131,10 +131,16 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let family = self.family()?;
         if self.architectures.len() > 1 {
-            return Err(Error::Unsupported(format!("several architectures {:?}", self.architectures)));
+            return Err(Error::Unsupported(format!(
+                "several architectures {:?}",
+                self.architectures
+            )));
         }
         if self.hidden_act != "silu" {
-            return Err(Error::Unsupported(format!("hidden_act {:?} (only silu)", self.hidden_act)));
+            return Err(Error::Unsupported(format!(
+                "hidden_act {:?} (only silu)",
+                self.hidden_act
+            )));
         }
         if let Some(v) = &self.rope_scaling {
             if !is_default_rope(v) {
@@ -149,7 +155,9 @@ impl Config {
             }
         }
         if family == Family::Qwen2 && self.use_sliding_window {
-            return Err(Error::Unsupported("use_sliding_window = true (Qwen2)".into()));
+            return Err(Error::Unsupported(
+                "use_sliding_window = true (Qwen2)".into(),
+            ));
         }
         if family == Family::Qwen2 && (self.attention_bias || self.mlp_bias) {
             return Err(Error::Unsupported(
@@ -162,14 +170,17 @@ impl Config {
                 "num_attention_heads {h} must be a positive multiple of num_key_value_heads {kv}"
             )));
         }
-        if self.head_dim.is_none() && self.hidden_size % h != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(h) {
             return Err(Error::Config(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {h}",
                 self.hidden_size
             )));
         }
-        if self.head_dim() % 2 != 0 {
-            return Err(Error::Config(format!("head_dim {} must be even", self.head_dim())));
+        if !self.head_dim().is_multiple_of(2) {
+            return Err(Error::Config(format!(
+                "head_dim {} must be even",
+                self.head_dim()
+            )));
         }
         Ok(())
     }
@@ -179,7 +190,8 @@ impl Config {
     }
 
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
     /// The rope base: `rope_parameters.rope_theta`, else `rope_theta`, else 10000.
@@ -218,8 +230,16 @@ impl Config {
     /// Number of parameters (tied embeddings counted once).
     pub fn num_parameters(&self) -> usize {
         let (d, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
-        let (hd, h, kv) = (self.head_dim(), self.num_attention_heads, self.num_key_value_heads());
-        let qkv_b = if self.qkv_bias() { h * hd + 2 * kv * hd } else { 0 };
+        let (hd, h, kv) = (
+            self.head_dim(),
+            self.num_attention_heads,
+            self.num_key_value_heads(),
+        );
+        let qkv_b = if self.qkv_bias() {
+            h * hd + 2 * kv * hd
+        } else {
+            0
+        };
         let o_b = if self.o_bias() { d } else { 0 };
         let mlp_b = if self.mlp_bias() { 2 * i + d } else { 0 };
         let attn = d * h * hd + 2 * d * kv * hd + h * hd * d + qkv_b + o_b;
@@ -236,8 +256,11 @@ fn is_default_rope(v: &serde_json::Value) -> bool {
         serde_json::Value::Object(m) => {
             let ty = m.get("rope_type").or_else(|| m.get("type"));
             let ty_ok = matches!(ty.and_then(|t| t.as_str()), None | Some("default"));
-            // Only the keys of the default rope may be present.
-            ty_ok && m.keys().all(|k| matches!(k.as_str(), "rope_type" | "type" | "rope_theta"))
+            // transformers' default rope reads only rope_theta and partial_rotary_factor.
+            let full = m
+                .get("partial_rotary_factor")
+                .is_none_or(|f| f.as_f64() == Some(1.0));
+            ty_ok && full
         }
         _ => false,
     }
@@ -245,10 +268,14 @@ fn is_default_rope(v: &serde_json::Value) -> bool {
 
 fn ids_of(v: Option<&serde_json::Value>) -> Vec<u32> {
     match v {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(serde_json::Value::Array(a)) => {
-            a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect()
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
         }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
         _ => vec![],
     }
 }
@@ -277,17 +304,51 @@ mod tests {
         let bad = LLAMA.replace("LlamaForCausalLM", "MistralForCausalLM");
         let e = Config::from_json(&bad).unwrap_err().to_string();
         assert!(e.contains("MistralForCausalLM"), "{e}");
-        let bad = LLAMA.replace(r#""rope_scaling":null"#, r#""rope_scaling":{"rope_type":"llama3","factor":8.0}"#);
+        let bad = LLAMA.replace(
+            r#""rope_scaling":null"#,
+            r#""rope_scaling":{"rope_type":"llama3","factor":8.0}"#,
+        );
         let e = Config::from_json(&bad).unwrap_err().to_string();
         assert!(e.contains("rope_scaling"), "{e}");
-        let q = LLAMA.replace("LlamaForCausalLM", "Qwen2ForCausalLM").replace("\"rope_theta\"", "\"use_sliding_window\":true,\"rope_theta\"");
+        let q = LLAMA
+            .replace("LlamaForCausalLM", "Qwen2ForCausalLM")
+            .replace(
+                "\"rope_theta\"",
+                "\"use_sliding_window\":true,\"rope_theta\"",
+            );
         let e = Config::from_json(&q).unwrap_err().to_string();
         assert!(e.contains("use_sliding_window"), "{e}");
     }
 
     #[test]
+    fn reads_a_qwen25_config() {
+        // Qwen2.5-3B-Instruct's config.json (transformers 4.x layout).
+        let c = Config::from_json(
+            r#"{"architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0,
+            "bos_token_id": 151643, "eos_token_id": 151645, "hidden_act": "silu",
+            "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 11008,
+            "max_position_embeddings": 32768, "max_window_layers": 70, "model_type": "qwen2",
+            "num_attention_heads": 16, "num_hidden_layers": 36, "num_key_value_heads": 2,
+            "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 32768,
+            "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+            "transformers_version": "4.43.1", "use_cache": true, "use_sliding_window": false,
+            "vocab_size": 151936}"#,
+        )
+        .unwrap();
+        assert_eq!(c.family().unwrap(), Family::Qwen2);
+        assert_eq!((c.head_dim(), c.num_key_value_heads()), (128, 2));
+        assert_eq!(c.rope_base(), 1e6);
+        assert!(c.qkv_bias() && !c.o_bias() && !c.mlp_bias());
+        // 3.09B parameters, as published.
+        assert_eq!(c.num_parameters(), 3_085_938_688);
+    }
+
+    #[test]
     fn reads_transformers5_rope_parameters() {
-        let c = LLAMA.replace(r#""rope_theta":10000.0"#, r#""rope_parameters":{"rope_type":"default","rope_theta":500.0}"#);
+        let c = LLAMA.replace(
+            r#""rope_theta":10000.0"#,
+            r#""rope_parameters":{"rope_type":"default","rope_theta":500.0}"#,
+        );
         let c = Config::from_json(&c).unwrap();
         assert_eq!(c.rope_base(), 500.0);
     }

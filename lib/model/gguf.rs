@@ -29,7 +29,13 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
 
 /// End-of-turn tokens that chat models stop on besides their EOS (llama.cpp's end-of-generation
 /// list); each is added to `generation_config.json` when the vocabulary has it as a control token.
-const END_OF_TURN_TOKENS: &[&str] = &["<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|eom_id|>"];
+const END_OF_TURN_TOKENS: &[&str] = &[
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|eom_id|>",
+];
 
 /// Errors of reading a GGUF and importing it.
 #[derive(Debug, thiserror::Error)]
@@ -55,11 +61,17 @@ pub enum GgufError {
 }
 
 fn meta_err(key: &str, message: impl Into<String>) -> GgufError {
-    GgufError::Metadata { key: key.to_string(), message: message.into() }
+    GgufError::Metadata {
+        key: key.to_string(),
+        message: message.into(),
+    }
 }
 
 fn tensor_err(name: &str, message: impl std::fmt::Display) -> GgufError {
-    GgufError::Tensor { name: name.to_string(), message: message.to_string() }
+    GgufError::Tensor {
+        name: name.to_string(),
+        message: message.to_string(),
+    }
 }
 
 /// A GGUF's contents in Hugging Face terms, before anything is written.
@@ -122,7 +134,9 @@ impl Meta<'_> {
     }
     fn uint(&self, key: &str) -> Result<usize, GgufError> {
         let v = self.get(key).ok_or_else(|| meta_err(key, "missing"))?;
-        as_u64(v).map(|x| x as usize).ok_or_else(|| meta_err(key, format!("expected an integer, got {v:?}")))
+        as_u64(v)
+            .map(|x| x as usize)
+            .ok_or_else(|| meta_err(key, format!("expected an integer, got {v:?}")))
     }
     fn opt_uint(&self, key: &str) -> Result<Option<usize>, GgufError> {
         self.get(key).map(|_| self.uint(key)).transpose()
@@ -135,34 +149,49 @@ impl Meta<'_> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(meta_err(key, format!("expected a string, got {:?}", v.value_type()))),
+            Some(v) => Err(meta_err(
+                key,
+                format!("expected a string, got {:?}", v.value_type()),
+            )),
         }
     }
     fn bool(&self, key: &str) -> Result<Option<bool>, GgufError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => Err(meta_err(key, format!("expected a bool, got {:?}", v.value_type()))),
+            Some(v) => Err(meta_err(
+                key,
+                format!("expected a bool, got {:?}", v.value_type()),
+            )),
         }
     }
     fn id(&self, key: &str) -> Result<Option<u32>, GgufError> {
         Ok(self.opt_uint(key)?.map(|x| x as u32))
     }
     fn strings(&self, key: &str) -> Result<Vec<String>, GgufError> {
-        let Some(v) = self.get(key) else { return Ok(vec![]) };
+        let Some(v) = self.get(key) else {
+            return Ok(vec![]);
+        };
         let items = v.to_vec().map_err(|e| meta_err(key, e.to_string()))?;
         let strings = items.iter().map(|x| match x {
             Value::String(s) => Ok(s.clone()),
-            other => Err(meta_err(key, format!("expected strings, got {:?}", other.value_type()))),
+            other => Err(meta_err(
+                key,
+                format!("expected strings, got {:?}", other.value_type()),
+            )),
         });
         strings.collect()
     }
     fn ints(&self, key: &str) -> Result<Vec<i32>, GgufError> {
-        let Some(v) = self.get(key) else { return Ok(vec![]) };
+        let Some(v) = self.get(key) else {
+            return Ok(vec![]);
+        };
         let items = v.to_vec().map_err(|e| meta_err(key, e.to_string()))?;
         let ints = items.iter().map(|x| match *x {
             Value::I32(i) => Ok(i),
-            ref other => as_u64(other).map(|u| u as i32).ok_or_else(|| meta_err(key, "expected integers")),
+            ref other => as_u64(other)
+                .map(|u| u as i32)
+                .ok_or_else(|| meta_err(key, "expected integers")),
         });
         ints.collect()
     }
@@ -170,7 +199,9 @@ impl Meta<'_> {
 
 /// The tokenizer metadata of a GGUF.
 fn read_vocab(meta: &Meta) -> Result<GgufVocab, GgufError> {
-    let model = meta.string("tokenizer.ggml.model")?.ok_or_else(|| meta_err("tokenizer.ggml.model", "missing"))?;
+    let model = meta
+        .string("tokenizer.ggml.model")?
+        .ok_or_else(|| meta_err("tokenizer.ggml.model", "missing"))?;
     Ok(GgufVocab {
         model,
         pre: meta.string("tokenizer.ggml.pre")?,
@@ -228,24 +259,32 @@ pub fn hf_tensor_name(gguf_name: &str) -> Option<String> {
 pub fn unpermute_rows(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
     let dims = w.dims().to_vec();
     let rows = dims[0];
-    if n_head == 0 || rows % (2 * n_head) != 0 {
+    if n_head == 0 || !rows.is_multiple_of(2 * n_head) {
         candle_core::bail!("{rows} rows do not split into {n_head} heads of an even size")
     }
     let rest: usize = dims[1..].iter().product();
     // (n_head, hd/2, 2, rest) -> (n_head, 2, hd/2, rest)
-    let w = w.reshape((n_head, rows / n_head / 2, 2, rest))?.transpose(1, 2)?.contiguous()?;
+    let w = w
+        .reshape((n_head, rows / n_head / 2, 2, rest))?
+        .transpose(1, 2)?
+        .contiguous()?;
     w.reshape(dims)
 }
 
 /// Reads a GGUF into HF terms: config, f32 tensors with HF names and layout, vocabulary.
 pub fn read_gguf(path: &Path) -> Result<GgufModel, GgufError> {
-    let read_err = |message: String| GgufError::Read { path: path.to_path_buf(), message };
+    let read_err = |message: String| GgufError::Read {
+        path: path.to_path_buf(),
+        message,
+    };
     let file = std::fs::File::open(path).map_err(|e| read_err(e.to_string()))?;
     let mut reader = BufReader::new(file);
     let content = Content::read(&mut reader).map_err(|e| read_err(e.to_string()))?;
     let meta = Meta(&content.metadata);
 
-    let arch = meta.string("general.architecture")?.ok_or_else(|| meta_err("general.architecture", "missing"))?;
+    let arch = meta
+        .string("general.architecture")?
+        .ok_or_else(|| meta_err("general.architecture", "missing"))?;
     if !SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
         return Err(GgufError::UnsupportedArchitecture(arch));
     }
@@ -254,19 +293,25 @@ pub fn read_gguf(path: &Path) -> Result<GgufModel, GgufError> {
     let hidden = meta.uint(&key("embedding_length"))?;
     let intermediate = meta.uint(&key("feed_forward_length"))?;
     let heads = meta.uint(&key("attention.head_count"))?;
-    let kv_heads = meta.opt_uint(&key("attention.head_count_kv"))?.unwrap_or(heads);
+    let kv_heads = meta
+        .opt_uint(&key("attention.head_count_kv"))?
+        .unwrap_or(heads);
     let eps = meta.float(&key("attention.layer_norm_rms_epsilon"))?;
     let rope_theta = match meta.get(&key("rope.freq_base")) {
         Some(_) => meta.float(&key("rope.freq_base"))?,
         None => 10000.0, // llama.cpp's default for llama
     };
     let context = meta.opt_uint(&key("context_length"))?.unwrap_or(2048);
-    let head_dim = meta.opt_uint(&key("rope.dimension_count"))?.unwrap_or(hidden / heads);
+    let head_dim = meta
+        .opt_uint(&key("rope.dimension_count"))?
+        .unwrap_or(hidden / heads);
     if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 || head_dim % 2 != 0 {
         let msg = format!("{heads} heads, {kv_heads} KV heads, head size {head_dim}");
         return Err(meta_err(&key("attention.head_count"), msg));
     }
-    if meta.get(&key("rope.scaling.type")).is_some() || content.tensor_infos.contains_key("rope_freqs.weight") {
+    if meta.get(&key("rope.scaling.type")).is_some()
+        || content.tensor_infos.contains_key("rope_freqs.weight")
+    {
         let msg = "rope scaling (rope_freqs) is not supported by the import";
         return Err(tensor_err("rope_freqs.weight", msg));
     }
@@ -279,12 +324,23 @@ pub fn read_gguf(path: &Path) -> Result<GgufModel, GgufError> {
     let mut tensors = Vec::with_capacity(names.len());
     let mut has_bias = false;
     for name in names {
-        let hf = hf_tensor_name(name).ok_or_else(|| tensor_err(name, format!("not a tensor of a {arch} model")))?;
-        if name.starts_with("blk.") && name.split('.').nth(1).and_then(|l| l.parse::<usize>().ok()) >= Some(layers) {
-            return Err(tensor_err(name, format!("layer beyond block_count {layers}")));
+        let hf = hf_tensor_name(name)
+            .ok_or_else(|| tensor_err(name, format!("not a tensor of a {arch} model")))?;
+        if name.starts_with("blk.")
+            && name.split('.').nth(1).and_then(|l| l.parse::<usize>().ok()) >= Some(layers)
+        {
+            return Err(tensor_err(
+                name,
+                format!("layer beyond block_count {layers}"),
+            ));
         }
-        let q = content.tensor(&mut reader, name, &Device::Cpu).map_err(|e| tensor_err(name, e))?;
-        let mut t = q.dequantize(&Device::Cpu).and_then(|t| t.to_dtype(DType::F32)).map_err(|e| tensor_err(name, e))?;
+        let q = content
+            .tensor(&mut reader, name, &Device::Cpu)
+            .map_err(|e| tensor_err(name, e))?;
+        let mut t = q
+            .dequantize(&Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(|e| tensor_err(name, e))?;
         if name.contains(".attn_q.") {
             t = unpermute_rows(&t, heads).map_err(|e| tensor_err(name, e))?;
         } else if name.contains(".attn_k.") {
@@ -335,17 +391,30 @@ pub fn read_gguf(path: &Path) -> Result<GgufModel, GgufError> {
         match tensors.iter().find(|(n, _)| n == name) {
             None => return Err(tensor_err(name, "missing from the GGUF")),
             Some((_, t)) if t.dims() != shape.as_slice() => {
-                return Err(tensor_err(name, format!("shape {:?}, expected {shape:?}", t.dims())))
+                return Err(tensor_err(
+                    name,
+                    format!("shape {:?}, expected {shape:?}", t.dims()),
+                ))
             }
             Some(_) => {}
         }
     }
     if tensors.len() != expected.len() {
-        let extra: Vec<_> = tensors.iter().map(|(n, _)| n).filter(|n| !expected.iter().any(|(e, _)| e == *n)).collect();
-        return Err(tensor_err(extra[0], "not expected in this configuration (a bias on o_proj or the MLP?)"));
+        let extra: Vec<_> = tensors
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| !expected.iter().any(|(e, _)| e == *n))
+            .collect();
+        return Err(tensor_err(
+            extra[0],
+            "not expected in this configuration (a bias on o_proj or the MLP?)",
+        ));
     }
     if vocab.tokens.len() > vocab_size {
-        let msg = format!("{} tokens but {vocab_size} embedding rows", vocab.tokens.len());
+        let msg = format!(
+            "{} tokens but {vocab_size} embedding rows",
+            vocab.tokens.len()
+        );
         return Err(meta_err("tokenizer.ggml.tokens", msg));
     }
 
@@ -377,7 +446,13 @@ pub fn read_gguf(path: &Path) -> Result<GgufModel, GgufError> {
         "use_cache": true,
         "vocab_size": vocab_size,
     });
-    Ok(GgufModel { architecture: arch, config, tensors, vocab, chat_template })
+    Ok(GgufModel {
+        architecture: arch,
+        config,
+        tensors,
+        vocab,
+        chat_template,
+    })
 }
 
 /// The auxiliary files of an imported model: tokenizer.json, tokenizer_config.json (special
@@ -385,10 +460,12 @@ pub fn read_gguf(path: &Path) -> Result<GgufModel, GgufError> {
 pub fn tokenizer_files(model: &GgufModel) -> Result<Vec<(String, Vec<u8>)>, GgufError> {
     let vocab = &model.vocab;
     let tokenizer = tokenizer_from_gguf_vocab(vocab)?;
-    let tokenizer_json = tokenizer.to_string(true).map_err(|e| TokenizerError::Tokenizers {
-        context: "serializing tokenizer.json".into(),
-        message: e.to_string(),
-    })?;
+    let tokenizer_json = tokenizer
+        .to_string(true)
+        .map_err(|e| TokenizerError::Tokenizers {
+            context: "serializing tokenizer.json".into(),
+            message: e.to_string(),
+        })?;
 
     let special = serde_json::json!({
         "bos_token": vocab.token(vocab.bos_id),
@@ -396,8 +473,13 @@ pub fn tokenizer_files(model: &GgufModel) -> Result<Vec<(String, Vec<u8>)>, Gguf
         "pad_token": vocab.token(vocab.pad_id),
         "unk_token": vocab.token(vocab.unk_id),
     });
-    let special: serde_json::Map<String, serde_json::Value> =
-        special.as_object().unwrap().iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let special: serde_json::Map<String, serde_json::Value> = special
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
 
     let control = vocab.control_ids();
     let added: serde_json::Map<String, serde_json::Value> = control
@@ -416,7 +498,9 @@ pub fn tokenizer_files(model: &GgufModel) -> Result<Vec<(String, Vec<u8>)>, Gguf
         "added_tokens_decoder": added,
         "clean_up_tokenization_spaces": false,
         "model_max_length": model.config["max_position_embeddings"],
-        "tokenizer_class": "GPT2Tokenizer",
+        // Not GPT2Tokenizer: transformers 5 rebuilds that class's pre-tokenizer (plain ByteLevel,
+        // dropping SmolLM2's digit split); this class loads tokenizer.json as written, in 4 and 5.
+        "tokenizer_class": "PreTrainedTokenizerFast",
     });
     let obj = tokenizer_config.as_object_mut().unwrap();
     obj.extend(special.clone());
@@ -428,7 +512,8 @@ pub fn tokenizer_files(model: &GgufModel) -> Result<Vec<(String, Vec<u8>)>, Gguf
     let mut stops: Vec<u32> = vocab.eos_id.into_iter().collect();
     for (id, token) in vocab.tokens.iter().enumerate() {
         let control = vocab.token_types.get(id) == Some(&TOKEN_TYPE_CONTROL);
-        if control && END_OF_TURN_TOKENS.contains(&token.as_str()) && !stops.contains(&(id as u32)) {
+        if control && END_OF_TURN_TOKENS.contains(&token.as_str()) && !stops.contains(&(id as u32))
+        {
             stops.push(id as u32);
         }
     }
@@ -438,17 +523,26 @@ pub fn tokenizer_files(model: &GgufModel) -> Result<Vec<(String, Vec<u8>)>, Gguf
         "pad_token_id": vocab.pad_id,
     });
 
-    let pretty = |v: &serde_json::Value| (serde_json::to_string_pretty(v).expect("JSON serializes") + "\n").into_bytes();
+    let pretty = |v: &serde_json::Value| {
+        (serde_json::to_string_pretty(v).expect("JSON serializes") + "\n").into_bytes()
+    };
     Ok(vec![
         ("tokenizer.json".into(), tokenizer_json.into_bytes()),
         ("tokenizer_config.json".into(), pretty(&tokenizer_config)),
-        ("special_tokens_map.json".into(), pretty(&serde_json::Value::Object(special))),
+        (
+            "special_tokens_map.json".into(),
+            pretty(&serde_json::Value::Object(special)),
+        ),
         ("generation_config.json".into(), pretty(&generation_config)),
     ])
 }
 
 /// Imports a GGUF as a Hugging Face model directory at `out_dir` (replaced if it exists).
-pub fn import_gguf(gguf_path: &Path, out_dir: &Path, dtype: SaveDtype) -> Result<ImportSummary, GgufError> {
+pub fn import_gguf(
+    gguf_path: &Path,
+    out_dir: &Path,
+    dtype: SaveDtype,
+) -> Result<ImportSummary, GgufError> {
     let start = Instant::now();
     let model = read_gguf(gguf_path)?;
     let files = tokenizer_files(&model)?;
@@ -487,14 +581,25 @@ mod tests {
     #[test]
     fn unpermute_inverts_llama_cpp_permute() {
         let (n_head, hd, cols) = (3, 8, 2);
-        let hf: Vec<Vec<f32>> = (0..n_head * hd).map(|r| (0..cols).map(|c| (r * 10 + c) as f32).collect()).collect();
+        let hf: Vec<Vec<f32>> = (0..n_head * hd)
+            .map(|r| (0..cols).map(|c| (r * 10 + c) as f32).collect())
+            .collect();
         let gguf = llama_cpp_permute(&hf, n_head);
-        let t = Tensor::new(gguf.concat(), &Device::Cpu).unwrap().reshape((n_head * hd, cols)).unwrap();
-        let back = unpermute_rows(&t, n_head).unwrap().to_vec2::<f32>().unwrap();
+        let t = Tensor::new(gguf.concat(), &Device::Cpu)
+            .unwrap()
+            .reshape((n_head * hd, cols))
+            .unwrap();
+        let back = unpermute_rows(&t, n_head)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         assert_eq!(back, hf);
         // one head of size 4: GGUF rows [a0, b0, a1, b1] are HF rows [a0, a1, b0, b1]
         let t = Tensor::new(&[0f32, 2.0, 1.0, 3.0], &Device::Cpu).unwrap();
-        assert_eq!(unpermute_rows(&t, 1).unwrap().to_vec1::<f32>().unwrap(), vec![0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(
+            unpermute_rows(&t, 1).unwrap().to_vec1::<f32>().unwrap(),
+            vec![0.0, 1.0, 2.0, 3.0]
+        );
         assert!(unpermute_rows(&t, 3).is_err());
     }
 
@@ -504,17 +609,37 @@ mod tests {
             ("token_embd.weight", "model.embed_tokens.weight"),
             ("output.weight", "lm_head.weight"),
             ("output_norm.weight", "model.norm.weight"),
-            ("blk.0.attn_norm.weight", "model.layers.0.input_layernorm.weight"),
-            ("blk.12.ffn_norm.weight", "model.layers.12.post_attention_layernorm.weight"),
-            ("blk.3.attn_q.weight", "model.layers.3.self_attn.q_proj.weight"),
+            (
+                "blk.0.attn_norm.weight",
+                "model.layers.0.input_layernorm.weight",
+            ),
+            (
+                "blk.12.ffn_norm.weight",
+                "model.layers.12.post_attention_layernorm.weight",
+            ),
+            (
+                "blk.3.attn_q.weight",
+                "model.layers.3.self_attn.q_proj.weight",
+            ),
             ("blk.3.attn_k.bias", "model.layers.3.self_attn.k_proj.bias"),
-            ("blk.3.attn_output.weight", "model.layers.3.self_attn.o_proj.weight"),
-            ("blk.29.ffn_down.weight", "model.layers.29.mlp.down_proj.weight"),
+            (
+                "blk.3.attn_output.weight",
+                "model.layers.3.self_attn.o_proj.weight",
+            ),
+            (
+                "blk.29.ffn_down.weight",
+                "model.layers.29.mlp.down_proj.weight",
+            ),
         ];
         for (gguf, hf) in cases {
             assert_eq!(hf_tensor_name(gguf).as_deref(), Some(hf), "{gguf}");
         }
-        for bad in ["rope_freqs.weight", "blk.x.attn_q.weight", "blk.0.attn_qkv.weight", "blk.0.attn_q.scale"] {
+        for bad in [
+            "rope_freqs.weight",
+            "blk.x.attn_q.weight",
+            "blk.0.attn_qkv.weight",
+            "blk.0.attn_q.scale",
+        ] {
             assert_eq!(hf_tensor_name(bad), None, "{bad}");
         }
     }

@@ -45,14 +45,20 @@ pub enum HfError {
     NoStopTokens(PathBuf),
     /// A tensor operation failed while converting for saving.
     #[error("tensor '{name}': {source}")]
-    Tensor { name: String, source: candle_core::Error },
+    Tensor {
+        name: String,
+        source: candle_core::Error,
+    },
     /// The tokenizer of the directory could not be read.
     #[error(transparent)]
     Tokenizer(#[from] super::tokenizer::TokenizerError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> HfError + '_ {
-    move |e| HfError::Io { path: path.to_path_buf(), message: e.to_string() }
+    move |e| HfError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 /// The dtype tensors are saved in.
@@ -121,7 +127,10 @@ impl ModelFiles {
             if path.is_file() {
                 Ok(path)
             } else {
-                Err(HfError::MissingFile { dir: dir.to_path_buf(), file: file.to_string() })
+                Err(HfError::MissingFile {
+                    dir: dir.to_path_buf(),
+                    file: file.to_string(),
+                })
             }
         };
         let optional = |file: &str| Some(dir.join(file)).filter(|p| p.is_file());
@@ -132,19 +141,35 @@ impl ModelFiles {
             (vec![single], None)
         } else if index.is_file() {
             let json = read_json(&index)?;
-            let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| HfError::BadJson {
-                path: index.clone(),
-                message: "no weight_map object".into(),
-            })?;
-            let mut shards: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| HfError::BadJson {
+                    path: index.clone(),
+                    message: "no weight_map object".into(),
+                })?;
+            let mut shards: Vec<String> = map
+                .values()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
             shards.sort();
             shards.dedup();
-            let shards = shards.iter().map(|s| required(s)).collect::<Result<Vec<_>, _>>()?;
+            let shards = shards
+                .iter()
+                .map(|s| required(s))
+                .collect::<Result<Vec<_>, _>>()?;
             (shards, Some(index))
         } else {
-            let other = ["pytorch_model.bin", "model.bin", "model.gguf"].into_iter().find(|f| dir.join(f).is_file());
-            let found = other.map(|f| format!(" (only {f}, which clipo does not read)")).unwrap_or_default();
-            return Err(HfError::NoWeights { dir: dir.to_path_buf(), found });
+            let other = ["pytorch_model.bin", "model.bin", "model.gguf"]
+                .into_iter()
+                .find(|f| dir.join(f).is_file());
+            let found = other
+                .map(|f| format!(" (only {f}, which clipo does not read)"))
+                .unwrap_or_default();
+            return Err(HfError::NoWeights {
+                dir: dir.to_path_buf(),
+                found,
+            });
         };
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -165,7 +190,9 @@ impl ModelFiles {
             return Ok(true);
         }
         match &self.tokenizer_config {
-            Some(path) => Ok(read_json(path)?.get("chat_template").is_some_and(|t| !t.is_null())),
+            Some(path) => Ok(read_json(path)?
+                .get("chat_template")
+                .is_some_and(|t| !t.is_null())),
             None => Ok(false),
         }
     }
@@ -174,13 +201,20 @@ impl ModelFiles {
 /// Reads and parses a JSON file.
 pub fn read_json(path: &Path) -> Result<serde_json::Value, HfError> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&text).map_err(|e| HfError::BadJson { path: path.to_path_buf(), message: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| HfError::BadJson {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 fn ids_of(value: &serde_json::Value) -> Vec<u32> {
     match value {
         serde_json::Value::Number(n) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
-        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .map(|v| v as u32)
+            .collect(),
         _ => vec![],
     }
 }
@@ -193,7 +227,10 @@ pub fn read_stop_tokens(dir: &Path) -> Result<Vec<u32>, HfError> {
         if !path.is_file() {
             continue;
         }
-        let mut ids = read_json(&path)?.get("eos_token_id").map(ids_of).unwrap_or_default();
+        let mut ids = read_json(&path)?
+            .get("eos_token_id")
+            .map(ids_of)
+            .unwrap_or_default();
         let mut seen = std::collections::HashSet::new();
         ids.retain(|id| seen.insert(*id));
         if !ids.is_empty() {
@@ -221,19 +258,38 @@ pub fn read_tensor_headers(files: &[PathBuf]) -> Result<Vec<TensorHeader>, HfErr
         f.read_exact(&mut len).map_err(io_err(path))?;
         let len = u64::from_le_bytes(len);
         if len > 100_000_000 {
-            return Err(HfError::BadJson { path: path.clone(), message: format!("header of {len} bytes") });
+            return Err(HfError::BadJson {
+                path: path.clone(),
+                message: format!("header of {len} bytes"),
+            });
         }
         let mut header = vec![0u8; len as usize];
         f.read_exact(&mut header).map_err(io_err(path))?;
-        let bad = |message: String| HfError::BadJson { path: path.clone(), message };
+        let bad = |message: String| HfError::BadJson {
+            path: path.clone(),
+            message,
+        };
         let json: BTreeMap<String, serde_json::Value> =
             serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
         for (name, info) in json.into_iter().filter(|(k, _)| k != "__metadata__") {
-            let dtype = info.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| bad(format!("{name}: no dtype")))?;
-            let shape = info.get("shape").and_then(|s| s.as_array()).ok_or_else(|| bad(format!("{name}: no shape")))?;
-            let shape = shape.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Option<Vec<_>>>();
+            let dtype = info
+                .get("dtype")
+                .and_then(|d| d.as_str())
+                .ok_or_else(|| bad(format!("{name}: no dtype")))?;
+            let shape = info
+                .get("shape")
+                .and_then(|s| s.as_array())
+                .ok_or_else(|| bad(format!("{name}: no shape")))?;
+            let shape = shape
+                .iter()
+                .map(|d| d.as_u64().map(|d| d as usize))
+                .collect::<Option<Vec<_>>>();
             let shape = shape.ok_or_else(|| bad(format!("{name}: bad shape")))?;
-            out.push(TensorHeader { name, dtype: dtype.to_string(), shape });
+            out.push(TensorHeader {
+                name,
+                dtype: dtype.to_string(),
+                shape,
+            });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -244,8 +300,12 @@ pub fn read_tensor_headers(files: &[PathBuf]) -> Result<Vec<TensorHeader>, HfErr
 pub fn load_tensors(files: &[PathBuf]) -> Result<Vec<(String, Tensor)>, HfError> {
     let mut out = Vec::new();
     for path in files {
-        let map = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
-            .map_err(|e| HfError::Io { path: path.clone(), message: e.to_string() })?;
+        let map = candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| {
+            HfError::Io {
+                path: path.clone(),
+                message: e.to_string(),
+            }
+        })?;
         out.extend(map);
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -287,7 +347,10 @@ impl ModelInfo {
             .get("architectures")
             .and_then(|a| a.get(0))
             .and_then(|a| a.as_str())
-            .ok_or_else(|| HfError::BadJson { path: files.config.clone(), message: "no architectures list".into() })?
+            .ok_or_else(|| HfError::BadJson {
+                path: files.config.clone(),
+                message: "no architectures list".into(),
+            })?
             .to_string();
         let headers = read_tensor_headers(&files.weights)?;
         let mut dtypes = BTreeMap::new();
@@ -309,8 +372,14 @@ impl ModelInfo {
             kv_heads: uint("num_key_value_heads"),
             vocab_size: uint("vocab_size"),
             tokenizer_vocab: tokenizer.get_vocab_size(true),
-            tie_word_embeddings: config.get("tie_word_embeddings").and_then(|t| t.as_bool()).unwrap_or(false),
-            params: headers.iter().map(|h| h.shape.iter().product::<usize>() as u64).sum(),
+            tie_word_embeddings: config
+                .get("tie_word_embeddings")
+                .and_then(|t| t.as_bool())
+                .unwrap_or(false),
+            params: headers
+                .iter()
+                .map(|h| h.shape.iter().product::<usize>() as u64)
+                .sum(),
             dtypes,
             stop_tokens,
             chat_template: files.has_chat_template()?,
@@ -326,14 +395,46 @@ impl std::fmt::Display for ModelInfo {
         writeln!(f, "layers: {}", opt(self.layers))?;
         writeln!(f, "hidden size: {}", opt(self.hidden_size))?;
         writeln!(f, "intermediate size: {}", opt(self.intermediate_size))?;
-        writeln!(f, "attention heads: {} ({} key/value)", opt(self.heads), opt(self.kv_heads))?;
-        let dtypes: Vec<String> = self.dtypes.iter().map(|(d, n)| format!("{n} {d}")).collect();
-        writeln!(f, "parameters: {} ({:.1} M; tensors: {})", self.params, self.params as f64 / 1e6, dtypes.join(", "))?;
+        writeln!(
+            f,
+            "attention heads: {} ({} key/value)",
+            opt(self.heads),
+            opt(self.kv_heads)
+        )?;
+        let dtypes: Vec<String> = self
+            .dtypes
+            .iter()
+            .map(|(d, n)| format!("{n} {d}"))
+            .collect();
+        writeln!(
+            f,
+            "parameters: {} ({:.1} M; tensors: {})",
+            self.params,
+            self.params as f64 / 1e6,
+            dtypes.join(", ")
+        )?;
         writeln!(f, "tied embeddings: {}", self.tie_word_embeddings)?;
-        writeln!(f, "vocabulary: {} (tokenizer: {})", opt(self.vocab_size), self.tokenizer_vocab)?;
-        let stops: Vec<String> = self.stop_tokens.iter().map(|(id, t)| format!("{id} {t}")).collect();
+        writeln!(
+            f,
+            "vocabulary: {} (tokenizer: {})",
+            opt(self.vocab_size),
+            self.tokenizer_vocab
+        )?;
+        let stops: Vec<String> = self
+            .stop_tokens
+            .iter()
+            .map(|(id, t)| format!("{id} {t}"))
+            .collect();
         writeln!(f, "stop tokens: {}", stops.join(", "))?;
-        write!(f, "chat template: {}", if self.chat_template { "present" } else { "absent" })
+        write!(
+            f,
+            "chat template: {}",
+            if self.chat_template {
+                "present"
+            } else {
+                "absent"
+            }
+        )
     }
 }
 
@@ -357,11 +458,21 @@ struct SaveView<'a> {
 
 impl SaveView<'_> {
     fn bytes(&self) -> Result<Vec<u8>, candle_core::Error> {
-        let values = self.tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        Ok(match self.dtype {
-            SaveDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            SaveDtype::Bf16 => values.iter().flat_map(|v| f32_to_bf16_bits(*v).to_le_bytes()).collect(),
-        })
+        let values = self
+            .tensor
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut bytes = Vec::with_capacity(safetensors::View::data_len(self));
+        match self.dtype {
+            SaveDtype::F32 => values
+                .iter()
+                .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes())),
+            SaveDtype::Bf16 => values
+                .iter()
+                .for_each(|v| bytes.extend_from_slice(&f32_to_bf16_bits(*v).to_le_bytes())),
+        }
+        Ok(bytes)
     }
 }
 
@@ -377,7 +488,10 @@ impl safetensors::View for SaveView<'_> {
     }
     fn data(&self) -> Cow<'_, [u8]> {
         // Checked by `write_hf_dir` before serialization starts.
-        Cow::Owned(self.bytes().unwrap_or_else(|e| panic!("tensor '{}': {e}", self.name)))
+        Cow::Owned(
+            self.bytes()
+                .unwrap_or_else(|e| panic!("tensor '{}': {e}", self.name)),
+        )
     }
     fn data_len(&self) -> usize {
         let size = match self.dtype {
@@ -404,13 +518,21 @@ pub const AUX_FILES: &[&str] = &[
 /// Saves `tensors` (HF names) as a model directory at `out`, with `source`'s config.json
 /// (its `torch_dtype` set to `dtype`) and its tokenizer, chat and generation files.
 /// `lm_head.weight` is left out when `source` ties it to the embeddings. Replaces `out`.
-pub fn save_hf_dir(out: &Path, source: &Path, tensors: &[(String, Tensor)], dtype: SaveDtype) -> Result<(), HfError> {
+pub fn save_hf_dir(
+    out: &Path,
+    source: &Path,
+    tensors: &[(String, Tensor)],
+    dtype: SaveDtype,
+) -> Result<(), HfError> {
     let config = read_json(&source.join("config.json"))?;
     let mut files = Vec::new();
     for name in AUX_FILES {
         let path = source.join(name);
         if path.is_file() {
-            files.push((name.to_string(), std::fs::read(&path).map_err(io_err(&path))?));
+            files.push((
+                name.to_string(),
+                std::fs::read(&path).map_err(io_err(&path))?,
+            ));
         }
     }
     write_hf_dir(out, config, tensors, dtype, &files)
@@ -427,7 +549,10 @@ pub fn write_hf_dir(
     dtype: SaveDtype,
     files: &[(String, Vec<u8>)],
 ) -> Result<(), HfError> {
-    let tied = config.get("tie_word_embeddings").and_then(|t| t.as_bool()).unwrap_or(false);
+    let tied = config
+        .get("tie_word_embeddings")
+        .and_then(|t| t.as_bool())
+        .unwrap_or(false);
     let mut names = std::collections::HashSet::new();
     let mut views = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors {
@@ -437,19 +562,42 @@ pub fn write_hf_dir(
         if tied && name == "lm_head.weight" {
             continue;
         }
-        if !matches!(tensor.dtype(), DType::F32 | DType::BF16 | DType::F16 | DType::F64) {
-            return Err(HfError::BadTensors(format!("tensor '{name}' has dtype {:?}", tensor.dtype())));
+        if !matches!(
+            tensor.dtype(),
+            DType::F32 | DType::BF16 | DType::F16 | DType::F64
+        ) {
+            return Err(HfError::BadTensors(format!(
+                "tensor '{name}' has dtype {:?}",
+                tensor.dtype()
+            )));
         }
-        views.push((name.clone(), SaveView { name, tensor, dtype, shape: tensor.dims().to_vec() }));
+        views.push((
+            name.clone(),
+            SaveView {
+                name,
+                tensor,
+                dtype,
+                shape: tensor.dims().to_vec(),
+            },
+        ));
     }
     if !tied && !names.contains("lm_head.weight") {
-        return Err(HfError::BadTensors("config.json does not tie the embeddings but no lm_head.weight is given".into()));
+        return Err(HfError::BadTensors(
+            "config.json does not tie the embeddings but no lm_head.weight is given".into(),
+        ));
     }
     for (name, view) in &views {
         // Fail here, not inside safetensors' writer, on a tensor that cannot be converted.
-        view.tensor.to_dtype(DType::F32).map_err(|source| HfError::Tensor { name: name.clone(), source })?;
+        view.tensor
+            .to_dtype(DType::F32)
+            .map_err(|source| HfError::Tensor {
+                name: name.clone(),
+                source,
+            })?;
     }
-    let obj = config.as_object_mut().ok_or_else(|| HfError::BadTensors("config is not a JSON object".into()))?;
+    let obj = config
+        .as_object_mut()
+        .ok_or_else(|| HfError::BadTensors("config is not a JSON object".into()))?;
     obj.insert("torch_dtype".into(), dtype.torch_name().into());
     if obj.contains_key("dtype") {
         obj.insert("dtype".into(), dtype.torch_name().into());
@@ -460,7 +608,8 @@ pub fn write_hf_dir(
         std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    let config_text = serde_json::to_string_pretty(&config).expect("a JSON value serializes") + "\n";
+    let config_text =
+        serde_json::to_string_pretty(&config).expect("a JSON value serializes") + "\n";
     let config_path = tmp.join("config.json");
     std::fs::write(&config_path, config_text).map_err(io_err(&config_path))?;
     for (name, bytes) in files {
@@ -469,14 +618,19 @@ pub fn write_hf_dir(
     }
     let weights = tmp.join("model.safetensors");
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(metadata), &weights)
-        .map_err(|e| HfError::Io { path: weights.clone(), message: e.to_string() })?;
+    safetensors::serialize_to_file(views, Some(metadata), &weights).map_err(|e| HfError::Io {
+        path: weights.clone(),
+        message: e.to_string(),
+    })?;
     replace_dir(&tmp, out)
 }
 
 /// `<out>.tmp`, beside `out`.
 fn tmp_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "model".into());
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "model".into());
     name.push(".tmp");
     out.with_file_name(name)
 }
@@ -512,9 +666,24 @@ mod tests {
 
     #[test]
     fn bf16_rounds_to_nearest_even_like_candle() {
-        let xs = [1.0f32, -2.5, 1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, 3.3e-39, f32::MAX, -0.0, 1e-8];
+        let xs = [
+            1.0f32,
+            -2.5,
+            1.0 + 1.0 / 256.0,
+            1.0 + 3.0 / 256.0,
+            3.3e-39,
+            f32::MAX,
+            -0.0,
+            1e-8,
+        ];
         let t = Tensor::new(&xs, &Device::Cpu).unwrap();
-        let back = t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+        let back = t
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         for (x, b) in xs.iter().zip(back) {
             let ours = f32::from_bits((f32_to_bf16_bits(*x) as u32) << 16);
             assert_eq!(ours.to_bits(), b.to_bits(), "{x}");
@@ -527,7 +696,10 @@ mod tests {
     fn toy(tied: bool) -> (serde_json::Value, Vec<(String, Tensor)>) {
         let config = serde_json::json!({"architectures": ["LlamaForCausalLM"], "tie_word_embeddings": tied, "eos_token_id": 2});
         let dev = Device::Cpu;
-        let embed = Tensor::arange(0f32, 6.0, &dev).unwrap().reshape((3, 2)).unwrap();
+        let embed = Tensor::arange(0f32, 6.0, &dev)
+            .unwrap()
+            .reshape((3, 2))
+            .unwrap();
         let tensors = vec![
             ("model.embed_tokens.weight".to_string(), embed.clone()),
             ("lm_head.weight".to_string(), (embed * 0.5).unwrap()),
@@ -541,8 +713,19 @@ mod tests {
         for tied in [true, false] {
             let out = dir.join(format!("m-{tied}"));
             let (config, tensors) = toy(tied);
-            write_hf_dir(&out, config, &tensors, SaveDtype::F32, &[("tokenizer.json".into(), b"{}".to_vec())]).unwrap();
-            let names: Vec<_> = read_tensor_headers(&[out.join("model.safetensors")]).unwrap().into_iter().map(|h| h.name).collect();
+            write_hf_dir(
+                &out,
+                config,
+                &tensors,
+                SaveDtype::F32,
+                &[("tokenizer.json".into(), b"{}".to_vec())],
+            )
+            .unwrap();
+            let names: Vec<_> = read_tensor_headers(&[out.join("model.safetensors")])
+                .unwrap()
+                .into_iter()
+                .map(|h| h.name)
+                .collect();
             assert_eq!(names.contains(&"lm_head.weight".to_string()), !tied);
             assert!(!tmp_path(&out).exists());
         }
@@ -569,9 +752,19 @@ mod tests {
         write_hf_dir(&out, config, &tensors, SaveDtype::Bf16, &[]).unwrap();
         let headers = read_tensor_headers(&[out.join("model.safetensors")]).unwrap();
         assert!(headers.iter().all(|h| h.dtype == "BF16"));
-        assert_eq!(read_json(&out.join("config.json")).unwrap()["torch_dtype"], "bfloat16");
+        assert_eq!(
+            read_json(&out.join("config.json")).unwrap()["torch_dtype"],
+            "bfloat16"
+        );
         let back = load_tensors(&[out.join("model.safetensors")]).unwrap();
-        let lm = back[0].1.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let lm = back[0]
+            .1
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(lm, vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.5]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -586,8 +779,15 @@ mod tests {
         std::fs::write(dir.join("config.json"), "{}").unwrap();
         std::fs::write(dir.join("pytorch_model.bin"), "").unwrap();
         let err = ModelFiles::discover(&dir).unwrap_err().to_string();
-        assert!(err.contains("model.safetensors") && err.contains("pytorch_model.bin"), "{err}");
-        std::fs::write(dir.join("model.safetensors.index.json"), r#"{"weight_map": {"a": "s-1.safetensors"}}"#).unwrap();
+        assert!(
+            err.contains("model.safetensors") && err.contains("pytorch_model.bin"),
+            "{err}"
+        );
+        std::fs::write(
+            dir.join("model.safetensors.index.json"),
+            r#"{"weight_map": {"a": "s-1.safetensors"}}"#,
+        )
+        .unwrap();
         let err = ModelFiles::discover(&dir).unwrap_err().to_string();
         assert!(err.ends_with("has no s-1.safetensors"), "{err}");
         std::fs::write(dir.join("s-1.safetensors"), "").unwrap();
@@ -603,10 +803,17 @@ mod tests {
     #[test]
     fn stop_tokens_prefer_generation_config_and_accept_lists() {
         let dir = tempdir("stop");
-        assert!(matches!(read_stop_tokens(&dir), Err(HfError::NoStopTokens(_))));
+        assert!(matches!(
+            read_stop_tokens(&dir),
+            Err(HfError::NoStopTokens(_))
+        ));
         std::fs::write(dir.join("config.json"), r#"{"eos_token_id": 7}"#).unwrap();
         assert_eq!(read_stop_tokens(&dir).unwrap(), vec![7]);
-        std::fs::write(dir.join("generation_config.json"), r#"{"eos_token_id": [2, 0, 2]}"#).unwrap();
+        std::fs::write(
+            dir.join("generation_config.json"),
+            r#"{"eos_token_id": [2, 0, 2]}"#,
+        )
+        .unwrap();
         assert_eq!(read_stop_tokens(&dir).unwrap(), vec![2, 0]);
         std::fs::remove_dir_all(&dir).unwrap();
     }

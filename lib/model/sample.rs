@@ -51,20 +51,40 @@ pub struct SampleParams {
 impl SampleParams {
     /// Plain sampling at `temperature`, no truncation.
     pub fn sampling(max_new_tokens: usize, temperature: f64, stop_tokens: Vec<u32>) -> Self {
-        Self { max_new_tokens, temperature, top_p: 1.0, top_k: 0, stop_tokens, greedy: false }
+        Self {
+            max_new_tokens,
+            temperature,
+            top_p: 1.0,
+            top_k: 0,
+            stop_tokens,
+            greedy: false,
+        }
     }
 
     /// Greedy decoding (log-probs under temperature 1).
     pub fn greedy(max_new_tokens: usize, stop_tokens: Vec<u32>) -> Self {
-        Self { max_new_tokens, temperature: 1.0, top_p: 1.0, top_k: 0, stop_tokens, greedy: true }
+        Self {
+            max_new_tokens,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            stop_tokens,
+            greedy: true,
+        }
     }
 
     fn check(&self) -> Result<()> {
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return Err(Error::Input(format!("temperature {} must be > 0", self.temperature)));
+            return Err(Error::Input(format!(
+                "temperature {} must be > 0",
+                self.temperature
+            )));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::Input(format!("top_p {} must be in (0, 1]", self.top_p)));
+            return Err(Error::Input(format!(
+                "top_p {} must be in (0, 1]",
+                self.top_p
+            )));
         }
         Ok(())
     }
@@ -154,10 +174,19 @@ impl Model {
             .collect();
         let (ids, pads_u) = left_pad(&uniq, 0, self.device())?;
         let p = ids.dim(1)?;
-        let mut cache = KvCache::new(self.config(), uniq.len(), p + params.max_new_tokens, self.dtype(), self.device())?;
+        let mut cache = KvCache::new(
+            self.config(),
+            uniq.len(),
+            p + params.max_new_tokens,
+            self.dtype(),
+            self.device(),
+        )?;
         let hidden = self.step(&ids, &pads_u, &mut cache)?; // (U, P, d)
         let last = hidden.narrow(1, p - 1, 1)?.squeeze(1)?; // (U, d)
-        let logits: Vec<Vec<f32>> = self.lm_head_nograd(&last)?.to_dtype(DType::F32)?.to_vec2()?;
+        let logits: Vec<Vec<f32>> = self
+            .lm_head_nograd(&last)?
+            .to_dtype(DType::F32)?
+            .to_vec2()?;
         for (row, &u) in rows.iter_mut().zip(&prompt_of) {
             pick(row, &logits[u as usize], params);
         }
@@ -169,8 +198,10 @@ impl Model {
         let mut pads: Vec<usize> = prompt_of.iter().map(|&u| pads_u[u as usize]).collect();
 
         loop {
-            let keep: Vec<u32> =
-                (0..live.len()).filter(|&j| rows[live[j]].finish.is_none()).map(|j| j as u32).collect();
+            let keep: Vec<u32> = (0..live.len())
+                .filter(|&j| rows[live[j]].finish.is_none())
+                .map(|j| j as u32)
+                .collect();
             if keep.is_empty() {
                 break;
             }
@@ -179,11 +210,17 @@ impl Model {
                 live = keep.iter().map(|&j| live[j as usize]).collect();
                 pads = keep.iter().map(|&j| pads[j as usize]).collect();
             }
-            let input: Vec<u32> = live.iter().map(|&i| *rows[i].tokens.last().unwrap()).collect();
+            let input: Vec<u32> = live
+                .iter()
+                .map(|&i| *rows[i].tokens.last().unwrap())
+                .collect();
             let ids = Tensor::from_vec(input, (live.len(), 1), self.device())?;
             let hidden = self.step(&ids, &pads, &mut cache)?.squeeze(1)?; // (n, d)
             let hv: Vec<Vec<f32>> = hidden.to_dtype(DType::F32)?.to_vec2()?;
-            let logits: Vec<Vec<f32>> = self.lm_head_nograd(&hidden)?.to_dtype(DType::F32)?.to_vec2()?;
+            let logits: Vec<Vec<f32>> = self
+                .lm_head_nograd(&hidden)?
+                .to_dtype(DType::F32)?
+                .to_vec2()?;
             for (j, &i) in live.iter().enumerate() {
                 let row = &mut rows[i];
                 for (s, h) in row.hidden_sum.iter_mut().zip(&hv[j]) {
@@ -208,16 +245,33 @@ impl Model {
             .iter()
             .enumerate()
             .flat_map(|(i, p)| (0..g).map(move |s| (i, s, *p)))
-            .map(|(i, s, prompt)| SampleRequest { prompt, seed: seed_of(i, s) })
+            .map(|(i, s, prompt)| SampleRequest {
+                prompt,
+                seed: seed_of(i, s),
+            })
             .collect();
         let mut flat = self.sample(&reqs, params)?.into_iter();
-        Ok(prompts.iter().map(|_| flat.by_ref().take(g).collect()).collect())
+        Ok(prompts
+            .iter()
+            .map(|_| flat.by_ref().take(g).collect())
+            .collect())
     }
 
     /// Greedy decoding of each prompt (evaluation); returns the samples in prompt order.
-    pub fn greedy(&self, prompts: &[&[u32]], max_new_tokens: usize, stop_tokens: &[u32]) -> Result<Vec<Sample>> {
-        let reqs: Vec<SampleRequest> = prompts.iter().map(|p| SampleRequest { prompt: p, seed: 0 }).collect();
-        self.sample(&reqs, &SampleParams::greedy(max_new_tokens, stop_tokens.to_vec()))
+    pub fn greedy(
+        &self,
+        prompts: &[&[u32]],
+        max_new_tokens: usize,
+        stop_tokens: &[u32],
+    ) -> Result<Vec<Sample>> {
+        let reqs: Vec<SampleRequest> = prompts
+            .iter()
+            .map(|p| SampleRequest { prompt: p, seed: 0 })
+            .collect();
+        self.sample(
+            &reqs,
+            &SampleParams::greedy(max_new_tokens, stop_tokens.to_vec()),
+        )
     }
 }
 
@@ -225,8 +279,11 @@ fn finish_rows(rows: Vec<Row>, d: usize) -> Vec<Sample> {
     rows.into_iter()
         .map(|r| {
             let l = r.tokens.len();
-            let hidden_official =
-                if l == 0 { vec![0f32; d] } else { r.hidden_sum.iter().map(|s| s / l as f32).collect() };
+            let hidden_official = if l == 0 {
+                vec![0f32; d]
+            } else {
+                r.hidden_sum.iter().map(|s| s / l as f32).collect()
+            };
             Sample {
                 finish: r.finish.unwrap_or(FinishReason::Length),
                 tokens: r.tokens,
@@ -243,12 +300,15 @@ fn pick(row: &mut Row, logits: &[f32], params: &SampleParams) {
     let inv_t = 1.0 / params.temperature;
     let z: Vec<f64> = logits.iter().map(|&x| x as f64 * inv_t).collect();
     let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let lse = max + z.iter().map(|&x| (x - max).exp()).sum::<f64>().ln();
+    // Unnormalised probabilities exp(z - max), computed once for the logsumexp and the draw.
+    let w: Vec<f64> = z.iter().map(|&x| (x - max).exp()).collect();
+    let total: f64 = w.iter().sum();
+    let lse = max + total.ln();
     let token = if params.greedy {
         argmax(logits)
     } else {
         let u: f64 = row.rng.random();
-        draw(&z, max, u, params.top_k, params.top_p)
+        draw(&z, &w, total, u, params.top_k, params.top_p)
     };
     row.tokens.push(token as u32);
     row.logprobs.push((z[token] - lse) as f32);
@@ -270,13 +330,12 @@ fn argmax(xs: &[f32]) -> usize {
     best
 }
 
-/// Inverse-CDF draw with uniform `u` in [0, 1) from softmax(z), truncated to the top-k and then
-/// the top-p set when those are on (candidates sorted by descending z, ties by index).
-fn draw(z: &[f64], max: f64, u: f64, top_k: usize, top_p: f64) -> usize {
-    let weight = |i: usize| (z[i] - max).exp();
+/// Inverse-CDF draw with uniform `u` in [0, 1) from the weights `w` = exp(z - max) (summing to
+/// `total`), truncated to the top-k and then the top-p set when those are on (candidates sorted
+/// by descending z, ties by index).
+fn draw(z: &[f64], w: &[f64], total: f64, u: f64, top_k: usize, top_p: f64) -> usize {
     if top_k == 0 && top_p >= 1.0 {
-        let total: f64 = (0..z.len()).map(weight).sum();
-        return inverse_cdf((0..z.len()).map(|i| (i, weight(i))), u * total);
+        return inverse_cdf(w.iter().cloned().enumerate(), u * total);
     }
     let by_z = |a: &usize, b: &usize| z[*b].total_cmp(&z[*a]).then(a.cmp(b));
     let mut idx: Vec<usize> = (0..z.len()).collect();
@@ -285,7 +344,7 @@ fn draw(z: &[f64], max: f64, u: f64, top_k: usize, top_p: f64) -> usize {
         idx.truncate(top_k);
     }
     idx.sort_unstable_by(by_z);
-    let w: Vec<f64> = idx.iter().map(|&i| weight(i)).collect();
+    let w: Vec<f64> = idx.iter().map(|&i| w[i]).collect();
     let mut total: f64 = w.iter().sum();
     if top_p < 1.0 {
         // Keep token n while the mass of the tokens before it is < top_p (at least one).
@@ -328,23 +387,28 @@ mod tests {
     #[test]
     fn top_k_and_top_p_keep_the_right_sets() {
         // probs ∝ exp(z): 0.5, 0.25, 0.125, 0.125 (z = ln of those)
-        let z: Vec<f64> = [0.5f64, 0.25, 0.125, 0.125].iter().map(|p| p.ln()).collect();
-        let max = z[0];
+        let z: Vec<f64> = [0.5f64, 0.25, 0.125, 0.125]
+            .iter()
+            .map(|p| p.ln())
+            .collect();
+        let w: Vec<f64> = z.iter().map(|x| (x - z[0]).exp()).collect();
+        let total: f64 = w.iter().sum();
+        let draw = |u, k, p| draw(&z, &w, total, u, k, p);
         // top_k = 1: always token 0
         for u in [0.0, 0.5, 0.999] {
-            assert_eq!(draw(&z, max, u, 1, 1.0), 0);
+            assert_eq!(draw(u, 1, 1.0), 0);
         }
         // top_p = 0.6: keeps {0, 1} (mass before token 1 is 0.5 < 0.6; before token 2 is 0.75)
-        assert_eq!(draw(&z, max, 0.6, 0, 0.6), 0); // 0.6 * 0.75 = 0.45 < 0.5
-        assert_eq!(draw(&z, max, 0.7, 0, 0.6), 1); // 0.525 > 0.5
-        assert_eq!(draw(&z, max, 0.999, 0, 0.6), 1);
+        assert_eq!(draw(0.6, 0, 0.6), 0); // 0.6 * 0.75 = 0.45 < 0.5
+        assert_eq!(draw(0.7, 0, 0.6), 1); // 0.525 > 0.5
+        assert_eq!(draw(0.999, 0, 0.6), 1);
         // top_p = 0.5: keeps {0} only
-        assert_eq!(draw(&z, max, 0.99, 0, 0.5), 0);
+        assert_eq!(draw(0.99, 0, 0.5), 0);
         // no truncation: inverse CDF in index order
-        assert_eq!(draw(&z, max, 0.49, 0, 1.0), 0);
-        assert_eq!(draw(&z, max, 0.74, 0, 1.0), 1);
-        assert_eq!(draw(&z, max, 0.80, 0, 1.0), 2);
-        assert_eq!(draw(&z, max, 0.95, 0, 1.0), 3);
+        assert_eq!(draw(0.49, 0, 1.0), 0);
+        assert_eq!(draw(0.74, 0, 1.0), 1);
+        assert_eq!(draw(0.80, 0, 1.0), 2);
+        assert_eq!(draw(0.95, 0, 1.0), 3);
     }
 
     #[test]

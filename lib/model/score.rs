@@ -111,14 +111,26 @@ impl Layout {
 /// logits (N, V), targets (N,) u32 -> (log-probs (N,) with the graph of `logits`, entropy (N,)
 /// f32 without). `z = logits / temperature`.
 fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<(Tensor, Tensor)> {
-    let z = if temperature == 1.0 { logits.clone() } else { (logits / temperature)? };
+    // Half-precision logits are upcast (differentiably) so the logsumexp runs in f32.
+    let logits = match logits.dtype() {
+        DType::BF16 | DType::F16 => logits.to_dtype(DType::F32)?,
+        _ => logits.clone(),
+    };
+    let z = if temperature == 1.0 {
+        logits
+    } else {
+        (logits / temperature)?
+    };
     let max = z.max_keepdim(D::Minus1)?.detach(); // (N, 1)
     let shifted = z.broadcast_sub(&max)?; // (N, V)
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?; // (N, 1)
     let target = shifted.gather(&targets.unsqueeze(1)?, D::Minus1)?; // (N, 1)
     let logprobs = (target - &lse)?.squeeze(1)?;
     // H = lse - sum(p * shifted), p = exp(shifted - lse); no graph.
-    let (shifted, lse) = (shifted.detach().to_dtype(DType::F32)?, lse.detach().to_dtype(DType::F32)?);
+    let (shifted, lse) = (
+        shifted.detach().to_dtype(DType::F32)?,
+        lse.detach().to_dtype(DType::F32)?,
+    );
     let p = shifted.broadcast_sub(&lse)?.exp()?;
     let entropy = (lse.squeeze(1)? - (p * shifted)?.sum(D::Minus1)?)?;
     Ok((logprobs, entropy))
@@ -151,15 +163,28 @@ impl Model {
         let logits = self.lm_head(&h)?; // (B*R, V)
         let (lp, ent) = token_logprobs(&logits, &l.targets.flatten_all()?, temperature)?;
         let mask = &l.mask;
-        let logprobs = lp.reshape((b, l.r))?.broadcast_mul(&mask.to_dtype(lp.dtype())?)?;
+        let logprobs = lp
+            .reshape((b, l.r))?
+            .broadcast_mul(&mask.to_dtype(lp.dtype())?)?;
         let entropy = (ent.reshape((b, l.r))? * mask)?;
         let mean_hidden = mean_response_hidden(&hidden, &l)?;
-        Ok(Scored { logprobs, entropy, mask: l.mask, mean_hidden, lens: l.lens })
+        Ok(Scored {
+            logprobs,
+            entropy,
+            mask: l.mask,
+            mean_hidden,
+            lens: l.lens,
+        })
     }
 
     /// The same without a graph (frozen reference, old log-probs, `mean` pooling), with fused
     /// kernels, `chunk_rows` sequences per forward and `lm_head` in slabs of bounded size.
-    pub fn response_logprobs_nograd(&self, seqs: &[Sequence], temperature: f64, chunk_rows: usize) -> Result<Scored> {
+    pub fn response_logprobs_nograd(
+        &self,
+        seqs: &[Sequence],
+        temperature: f64,
+        chunk_rows: usize,
+    ) -> Result<Scored> {
         check_temperature(temperature)?;
         if seqs.is_empty() {
             return Err(Error::Input("no sequences to score".into()));
@@ -184,7 +209,8 @@ impl Model {
                 for start in (0..n).step_by(slab) {
                     let len = slab.min(n - start);
                     let logits = self.lm_head_nograd(&h.narrow(0, start, len)?)?;
-                    let (a, e) = token_logprobs(&logits, &targets.narrow(0, start, len)?, temperature)?;
+                    let (a, e) =
+                        token_logprobs(&logits, &targets.narrow(0, start, len)?, temperature)?;
                     lp.push(a.to_dtype(DType::F32)?);
                     ent.push(e);
                 }

@@ -42,12 +42,19 @@ struct Linear {
 impl Linear {
     fn new(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get((out_dim, in_dim), "weight")?;
-        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        let bias = if bias {
+            Some(vb.get(out_dim, "bias")?)
+        } else {
+            None
+        };
         Ok(Self { weight, bias })
     }
 
     fn detach(&self) -> Self {
-        Self { weight: self.weight.detach(), bias: self.bias.as_ref().map(Tensor::detach) }
+        Self {
+            weight: self.weight.detach(),
+            bias: self.bias.as_ref().map(Tensor::detach),
+        }
     }
 
     /// (B, T, in) -> (B, T, out)
@@ -70,17 +77,27 @@ struct RmsNorm {
 
 impl RmsNorm {
     fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { weight: vb.get(dim, "weight")?, eps })
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            eps,
+        })
     }
 
     fn detach(&self) -> Self {
-        Self { weight: self.weight.detach(), eps: self.eps }
+        Self {
+            weight: self.weight.detach(),
+            eps: self.eps,
+        }
     }
 
     /// (..., d) -> (..., d). `fast`: candle's fused kernel (no backward).
     fn forward(&self, xs: &Tensor, fast: bool) -> Result<Tensor> {
         if fast {
-            return Ok(candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight, self.eps as f32)?);
+            return Ok(candle_nn::ops::rms_norm(
+                &xs.contiguous()?,
+                &self.weight,
+                self.eps as f32,
+            )?);
         }
         // transformers: x.float() * rsqrt(mean(x^2) + eps), back to the input dtype, times w.
         let dtype = xs.dtype();
@@ -116,7 +133,11 @@ impl Ctx {
     /// x: (B, H, T, hd) -> rotated, rotate-half convention (transformers' `rotate_half`).
     fn rope(&self, x: &Tensor) -> Result<Tensor> {
         if self.fast {
-            return Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &self.cos, &self.sin)?);
+            return Ok(candle_nn::rotary_emb::rope(
+                &x.contiguous()?,
+                &self.cos,
+                &self.sin,
+            )?);
         }
         let hd = x.dim(D::Minus1)?;
         let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
@@ -138,7 +159,13 @@ pub(crate) struct KvCache {
 }
 
 impl KvCache {
-    pub(crate) fn new(cfg: &Config, batch: usize, capacity: usize, dtype: DType, device: &Device) -> Result<Self> {
+    pub(crate) fn new(
+        cfg: &Config,
+        batch: usize,
+        capacity: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let shape = (batch, cfg.num_key_value_heads(), capacity, cfg.head_dim());
         let mut k = Vec::with_capacity(cfg.num_hidden_layers);
         let mut v = Vec::with_capacity(cfg.num_hidden_layers);
@@ -146,7 +173,12 @@ impl KvCache {
             k.push(Tensor::zeros(shape, dtype, device)?);
             v.push(Tensor::zeros(shape, dtype, device)?);
         }
-        Ok(Self { k, v, len: 0, capacity })
+        Ok(Self {
+            k,
+            v,
+            len: 0,
+            capacity,
+        })
     }
 
     /// Writes k, v (B, Hkv, T, hd) at column `self.len` of `layer`; returns the filled
@@ -161,7 +193,10 @@ impl KvCache {
         }
         self.k[layer].slice_set(&k.contiguous()?, 2, self.len)?;
         self.v[layer].slice_set(&v.contiguous()?, 2, self.len)?;
-        Ok((self.k[layer].narrow(2, 0, self.len + t)?, self.v[layer].narrow(2, 0, self.len + t)?))
+        Ok((
+            self.k[layer].narrow(2, 0, self.len + t)?,
+            self.v[layer].narrow(2, 0, self.len + t)?,
+        ))
     }
 
     /// Keeps (and possibly repeats) the rows listed in `rows`, in that order.
@@ -188,8 +223,12 @@ struct Attention {
 
 impl Attention {
     fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let (d, h, kv, hd) =
-            (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads(), cfg.head_dim());
+        let (d, h, kv, hd) = (
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads(),
+            cfg.head_dim(),
+        );
         Ok(Self {
             q_proj: Linear::new(d, h * hd, cfg.qkv_bias(), vb.pp("q_proj"))?,
             k_proj: Linear::new(d, kv * hd, cfg.qkv_bias(), vb.pp("k_proj"))?,
@@ -212,12 +251,29 @@ impl Attention {
     }
 
     /// (B, T, d) -> (B, T, d)
-    fn forward(&self, xs: &Tensor, ctx: &Ctx, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        ctx: &Ctx,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(xs)?.reshape((b, t, h, hd))?.transpose(1, 2)?;
-        let k = self.k_proj.forward(xs)?.reshape((b, t, kv, hd))?.transpose(1, 2)?;
-        let v = self.v_proj.forward(xs)?.reshape((b, t, kv, hd))?.transpose(1, 2)?;
+        let q = self
+            .q_proj
+            .forward(xs)?
+            .reshape((b, t, h, hd))?
+            .transpose(1, 2)?;
+        let k = self
+            .k_proj
+            .forward(xs)?
+            .reshape((b, t, kv, hd))?
+            .transpose(1, 2)?;
+        let v = self
+            .v_proj
+            .forward(xs)?
+            .reshape((b, t, kv, hd))?
+            .transpose(1, 2)?;
         // (B, H, T, hd), (B, Hkv, T, hd)
         let q = ctx.rope(&q)?;
         let k = ctx.rope(&k)?;
@@ -243,7 +299,10 @@ impl Attention {
         };
         let probs = probs.to_dtype(dtype)?.reshape((b, kv, rep * t, tk))?;
         let out = probs.matmul(&v)?; // (B, Hkv, rep*T, hd)
-        let out = out.reshape((b, h, t, hd))?.transpose(1, 2)?.reshape((b, t, h * hd))?;
+        let out = out
+            .reshape((b, h, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, h * hd))?;
         self.o_proj.forward(&out)
     }
 }
@@ -307,7 +366,12 @@ impl Block {
         }
     }
 
-    fn forward(&self, xs: &Tensor, ctx: &Ctx, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        ctx: &Ctx,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
         let h = self.input_layernorm.forward(xs, ctx.fast)?;
         let xs = (self.self_attn.forward(&h, ctx, cache)? + xs)?;
         let h = self.post_attention_layernorm.forward(&xs, ctx.fast)?;
@@ -365,30 +429,71 @@ impl Decoder {
 
     /// Rope tables (B, T, hd/2) for the given positions (row-major B*T), as transformers builds
     /// them: f32 `inv_freq`, f32 angle `pos * inv_freq`, f32 cos/sin, then the model dtype.
-    fn rope_tables(&self, positions: &[u32], b: usize, t: usize, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+    fn rope_tables(
+        &self,
+        positions: &[u32],
+        b: usize,
+        t: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
         let half = self.head_dim / 2;
         let hd = self.head_dim;
         if dtype == DType::F64 {
-            let inv: Vec<f64> = (0..half).map(|i| 1.0 / self.rope_base.powf((2 * i) as f64 / hd as f64)).collect();
-            let ang: Vec<f64> = positions.iter().flat_map(|&p| inv.iter().map(move |f| p as f64 * f)).collect();
-            let cos = Tensor::from_vec(ang.iter().map(|a| a.cos()).collect::<Vec<_>>(), (b, t, half), device)?;
-            let sin = Tensor::from_vec(ang.iter().map(|a| a.sin()).collect::<Vec<_>>(), (b, t, half), device)?;
+            let inv: Vec<f64> = (0..half)
+                .map(|i| 1.0 / self.rope_base.powf((2 * i) as f64 / hd as f64))
+                .collect();
+            let ang: Vec<f64> = positions
+                .iter()
+                .flat_map(|&p| inv.iter().map(move |f| p as f64 * f))
+                .collect();
+            let cos = Tensor::from_vec(
+                ang.iter().map(|a| a.cos()).collect::<Vec<_>>(),
+                (b, t, half),
+                device,
+            )?;
+            let sin = Tensor::from_vec(
+                ang.iter().map(|a| a.sin()).collect::<Vec<_>>(),
+                (b, t, half),
+                device,
+            )?;
             return Ok((cos, sin));
         }
         let base = self.rope_base as f32;
-        let inv: Vec<f32> = (0..half).map(|i| 1.0 / base.powf((2 * i) as f32 / hd as f32)).collect();
-        let ang: Vec<f32> = positions.iter().flat_map(|&p| inv.iter().map(move |f| p as f32 * f)).collect();
-        let cos = Tensor::from_vec(ang.iter().map(|a| a.cos()).collect::<Vec<_>>(), (b, t, half), device)?;
-        let sin = Tensor::from_vec(ang.iter().map(|a| a.sin()).collect::<Vec<_>>(), (b, t, half), device)?;
+        let inv: Vec<f32> = (0..half)
+            .map(|i| 1.0 / base.powf((2 * i) as f32 / hd as f32))
+            .collect();
+        let ang: Vec<f32> = positions
+            .iter()
+            .flat_map(|&p| inv.iter().map(move |f| p as f32 * f))
+            .collect();
+        let cos = Tensor::from_vec(
+            ang.iter().map(|a| a.cos()).collect::<Vec<_>>(),
+            (b, t, half),
+            device,
+        )?;
+        let sin = Tensor::from_vec(
+            ang.iter().map(|a| a.sin()).collect::<Vec<_>>(),
+            (b, t, half),
+            device,
+        )?;
         Ok((cos.to_dtype(dtype)?, sin.to_dtype(dtype)?))
     }
 
     /// ids (B, T) u32 at columns `past .. past+T` of left-padded rows -> (B, T, d) final-norm
     /// hidden states. With a cache, `past = cache.len` and the new keys/values are appended.
-    fn forward(&self, ids: &Tensor, left_pad: &[usize], mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        ids: &Tensor,
+        left_pad: &[usize],
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         if left_pad.len() != b {
-            return Err(Error::Input(format!("{} left-pad lengths for a batch of {b}", left_pad.len())));
+            return Err(Error::Input(format!(
+                "{} left-pad lengths for a batch of {b}",
+                left_pad.len()
+            )));
         }
         let past = cache.as_ref().map_or(0, |c| c.len);
         let tk = past + t;
@@ -404,7 +509,8 @@ impl Decoder {
                 mask.extend((0..tk).map(|j| if j >= pad && j <= col { 0.0 } else { MASK_NEG }));
             }
         }
-        let mask = Tensor::from_vec(mask, (b, 1, 1, t, tk), device)?.to_dtype(internal_dtype(dtype))?;
+        let mask =
+            Tensor::from_vec(mask, (b, 1, 1, t, tk), device)?.to_dtype(internal_dtype(dtype))?;
         let (cos, sin) = self.rope_tables(&positions, b, t, dtype, device)?;
         let (cos2, sin2) = if self.fast {
             (cos.clone(), sin.clone())
@@ -414,10 +520,20 @@ impl Decoder {
                 Tensor::cat(&[&sin, &sin], D::Minus1)?.unsqueeze(1)?,
             )
         };
-        let ctx = Ctx { cos, sin, cos2, sin2, mask, fast: self.fast };
+        let ctx = Ctx {
+            cos,
+            sin,
+            cos2,
+            sin2,
+            mask,
+            fast: self.fast,
+        };
 
         let d = self.embed_tokens.dim(1)?;
-        let mut xs = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, d))?;
+        let mut xs = self
+            .embed_tokens
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, d))?;
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
             xs = layer.forward(&xs, &ctx, c)?;
@@ -462,7 +578,12 @@ impl Model {
     /// Builds a model from named tensors in Hugging Face naming (what `load` reads). The set of
     /// names must be exactly [`expected_weight_names`] (a `lm_head.weight` beside tied embeddings
     /// and `rotary_emb.inv_freq` buffers are dropped).
-    pub fn from_tensors(cfg: Config, tensors: HashMap<String, Tensor>, device: &Device, dtype: DType) -> Result<Self> {
+    pub fn from_tensors(
+        cfg: Config,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         cfg.validate()?;
         let expected: HashSet<String> = expected_weight_names(&cfg).into_iter().collect();
         let varmap = VarMap::new();
@@ -470,7 +591,9 @@ impl Model {
             let mut data = varmap.data().lock().unwrap();
             let mut unexpected = vec![];
             for (name, t) in tensors {
-                if name.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && name == "lm_head.weight") {
+                if name.ends_with("rotary_emb.inv_freq")
+                    || (cfg.tie_word_embeddings && name == "lm_head.weight")
+                {
                     continue;
                 }
                 if !expected.contains(&name) {
@@ -484,7 +607,11 @@ impl Model {
                 unexpected.sort();
                 return Err(Error::Weights(format!("unexpected tensors {unexpected:?}")));
             }
-            let mut missing: Vec<_> = expected.iter().filter(|n| !data.contains_key(*n)).cloned().collect();
+            let mut missing: Vec<_> = expected
+                .iter()
+                .filter(|n| !data.contains_key(*n))
+                .cloned()
+                .collect();
             if !missing.is_empty() {
                 missing.sort();
                 return Err(Error::Weights(format!("missing tensors {missing:?}")));
@@ -493,7 +620,14 @@ impl Model {
         let vb = VarBuilder::from_varmap(&varmap, dtype, device);
         let graph = Decoder::new(&cfg, vb).map_err(|e| Error::Weights(e.to_string()))?;
         let nograd = graph.detached();
-        Ok(Self { cfg, varmap, graph, nograd, device: device.clone(), dtype })
+        Ok(Self {
+            cfg,
+            varmap,
+            graph,
+            nograd,
+            device: device.clone(),
+            dtype,
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -537,7 +671,9 @@ impl Model {
     /// Differentiable `lm_head`: (..., d) -> (..., V) logits.
     pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         let dims = hidden.dims().to_vec();
-        let d = *dims.last().ok_or_else(|| Error::Input("scalar hidden state".into()))?;
+        let d = *dims
+            .last()
+            .ok_or_else(|| Error::Input("scalar hidden state".into()))?;
         let n = hidden.elem_count() / d.max(1);
         let logits = self.graph.lm_head(&hidden.reshape((n, d))?)?;
         let mut out = dims;
@@ -554,12 +690,19 @@ impl Model {
     pub fn logits_nograd(&self, ids: &Tensor, left_pad: &[usize]) -> Result<Tensor> {
         let h = self.forward_hidden_nograd(ids, left_pad)?;
         let (b, t, d) = h.dims3()?;
-        Ok(self.lm_head_nograd(&h.reshape((b * t, d))?)?.reshape((b, t, ()))?)
+        Ok(self
+            .lm_head_nograd(&h.reshape((b * t, d))?)?
+            .reshape((b, t, ()))?)
     }
 
     /// One no-grad step with a KV cache (prefill or decode): ids (B, T) at columns
     /// `cache.len ..` -> (B, T, d) final-norm hidden states.
-    pub(crate) fn step(&self, ids: &Tensor, left_pad: &[usize], cache: &mut KvCache) -> Result<Tensor> {
+    pub(crate) fn step(
+        &self,
+        ids: &Tensor,
+        left_pad: &[usize],
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
         self.nograd.forward(ids, left_pad, Some(cache))
     }
 }
@@ -580,7 +723,10 @@ pub fn left_pad(seqs: &[&[u32]], pad_id: u32, device: &Device) -> Result<(Tensor
 /// The tensor names a checkpoint of `cfg` holds, in Hugging Face naming (`lm_head.weight`
 /// only when embeddings are untied).
 pub fn expected_weight_names(cfg: &Config) -> Vec<String> {
-    let mut names = vec!["model.embed_tokens.weight".to_string(), "model.norm.weight".to_string()];
+    let mut names = vec![
+        "model.embed_tokens.weight".to_string(),
+        "model.norm.weight".to_string(),
+    ];
     if !cfg.tie_word_embeddings {
         names.push("lm_head.weight".into());
     }
@@ -590,7 +736,11 @@ pub fn expected_weight_names(cfg: &Config) -> Vec<String> {
         names.push(format!("{p}.post_attention_layernorm.weight"));
         for proj in ["q_proj", "k_proj", "v_proj", "o_proj"] {
             names.push(format!("{p}.self_attn.{proj}.weight"));
-            let bias = if proj == "o_proj" { cfg.o_bias() } else { cfg.qkv_bias() };
+            let bias = if proj == "o_proj" {
+                cfg.o_bias()
+            } else {
+                cfg.qkv_bias()
+            };
             if bias {
                 names.push(format!("{p}.self_attn.{proj}.bias"));
             }
@@ -616,13 +766,16 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         path: format!("{} (nor model.safetensors)", index.display()),
         source: e,
     })?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::Weights(format!("{}: {e}", index.display())))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Weights(format!("{}: {e}", index.display())))?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| Error::Weights(format!("{}: no weight_map", index.display())))?;
-    let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
+    let mut files: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
     files.sort();
     files.dedup();
     Ok(files.into_iter().map(|f| dir.join(f)).collect())

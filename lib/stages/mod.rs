@@ -2,6 +2,8 @@
 //! raw clap arguments) and a `run` that reads, checks, computes and writes atomically.
 
 pub mod data;
+pub mod rollout;
+pub mod update;
 pub mod verify;
 
 /// Print one line of stage progress or summary to stderr.

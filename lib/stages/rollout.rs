@@ -341,9 +341,9 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
     let (mut all_generated, mut all_truncated) = (0usize, 0usize);
     for b in 0..batches.len() {
         let t = read_table(&part_path(b), &all, &[])?;
-        let batch = t.batch.with_schema(tr::schema(hidden_dim)).map_err(|e| Error::parquet(part_path(b), e))?;
         all_generated += t.list(&tr::RESPONSE_TOKEN_IDS).values().len();
         all_truncated += t.utf8(&tr::FINISH_REASON).iter().filter(|f| *f == Some("length")).count();
+        let batch = t.batch.with_schema(tr::schema(hidden_dim)).map_err(|e| Error::parquet(part_path(b), e))?;
         total += batch.num_rows();
         w.write(&batch)?;
     }

@@ -90,21 +90,26 @@ pub fn parse_latex(s: &str) -> Result<String, latex::Fail> {
         .replace('π', "pi")
         .replace('∞', "inf")
         .replace('∪', "U")
-        .replace('·', "*")
-        .replace('×', "*");
+        .replace(['·', '×'], "*");
     Ok(pystr::strip(&t).to_string())
 }
 
 /// `_normalize(expr)`.
 pub fn normalize(expr: &str) -> String {
     let r = re();
-    let mut e: String = match r.text.captures(expr) {
+    let captured = if expr.starts_with("\\text{") { r.text.captures(expr) } else { None };
+    let mut e: String = match captured {
         Some(c) => c.get(1).map_or("", |m| m.as_str()).to_string(),
         None => expr.to_string(),
     };
-    e = e.replace("\\%", "%").replace("\\$", "$").replace('$', "").replace('%', "");
-    e = e.replace(" or ", " , ").replace(" and ", " , ");
-    e = e.replace("million", "*10^6").replace("billion", "*10^9").replace("trillion", "*10^12");
+    for (from, to) in [("\\%", "%"), ("\\$", "$"), ("$", ""), ("%", ""), (" or ", " , "), (" and ", " , ")] {
+        pystr::replace_in(&mut e, from, to);
+    }
+    if e.contains("illion") {
+        for (from, to) in [("million", "*10^6"), ("billion", "*10^9"), ("trillion", "*10^12")] {
+            pystr::replace_in(&mut e, from, to);
+        }
+    }
     for (unit, rx) in UNITS.iter().zip(&r.units) {
         if e.contains(unit) {
             e = rx.replace_all(&e, "").into_owned();

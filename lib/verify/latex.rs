@@ -57,6 +57,9 @@ enum Node {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
+    /// One ordinary character (the common case, kept unallocated).
+    Ch(char),
+    /// Characters: a paragraph break `\n\n`, or a bad `\begin` kept as text.
     Char(String),
     Macro { name: String, post_space: String },
     Math(&'static str),
@@ -117,14 +120,7 @@ struct Walker {
 
 impl Walker {
     fn starts_with(&self, pos: usize, pat: &str) -> bool {
-        let mut i = pos;
-        for c in pat.chars() {
-            if self.s.get(i) != Some(&c) {
-                return false;
-            }
-            i += 1;
-        }
-        true
+        (pos..).zip(pat.chars()).all(|(i, c)| self.s.get(i) == Some(&c))
     }
 
     /// `get_token`; `brackets`: `[`/`]` count as braces; `in_dollar`: inside `$..$`.
@@ -248,7 +244,7 @@ impl Walker {
                 return Ok(Token { tok: Tok::Specials(pat), pos, len: pat.chars().count(), pre_space: space });
             }
         }
-        Ok(Token { tok: Tok::Char(c.to_string()), pos, len: 1, pre_space: space })
+        Ok(Token { tok: Tok::Ch(c), pos, len: 1, pre_space: space })
     }
 
     /// `get_latex_expression` (a macro argument): one token, or a braced group.
@@ -267,6 +263,7 @@ impl Walker {
             Tok::Open(_) => self.braced_group(t.pos, '{', in_dollar),
             Tok::Close(_) => Ok((Node::Chars(String::new()), t.pos)),
             Tok::Char(c) => Ok((Node::Chars(c), end)),
+            Tok::Ch(c) => Ok((Node::Chars(c.to_string()), end)),
             Tok::Math(m) => {
                 if m.starts_with('\\') {
                     Ok((Node::Macro { name: m.to_string(), post_space: String::new(), args: None }, end))
@@ -345,7 +342,7 @@ impl Walker {
                     }
                 }
                 '*' => match self.get_token(p, false, true, in_dollar) {
-                    Ok(t) if matches!(&t.tok, Tok::Char(c) if c.starts_with('*')) => {
+                    Ok(t) if matches!(&t.tok, Tok::Ch('*')) || matches!(&t.tok, Tok::Char(c) if c.starts_with('*')) => {
                         args.push(Some(Node::Chars("*".into())));
                         p = t.pos + 1;
                     }
@@ -388,10 +385,18 @@ impl Walker {
                 Err(e) => return Err(e),
             };
             pos = t.pos + t.len;
-            if let Tok::Char(c) = &t.tok {
-                last.push_str(&t.pre_space);
-                last.push_str(c);
-                continue;
+            match &t.tok {
+                Tok::Ch(c) => {
+                    last.push_str(&t.pre_space);
+                    last.push(*c);
+                    continue;
+                }
+                Tok::Char(c) => {
+                    last.push_str(&t.pre_space);
+                    last.push_str(c);
+                    continue;
+                }
+                _ => {}
             }
             if !last.is_empty() {
                 let mut chars = std::mem::take(&mut last);
@@ -401,7 +406,7 @@ impl Walker {
                 nodes.push(Node::Chars(t.pre_space.clone()));
             }
             match t.tok {
-                Tok::Char(_) => {}
+                Tok::Char(_) | Tok::Ch(_) => {}
                 Tok::Close(c) => {
                     if Some(c) == stop_brace {
                         return Ok((nodes, pos));

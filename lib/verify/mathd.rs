@@ -18,7 +18,8 @@ pub fn normalize_answer(answer: &str) -> String {
     // so `$` can only match at the very end.
     let text = TEXT.get_or_init(|| Regex::new(r"\A\\text\{(.+?)\}\z").expect("static regex"));
     let mut answer = pystr::strip(answer).to_string();
-    if let Some(c) = text.captures(&answer) {
+    let captured = if answer.starts_with("\\text{") { text.captures(&answer) } else { None };
+    if let Some(c) = captured {
         answer = pystr::strip(c.get(1).map_or("", |m| m.as_str())).to_string();
     }
     strip_string(&answer).unwrap_or(answer)
@@ -122,20 +123,21 @@ fn fix_a_slash_b(s: String) -> String {
 
 /// `_strip_string`; `None` where the Python raises.
 pub fn strip_string(s: &str) -> Option<String> {
-    let mut s = s.replace('\n', "");
-    s = s.replace("\\!", "");
-    s = s.replace("\\\\", "\\");
-    s = s.replace("tfrac", "frac");
-    s = s.replace("dfrac", "frac");
-    s = s.replace("\\left", "");
-    s = s.replace("\\right", "");
-    s = s.replace("^{\\circ}", "");
-    s = s.replace("^\\circ", "");
-    s = s.replace("\\$", "");
+    let mut s = s.to_string();
+    pystr::replace_in(&mut s, "\n", "");
+    pystr::replace_in(&mut s, "\\!", "");
+    pystr::replace_in(&mut s, "\\\\", "\\");
+    pystr::replace_in(&mut s, "tfrac", "frac");
+    pystr::replace_in(&mut s, "dfrac", "frac");
+    pystr::replace_in(&mut s, "\\left", "");
+    pystr::replace_in(&mut s, "\\right", "");
+    pystr::replace_in(&mut s, "^{\\circ}", "");
+    pystr::replace_in(&mut s, "^\\circ", "");
+    pystr::replace_in(&mut s, "\\$", "");
     s = remove_right_units(s)?;
-    s = s.replace("\\%", "");
-    s = s.replace(" .", " 0.");
-    s = s.replace("{.", "{0.");
+    pystr::replace_in(&mut s, "\\%", "");
+    pystr::replace_in(&mut s, " .", " 0.");
+    pystr::replace_in(&mut s, "{.", "{0.");
     if s.is_empty() {
         return Some(s);
     }
@@ -149,7 +151,7 @@ pub fn strip_string(s: &str) -> Option<String> {
         }
     }
     s = fix_sqrt(s)?;
-    s = s.replace(' ', "");
+    pystr::replace_in(&mut s, " ", "");
     s = fix_fracs(s)?;
     if s == "0.5" {
         s = "\\frac{1}{2}".to_string();

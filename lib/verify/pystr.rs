@@ -4,6 +4,15 @@
 //! Known gap: Python's `float()` also accepts non-ASCII decimal digits
 //! (e.g. Arabic-Indic); these are rejected here.
 
+/// `s = s.replace(from, to)`, skipping the work when `from` cannot occur (most
+/// answers have no backslash; `str::replace` always allocates).
+pub fn replace_in(s: &mut String, from: &str, to: &str) {
+    let Some(first) = from.chars().next() else { return };
+    if s.contains(first) && s.contains(from) {
+        *s = s.replace(from, to);
+    }
+}
+
 /// Python's `str.isspace()` for one character.
 pub fn is_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)

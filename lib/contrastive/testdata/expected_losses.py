@@ -98,7 +98,7 @@ def losses(loss, level, masked_label, sim="cosine", skip_trivial=True, h=H, corr
 
 
 def rs(v):
-    return "[" + ", ".join(f"{x:.17e}" for x in v) + "]"
+    return "[" + ", ".join(repr(float(x)) for x in v) + "]"  # shortest round-trip digits
 
 
 if __name__ == "__main__":
@@ -111,7 +111,7 @@ if __name__ == "__main__":
                 L, pos, head, a = losses(loss, level, m)
                 print(f"    Case {{ loss: LossKind::{names[loss]}, level: Level::{lv[level]}, masked: MaskedLabel::{ml[m]},")
                 print(f"        loss_i: {rs(L)},")
-                print(f"        positive: {pos}, head: {head:.17e} }},")
+                print(f"        positive: {pos}, anchor: {[bool(x) for x in a]}, head: {float(head)!r} }},".replace("True", "true").replace("False", "false"))
     print("// other similarities and skip_trivial off")
     for loss in names:
         for level in lv:
@@ -119,4 +119,4 @@ if __name__ == "__main__":
                 L, pos, head, a = losses(loss, level, -1, sim=sim, skip_trivial=skip)
                 print(f"    Case2 {{ loss: LossKind::{names[loss]}, level: Level::{lv[level]}, sim: \"{sim}\", skip: {str(skip).lower()},")
                 print(f"        loss_i: {rs(L)},")
-                print(f"        positive: {pos}, head: {head:.17e} }},")
+                print(f"        positive: {pos}, anchor: {[bool(x) for x in a]}, head: {float(head)!r} }},".replace("True", "true").replace("False", "false"))

@@ -1,0 +1,283 @@
+//! clipo-update: one policy update from trajectories, rewards and (optionally) contrastive
+//! rewards (REFERENCE.md §6), or a supervised warm start on reference solutions
+//! (`--objective sft`). Writes a new Hugging Face model directory with the optimizer state, the
+//! audit table advantages.parquet and the step's metrics (also printed as one JSON line).
+//!
+//! Example: `clipo-update --policy step-2/policy --ref init --trajectories t.parquet
+//!   --rewards r.parquet --embeddings e.parquet --step 3 --out step-3/policy`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, ensure, Context};
+use clap::{Parser, ValueEnum};
+use clipo::model::hf::SaveDtype;
+use clipo::optim::AdamWConfig;
+use clipo::rl::{Aggregation, AdvantageEstimator, KlEstimator, PolicyLoss, PolicyLossConfig};
+use clipo::stages::update::{run, run_sft, OldLogprobs, Overlong, SftConfig, UpdateConfig};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Objective {
+    /// GRPO-family policy gradient on trajectories and rewards.
+    Rl,
+    /// Next-token cross-entropy on the prompts' reference solutions (warm start).
+    Sft,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Dtype {
+    F32,
+    Bf16,
+}
+
+/// Update a policy: trajectories + rewards [+ embeddings] -> a new model directory.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// The policy to update (a Hugging Face directory; its optimizer.safetensors, when present,
+    /// continues the optimizer).
+    #[arg(long)]
+    policy: PathBuf,
+    /// Output directory (staged and renamed into place; an unchanged re-run is a no-op).
+    #[arg(long)]
+    out: PathBuf,
+    /// rl (default) or sft.
+    #[arg(long, value_enum, default_value = "rl")]
+    objective: Objective,
+    /// The frozen reference policy for the KL penalty (usually the initial policy).
+    #[arg(long = "ref")]
+    reference: Option<PathBuf>,
+    /// Trajectories table (clipo-rollout).
+    #[arg(long, required_if_eq("objective", "rl"))]
+    trajectories: Option<PathBuf>,
+    /// Rewards table (clipo-verify).
+    #[arg(long, required_if_eq("objective", "rl"))]
+    rewards: Option<PathBuf>,
+    /// Embeddings table (clipo-embed); its contrastive_reward is added to the score. Without
+    /// it this is plain RLVR.
+    #[arg(long)]
+    embeddings: Option<PathBuf>,
+    /// RL step (recorded; compared with --actor-warmup).
+    #[arg(long, default_value_t = 0)]
+    step: u64,
+    /// Advantage estimator: grpo (group mean and unbiased std, eps 1e-6), grpo-no-std
+    /// (Dr.GRPO), rloo.
+    #[arg(long, default_value = "grpo")]
+    adv: AdvantageEstimator,
+    /// Same as --adv grpo-no-std.
+    #[arg(long)]
+    no_std: bool,
+    /// Policy loss: ppo (token-level clip), gspo (sequence ratio), gmpo (geometric mean).
+    #[arg(long, default_value = "ppo")]
+    loss: PolicyLoss,
+    /// eps_low of the clip (0.2; GMPO's log-space default is 0.4).
+    #[arg(long)]
+    clip_low: Option<f64>,
+    /// eps_high of the clip (0.2; DAPO's clip-higher uses 0.28; GMPO 0.4).
+    #[arg(long)]
+    clip_high: Option<f64>,
+    /// Dual-clip bound c for negative advantages (3.0).
+    #[arg(long, default_value_t = 3.0)]
+    dual_clip: f64,
+    /// Turn the dual clip off.
+    #[arg(long)]
+    no_dual_clip: bool,
+    /// Loss aggregation: token-mean, seq-mean-token-sum, seq-mean-token-mean,
+    /// seq-mean-token-sum-norm (GSPO defaults to seq-mean-token-mean, as in verl).
+    #[arg(long)]
+    agg: Option<Aggregation>,
+    /// KL estimator to the reference: k1, k2, low_var_kl (k3, default) or off.
+    #[arg(long, default_value = "low_var_kl")]
+    kl: String,
+    /// KL coefficient beta (0.001).
+    #[arg(long, default_value_t = 0.001)]
+    kl_coef: f64,
+    /// Put the KL in the reward (R -= beta * sum_t KL) instead of the loss.
+    #[arg(long)]
+    kl_in_reward: bool,
+    /// DAPO dynamic sampling: drop groups whose rewards are all equal (count reported).
+    #[arg(long)]
+    dynamic_sampling: bool,
+    /// DAPO: leave truncated responses (finish_reason = length) out of the loss.
+    #[arg(long)]
+    mask_truncated: bool,
+    /// DAPO soft overlong penalty: buffer length in tokens (off unless given).
+    #[arg(long)]
+    overlong_buffer: Option<usize>,
+    /// DAPO soft overlong penalty factor (1.0).
+    #[arg(long, default_value_t = 1.0)]
+    overlong_factor: f64,
+    /// Response-length budget (default: the rollout's --max-new-tokens from its metadata).
+    #[arg(long)]
+    max_response_len: Option<usize>,
+    /// Entropy bonus coefficient (0; only 0 is supported for now).
+    #[arg(long, default_value_t = 0.0)]
+    entropy_coef: f64,
+    /// AdamW learning rate (1e-6 for RL as in the paper; ~2e-3 for a tiny model's SFT).
+    #[arg(long, default_value_t = 1e-6)]
+    lr: f64,
+    /// AdamW weight decay (0.01).
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Gradient-norm clip (1.0); 0 turns clipping off.
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Optimiser steps per RL step: the batch is split into this many mini-batches of whole
+    /// groups (the GSM8K track takes 2).
+    #[arg(long, default_value_t = 1)]
+    mini_batches: usize,
+    /// Sequences per forward/backward pass (memory); the result does not depend on it.
+    #[arg(long, default_value_t = 8)]
+    micro_batch: usize,
+    /// Passes over the batch.
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// Skip the policy update while --step < W (the reference trains only the head for the
+    /// first W - 1 steps); the policy is copied through unchanged.
+    #[arg(long, default_value_t = 0)]
+    actor_warmup: u64,
+    /// Old log-probs for the ratio: recompute (verl, default) or rollout (the sampler's).
+    #[arg(long, default_value = "recompute")]
+    old_logprobs: String,
+    /// Train on trajectories sampled by another policy than --policy.
+    #[arg(long)]
+    allow_off_policy: bool,
+    /// Temperature of the log-probs (default: the rollout's, from its metadata).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// SFT: prompts with reference solutions (extra_info.answer).
+    #[arg(long, required_if_eq("objective", "sft"))]
+    prompts: Option<PathBuf>,
+    /// SFT: optimiser steps.
+    #[arg(long, default_value_t = 100)]
+    steps: usize,
+    /// SFT: examples per step.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// SFT: seed of the example order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Weights dtype of the saved model.
+    #[arg(long, value_enum, default_value = "f32")]
+    save_dtype: Dtype,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Recompute even when the output is up to date.
+    #[arg(long)]
+    force: bool,
+}
+
+fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
+    ensure!(a.policy.is_dir(), "--policy {}: no such directory", a.policy.display());
+    ensure!(a.lr > 0.0 && a.lr.is_finite(), "--lr must be > 0");
+    ensure!(a.micro_batch >= 1 && a.mini_batches >= 1 && a.epochs >= 1, "--micro-batch, --mini-batches and --epochs must be at least 1");
+    ensure!(a.entropy_coef == 0.0, "--entropy-coef other than 0 is not supported yet (the entropy has no gradient path)");
+    let optim = AdamWConfig::new(a.lr, a.weight_decay);
+    let max_grad_norm = (a.max_grad_norm > 0.0).then_some(a.max_grad_norm);
+    let save_dtype = match a.save_dtype {
+        Dtype::F32 => SaveDtype::F32,
+        Dtype::Bf16 => SaveDtype::Bf16,
+    };
+    if let Objective::Sft = a.objective {
+        let prompts = a.prompts.context("--prompts is required with --objective sft")?;
+        ensure!(a.steps >= 1 && a.batch_size >= 1, "--steps and --batch-size must be at least 1");
+        return Ok(Err(SftConfig {
+            policy: a.policy,
+            prompts,
+            out: a.out,
+            steps: a.steps,
+            batch_size: a.batch_size,
+            micro_batch: a.micro_batch,
+            optim,
+            max_grad_norm,
+            seed: a.seed,
+            device: a.device,
+            save_dtype,
+        }));
+    }
+    let kl = match a.kl.as_str() {
+        "off" | "none" => None,
+        s => Some(s.parse::<KlEstimator>().map_err(anyhow::Error::msg)?),
+    };
+    ensure!(kl.is_none() || a.reference.is_some(), "--kl {} needs --ref (or pass --kl off)", a.kl);
+    let gmpo = matches!(a.loss, PolicyLoss::Gmpo);
+    let loss = PolicyLossConfig {
+        loss: a.loss,
+        clip_low: a.clip_low.unwrap_or(if gmpo { 0.4 } else { 0.2 }),
+        clip_high: a.clip_high.unwrap_or(if gmpo { 0.4 } else { 0.2 }),
+        dual_clip: (!a.no_dual_clip).then_some(a.dual_clip),
+        agg: a.agg.unwrap_or(if matches!(a.loss, PolicyLoss::Gspo) { Aggregation::SeqMeanTokenMean } else { Aggregation::TokenMean }),
+    };
+    ensure!(loss.dual_clip.is_none_or(|c| c > 1.0), "--dual-clip must be > 1");
+    let old_logprobs = match a.old_logprobs.as_str() {
+        "recompute" => OldLogprobs::Recompute,
+        "rollout" => OldLogprobs::Rollout,
+        s => bail!("--old-logprobs {s}: expected recompute or rollout"),
+    };
+    let estimator = if a.no_std { AdvantageEstimator::GrpoNoStd } else { a.adv };
+    Ok(Ok(UpdateConfig {
+        policy: a.policy,
+        reference: a.reference,
+        trajectories: a.trajectories.context("--trajectories is required")?,
+        rewards: a.rewards.context("--rewards is required")?,
+        embeddings: a.embeddings,
+        step: a.step,
+        out: a.out,
+        estimator,
+        loss,
+        kl,
+        kl_coef: a.kl_coef,
+        kl_in_reward: a.kl_in_reward,
+        dynamic_sampling: a.dynamic_sampling,
+        mask_truncated: a.mask_truncated,
+        overlong: a.overlong_buffer.map(|buffer| Overlong { buffer, factor: a.overlong_factor }),
+        max_response_len: a.max_response_len,
+        optim,
+        max_grad_norm,
+        mini_batches: a.mini_batches,
+        micro_batch: a.micro_batch,
+        epochs: a.epochs,
+        actor_warmup: a.actor_warmup,
+        old_logprobs,
+        allow_off_policy: a.allow_off_policy,
+        temperature: a.temperature,
+        device: a.device,
+        save_dtype,
+        force: a.force,
+    }))
+}
+
+fn main() -> ExitCode {
+    let result = checked(Args::parse()).and_then(|cfg| match cfg {
+        Ok(cfg) => {
+            let out = run(&cfg).with_context(|| format!("clipo-update {}", cfg.out.display()))?;
+            if out.up_to_date {
+                eprintln!("clipo-update: {} is up to date, nothing written", cfg.out.display());
+            } else {
+                if let Some(note) = &out.note {
+                    eprintln!("clipo-update: {note}");
+                }
+                println!("{}", serde_json::Value::Object(out.metrics));
+            }
+            Ok(())
+        }
+        Err(cfg) => {
+            let mut log = |step: usize, loss: f64| {
+                if step % 10 == 0 || step + 1 == cfg.steps {
+                    eprintln!("clipo-update sft: step {step:>5} loss {loss:.4}");
+                }
+            };
+            let loss = run_sft(&cfg, &mut log).with_context(|| format!("clipo-update --objective sft {}", cfg.out.display()))?;
+            eprintln!("clipo-update sft: {} steps, final loss {loss:.4}, wrote {}", cfg.steps, cfg.out.display());
+            Ok(())
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

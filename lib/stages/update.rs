@@ -1,0 +1,634 @@
+//! clipo-update: one policy update (REFERENCE.md §6), and the supervised warm start.
+//!
+//! RL: joins trajectories, rewards and (optionally) embeddings on (prompt_id, sample_idx);
+//! total reward R = score + contrastive_reward (+ DAPO's soft overlong penalty, - beta * KL when
+//! the KL goes in the reward); advantages per prompt group ([`crate::rl::advantages`]); then for
+//! each epoch and mini-batch, micro-batches of sequences are scored with gradients, the policy
+//! loss (+ KL coefficient x KL, aggregated like the loss) is back-propagated, gradients are
+//! summed over micro-batches (the normalisers are the mini-batch's, so the sum is the
+//! mini-batch's gradient), clipped to norm 1.0 and applied with AdamW.
+//!
+//! The old log-probs (the ratio's denominator) are recomputed with the policy's weights before
+//! the first step, as verl does (`--old-logprobs recompute`, default); `--old-logprobs rollout`
+//! takes the sampler's instead (they differ by top-p/top-k truncation only in how the sampler
+//! recorded them, and by floating-point noise).
+//!
+//! The output is a directory: a Hugging Face model (transformers loads it unchanged), the
+//! optimizer state (`optimizer.safetensors`), `clipo_state.json` (step, config, input hashes),
+//! the audit table `advantages.parquet` and `metrics.json`. It is staged under `<out>.staging`
+//! and renamed into place when complete.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt32Array};
+use candle_core::{DType, Tensor};
+
+use crate::error::{Error, Result};
+use crate::model::hf::{save_hf_dir, SaveDtype};
+use crate::model::score::Sequence;
+use crate::optim::{collect_grads, AdamWConfig, Grads, Optimizer};
+use crate::policy::{parse_device, policy_hash, policy_id, Policy};
+use crate::prompts::read_prompts;
+use crate::rl::{advantages, aggregate, kl_penalty, policy_loss, AdvantageEstimator, KlEstimator, Norm, PgStats, PolicyLossConfig};
+use crate::schema::{advantages as adv_schema, embeddings as emb, meta, rewards as rw, trajectories as tr};
+use crate::table::{file_sha256, read_table, Provenance, Table, TableWriter};
+
+const STAGE: &str = "clipo-update";
+pub const STATE_FILE: &str = "clipo_state.json";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const ADVANTAGES_FILE: &str = "advantages.parquet";
+pub const METRICS_FILE: &str = "metrics.json";
+
+/// Where the ratio's denominator comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OldLogprobs {
+    /// Recomputed by a no-grad pass with the policy's weights before the update (verl).
+    Recompute,
+    /// The sampler's log-probs as stored in the trajectories.
+    Rollout,
+}
+
+/// DAPO's soft overlong punishment: 0 up to `max_len - buffer`, then falling linearly to
+/// `-factor` at `max_len`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Overlong {
+    pub buffer: usize,
+    pub factor: f64,
+}
+
+/// The checked configuration of a policy update.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpdateConfig {
+    pub policy: PathBuf,
+    /// The frozen reference (None: no KL at all).
+    pub reference: Option<PathBuf>,
+    pub trajectories: PathBuf,
+    pub rewards: PathBuf,
+    pub embeddings: Option<PathBuf>,
+    pub step: u64,
+    pub out: PathBuf,
+    pub estimator: AdvantageEstimator,
+    pub loss: PolicyLossConfig,
+    /// KL estimator; None turns the KL off.
+    pub kl: Option<KlEstimator>,
+    pub kl_coef: f64,
+    pub kl_in_reward: bool,
+    pub dynamic_sampling: bool,
+    pub mask_truncated: bool,
+    pub overlong: Option<Overlong>,
+    /// The response-length budget (overlong shaping, seq-mean-token-sum-norm); None: from the
+    /// trajectories' metadata (`max_new_tokens`), else the longest response.
+    pub max_response_len: Option<usize>,
+    pub optim: AdamWConfig,
+    pub max_grad_norm: Option<f64>,
+    pub mini_batches: usize,
+    /// Sequences per forward/backward pass.
+    pub micro_batch: usize,
+    pub epochs: usize,
+    pub actor_warmup: u64,
+    pub old_logprobs: OldLogprobs,
+    pub allow_off_policy: bool,
+    /// Sampling temperature the log-probs are computed at; None: from the trajectories.
+    pub temperature: Option<f64>,
+    pub device: String,
+    #[serde(skip)]
+    pub save_dtype: SaveDtype,
+    pub force: bool,
+}
+
+/// One trajectory joined with its rewards.
+struct Row {
+    prompt_id: String,
+    sample_idx: u32,
+    prompt: Vec<u32>,
+    response: Vec<u32>,
+    rollout_logprobs: Vec<f32>,
+    truncated: bool,
+    score: f32,
+    contrastive: f32,
+}
+
+/// Statistics of one sequence at its first update pass, for the audit table.
+#[derive(Debug, Clone, Copy, Default)]
+struct SeqStats {
+    mean_ratio: f32,
+    clipped: f32,
+    kl: f32,
+}
+
+/// What the update did.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateOutcome {
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+    pub updated: bool,
+    pub up_to_date: bool,
+    pub note: Option<String>,
+}
+
+fn join_key(t: &Table, pid: &crate::schema::Column, sidx: &crate::schema::Column) -> Vec<(String, u32)> {
+    let p = t.utf8(pid);
+    let s = t.u32(sidx);
+    (0..t.num_rows()).map(|i| (p.value(i).to_string(), s.value(i))).collect()
+}
+
+/// Index a table's rows by (prompt_id, sample_idx), refusing duplicates.
+fn index_rows(t: &Table, keys: &[(String, u32)]) -> Result<HashMap<(String, u32), usize>> {
+    let mut m = HashMap::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        if m.insert(k.clone(), i).is_some() {
+            return Err(Error::Join { detail: format!("{}: row {i}: duplicate (prompt_id, sample_idx) = ({}, {})", t.path.display(), k.0, k.1) });
+        }
+    }
+    Ok(m)
+}
+
+fn read_joined(cfg: &UpdateConfig) -> Result<(Vec<Row>, Table)> {
+    let traj = read_table(
+        &cfg.trajectories,
+        &[tr::PROMPT_ID, tr::SAMPLE_IDX, tr::PROMPT_TOKEN_IDS, tr::RESPONSE_TOKEN_IDS, tr::RESPONSE_LOGPROBS, tr::FINISH_REASON, tr::POLICY],
+        &[],
+    )?;
+    if traj.num_rows() == 0 {
+        return Err(Error::Empty { path: cfg.trajectories.clone(), detail: "no trajectories: nothing to update on".into() });
+    }
+    let rewards = read_table(&cfg.rewards, &[rw::PROMPT_ID, rw::SAMPLE_IDX, rw::SCORE], &[])?;
+    let embeddings = cfg.embeddings.as_ref().map(|p| read_table(p, &[emb::PROMPT_ID, emb::SAMPLE_IDX, emb::CONTRASTIVE_REWARD], &[])).transpose()?;
+    let keys = join_key(&traj, &tr::PROMPT_ID, &tr::SAMPLE_IDX);
+    index_rows(&traj, &keys)?;
+    let r_keys = join_key(&rewards, &rw::PROMPT_ID, &rw::SAMPLE_IDX);
+    let r_index = index_rows(&rewards, &r_keys)?;
+    let e_index = match &embeddings {
+        Some(e) => {
+            let k = join_key(e, &emb::PROMPT_ID, &emb::SAMPLE_IDX);
+            let idx = index_rows(e, &k)?;
+            if idx.len() != keys.len() {
+                return Err(Error::Join { detail: format!("{} has {} rows, the trajectories {}", e.path.display(), idx.len(), keys.len()) });
+            }
+            Some(idx)
+        }
+        None => None,
+    };
+    if r_index.len() != keys.len() {
+        return Err(Error::Join { detail: format!("{} has {} rows, the trajectories {}", cfg.rewards.display(), r_index.len(), keys.len()) });
+    }
+    let prompt_ids = traj.list(&tr::PROMPT_TOKEN_IDS);
+    let response_ids = traj.list(&tr::RESPONSE_TOKEN_IDS);
+    let logprobs = traj.list(&tr::RESPONSE_LOGPROBS);
+    let finish = traj.utf8(&tr::FINISH_REASON);
+    let score = rewards.f32(&rw::SCORE);
+    let mut rows = Vec::with_capacity(keys.len());
+    for (i, key) in keys.into_iter().enumerate() {
+        let missing = |what: &Path| Error::Join {
+            detail: format!("{}: row {i} ({}, {}) has no row in {}", cfg.trajectories.display(), key.0, key.1, what.display()),
+        };
+        let ri = *r_index.get(&key).ok_or_else(|| missing(&cfg.rewards))?;
+        let contrastive = match (&embeddings, &e_index) {
+            (Some(e), Some(idx)) => {
+                let ei = *idx.get(&key).ok_or_else(|| missing(&e.path))?;
+                e.f32(&emb::CONTRASTIVE_REWARD).value(ei)
+            }
+            _ => 0.0,
+        };
+        let u32s = |a: &arrow::array::ListArray| -> Vec<u32> {
+            a.value(i).as_any().downcast_ref::<UInt32Array>().expect("normalised to u32").values().to_vec()
+        };
+        let response = u32s(response_ids);
+        let lp: Vec<f32> = logprobs.value(i).as_any().downcast_ref::<Float32Array>().expect("normalised to f32").values().to_vec();
+        if lp.len() != response.len() {
+            return Err(Error::bad_value(&cfg.trajectories, i, "response_logprobs", format!("{} log-probs for {} response tokens", lp.len(), response.len())));
+        }
+        rows.push(Row {
+            prompt_id: key.0,
+            sample_idx: key.1,
+            prompt: u32s(prompt_ids),
+            response,
+            rollout_logprobs: lp,
+            truncated: finish.value(i) == "length",
+            score: score.value(ri),
+            contrastive,
+        });
+    }
+    Ok((rows, traj))
+}
+
+/// Map a model error to ours, naming the directory.
+fn model_err(dir: &Path) -> impl Fn(crate::model::Error) -> Error + '_ {
+    move |e| Error::Model { dir: dir.into(), detail: e.to_string() }
+}
+
+/// (B, R) f32 tensor of per-row values, zero-padded to R.
+fn padded(rows: &[&[f32]], r: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let mut v = vec![0f32; rows.len() * r];
+    for (b, row) in rows.iter().enumerate() {
+        v[b * r..b * r + row.len()].copy_from_slice(row);
+    }
+    Ok(Tensor::from_vec(v, (rows.len(), r), device)?)
+}
+
+pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
+    let t_start = Instant::now();
+    let device = parse_device(&cfg.device)?;
+    let (rows, traj) = read_joined(cfg)?;
+    let mut inputs: Vec<&Path> = vec![&cfg.trajectories, &cfg.rewards];
+    if let Some(e) = &cfg.embeddings {
+        inputs.push(e);
+    }
+    let pid = policy_id(&cfg.policy)?;
+    let state_config = serde_json::json!({
+        "config": cfg, "policy": pid,
+    });
+    let prov = Provenance::new(adv_schema::TABLE, STAGE, state_config.clone(), &inputs)?;
+    let state_path = cfg.out.join(STATE_FILE);
+    if !cfg.force && state_path.is_file() {
+        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?).unwrap_or_default();
+        if state.get("fingerprint").and_then(|f| f.as_str()) == Some(prov.fingerprint().as_str()) {
+            return Ok(UpdateOutcome { up_to_date: true, ..Default::default() });
+        }
+    }
+
+    // The trajectories must come from this policy.
+    if !cfg.allow_off_policy {
+        let policies = traj.utf8(&tr::POLICY);
+        if let Some(i) = (0..traj.num_rows()).find(|&i| policy_hash(policies.value(i)) != policy_hash(&pid)) {
+            return Err(Error::Config(format!(
+                "{}: row {i} was sampled by {}, not by --policy {} ({pid}); pass --allow-off-policy to train on it anyway",
+                cfg.trajectories.display(),
+                policies.value(i),
+                cfg.policy.display()
+            )));
+        }
+    }
+    let traj_cfg: serde_json::Value = traj.metadata.get(meta::CONFIG).and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+    let temperature = cfg.temperature.unwrap_or_else(|| {
+        if traj_cfg.get("greedy").and_then(|g| g.as_bool()) == Some(true) {
+            1.0
+        } else {
+            traj_cfg.get("temperature").and_then(|t| t.as_f64()).unwrap_or(1.0)
+        }
+    });
+    let max_len = cfg
+        .max_response_len
+        .or_else(|| traj_cfg.get("max_new_tokens").and_then(|m| m.as_u64()).map(|m| m as usize))
+        .unwrap_or_else(|| rows.iter().map(|r| r.response.len()).max().unwrap_or(1));
+
+    // Rewards and advantages.
+    let mut group_of: HashMap<&str, usize> = HashMap::new();
+    let groups: Vec<usize> = rows.iter().map(|r| { let n = group_of.len(); *group_of.entry(r.prompt_id.as_str()).or_insert(n) }).collect();
+    let n_groups = group_of.len();
+    let mut reward: Vec<f32> = rows
+        .iter()
+        .map(|r| {
+            let mut total = r.score + r.contrastive;
+            if let Some(o) = cfg.overlong {
+                // expected = max_len - buffer; penalty = min(-(len - expected) / buffer * factor, 0)
+                let expected = max_len.saturating_sub(o.buffer) as f64;
+                let over = r.response.len() as f64 - expected;
+                total += (-over / o.buffer.max(1) as f64 * o.factor).min(0.0) as f32;
+            }
+            total
+        })
+        .collect();
+
+    let policy = Policy::load(&cfg.policy, &device)?;
+    let vocab = policy.model.config().vocab_size as u32;
+    for (i, r) in rows.iter().enumerate() {
+        if let Some(t) = r.prompt.iter().chain(&r.response).find(|&&t| t >= vocab) {
+            return Err(Error::bad_value(&cfg.trajectories, i, "response_token_ids", format!("token id {t} is outside the vocabulary ({vocab} tokens)")));
+        }
+    }
+    let seqs: Vec<Sequence> = rows.iter().map(|r| Sequence { prompt: &r.prompt, response: &r.response }).collect();
+    let chunk = cfg.micro_batch.max(1);
+    let t_ref = Instant::now();
+    let ref_lp: Option<Vec<Vec<f32>>> = match (&cfg.reference, cfg.kl) {
+        (Some(dir), Some(_)) => {
+            let reference = crate::model::Model::load(dir, &device, crate::policy::default_dtype(&device)).map_err(model_err(dir))?;
+            let s = reference.response_logprobs_nograd(&seqs, temperature, chunk).map_err(model_err(dir))?;
+            Some((0..rows.len()).map(|b| s.logprobs_row(b)).collect::<std::result::Result<_, _>>().map_err(model_err(dir))?)
+        }
+        _ => None,
+    };
+    let ref_secs = t_ref.elapsed().as_secs_f64();
+    let t_old = Instant::now();
+    let old_lp: Vec<Vec<f32>> = match cfg.old_logprobs {
+        OldLogprobs::Rollout => rows.iter().map(|r| r.rollout_logprobs.clone()).collect(),
+        OldLogprobs::Recompute => {
+            let s = policy.model.response_logprobs_nograd(&seqs, temperature, chunk).map_err(model_err(&cfg.policy))?;
+            (0..rows.len()).map(|b| s.logprobs_row(b)).collect::<std::result::Result<_, _>>().map_err(model_err(&cfg.policy))?
+        }
+    };
+    let old_secs = t_old.elapsed().as_secs_f64();
+    if cfg.kl_in_reward {
+        if let (Some(reflp), Some(est)) = (&ref_lp, cfg.kl) {
+            for (i, r) in reward.iter_mut().enumerate() {
+                let a = Tensor::from_slice(&old_lp[i], (1, old_lp[i].len()), &device)?;
+                let b = Tensor::from_slice(&reflp[i], (1, reflp[i].len()), &device)?;
+                let kl: f32 = kl_penalty(&a, &b, est)?.sum_all()?.to_scalar()?;
+                *r -= (cfg.kl_coef as f32) * kl;
+            }
+        }
+    }
+
+    // Dynamic sampling: groups whose rewards are all equal carry no signal.
+    let mut keep = vec![true; rows.len()];
+    let mut dropped_groups = 0;
+    if cfg.dynamic_sampling {
+        for g in 0..n_groups {
+            let members: Vec<usize> = (0..rows.len()).filter(|&i| groups[i] == g).collect();
+            if members.iter().all(|&i| reward[i] == reward[members[0]]) {
+                dropped_groups += 1;
+                for i in members {
+                    keep[i] = false;
+                }
+            }
+        }
+    }
+    let adv = advantages(&reward, &groups, cfg.estimator);
+
+    let mut stats = vec![SeqStats { mean_ratio: 1.0, ..Default::default() }; rows.len()];
+    let mut metrics = serde_json::Map::new();
+    let mut note = None;
+    let warmup = cfg.step < cfg.actor_warmup;
+    let trainable: Vec<usize> = (0..rows.len()).filter(|&i| keep[i]).collect();
+    let mut optimizer = match policy.dir.join(OPTIMIZER_FILE) {
+        p if p.is_file() => Optimizer::load(&p)?,
+        _ => Optimizer::default(),
+    };
+    let (mut pg_sum, mut kl_sum, mut ent_sum, mut clip_sum, mut clip_lo_sum, mut ppo_kl_sum, mut gnorm_sum, mut n_steps) =
+        (0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0usize);
+    let t_update = Instant::now();
+    let updated = if warmup {
+        note = Some(format!("actor warm-up: step {} < {}, the policy is copied through unchanged", cfg.step, cfg.actor_warmup));
+        false
+    } else if trainable.is_empty() {
+        note = Some("every group was dropped by dynamic sampling (all rewards equal): the policy is copied through unchanged".into());
+        false
+    } else {
+        let vars = policy.model.vars();
+        // Mini-batches are made of whole groups, in group order.
+        let group_list: Vec<usize> = {
+            let mut g: Vec<usize> = trainable.iter().map(|&i| groups[i]).collect();
+            g.dedup();
+            let mut seen = std::collections::HashSet::new();
+            g.retain(|x| seen.insert(*x));
+            g
+        };
+        let per_mini = group_list.len().div_ceil(cfg.mini_batches.max(1));
+        for epoch in 0..cfg.epochs {
+            for mini in group_list.chunks(per_mini.max(1)) {
+                let members: Vec<usize> = trainable.iter().copied().filter(|i| mini.contains(&groups[*i])).collect();
+                let loss_len = |i: usize| if cfg.mask_truncated && rows[i].truncated { 0 } else { rows[i].response.len() };
+                let norm = Norm {
+                    tokens: members.iter().map(|&i| loss_len(i) as f64).sum(),
+                    seqs: members.len() as f64,
+                    norm_len: max_len as f64,
+                };
+                let mut grads = Grads::new();
+                for micro in members.chunks(chunk) {
+                    let mseqs: Vec<Sequence> = micro.iter().map(|&i| seqs[i]).collect();
+                    let scored = policy.model.response_logprobs(&mseqs, temperature).map_err(model_err(&cfg.policy))?;
+                    let (b, r) = scored.logprobs.dims2()?;
+                    let logp = scored.logprobs.to_dtype(DType::F32)?;
+                    let old = padded(&micro.iter().map(|&i| old_lp[i].as_slice()).collect::<Vec<_>>(), r, &device)?;
+                    let a = Tensor::from_vec(micro.iter().map(|&i| adv[i]).collect::<Vec<f32>>(), b, &device)?;
+                    let lmask: Vec<f32> = micro.iter().flat_map(|&i| (0..r).map(move |t| if t < loss_len(i) { 1.0 } else { 0.0 })).collect();
+                    let lmask = Tensor::from_vec(lmask, (b, r), &device)?;
+                    let (pg, st): (Tensor, PgStats) = policy_loss(&logp, &old, &a, &lmask, &cfg.loss, &norm)?;
+                    let mut total = pg.clone();
+                    let mut kl_tok = None;
+                    if let (Some(reflp), Some(est), false) = (&ref_lp, cfg.kl, cfg.kl_in_reward) {
+                        let rl = padded(&micro.iter().map(|&i| reflp[i].as_slice()).collect::<Vec<_>>(), r, &device)?;
+                        let kl = kl_penalty(&logp, &rl, est)?;
+                        let kl_loss = aggregate(&kl, &lmask, cfg.loss.agg, &norm)?;
+                        kl_sum += f64::from(kl_loss.to_scalar::<f32>()?);
+                        total = (total + (kl_loss * cfg.kl_coef)?)?;
+                        kl_tok = Some(kl.detach().to_vec2::<f32>()?);
+                    }
+                    let value = total.to_scalar::<f32>()?;
+                    if !value.is_finite() {
+                        return Err(Error::Other(format!("the loss is {value} at step {} (epoch {epoch}): refusing to update", cfg.step)));
+                    }
+                    pg_sum += f64::from(pg.to_scalar::<f32>()?);
+                    let weight = micro.iter().map(|&i| loss_len(i) as f64).sum::<f64>() / norm.tokens.max(1.0);
+                    clip_sum += f64::from(st.clipfrac) * weight;
+                    clip_lo_sum += f64::from(st.clipfrac_lower) * weight;
+                    ppo_kl_sum += f64::from(st.ppo_kl) * weight;
+                    ent_sum += aggregate(&scored.entropy, &lmask, crate::rl::Aggregation::TokenMean, &norm)?.to_scalar::<f32>()? as f64;
+                    let store = total.backward()?;
+                    collect_grads(&vars, &store, &mut grads)?;
+                    if epoch == 0 {
+                        // Per-sequence audit figures at the first pass (before this mini-batch's step).
+                        let lp = logp.detach().to_vec2::<f32>()?;
+                        for (bi, &i) in micro.iter().enumerate() {
+                            let n = rows[i].response.len().max(1);
+                            let (mut ratio, mut clipped, mut kl) = (0f64, 0f64, 0f64);
+                            for t in 0..rows[i].response.len() {
+                                let rho = f64::from((lp[bi][t] - old_lp[i][t]).clamp(-20.0, 20.0)).exp();
+                                ratio += rho;
+                                let (lo, hi) = (1.0 - cfg.loss.clip_low, 1.0 + cfg.loss.clip_high);
+                                let a = f64::from(adv[i]);
+                                clipped += f64::from(u8::from(-a * rho.clamp(lo, hi) > -a * rho));
+                                kl += kl_tok.as_ref().map_or(0.0, |k| f64::from(k[bi][t]));
+                            }
+                            stats[i] = SeqStats { mean_ratio: (ratio / n as f64) as f32, clipped: (clipped / n as f64) as f32, kl: (kl / n as f64) as f32 };
+                        }
+                    }
+                }
+                let step = optimizer.step(&vars, &grads, cfg.max_grad_norm, &cfg.optim)?;
+                gnorm_sum += step.grad_norm;
+                n_steps += 1;
+            }
+        }
+        true
+    };
+    let update_secs = t_update.elapsed().as_secs_f64();
+
+    // Stage the output directory, then rename it into place.
+    let staging = {
+        let mut n = cfg.out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        n.push(".staging");
+        cfg.out.with_file_name(n)
+    };
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    }
+    if updated {
+        let tensors: Vec<(String, Tensor)> = policy.model.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+        save_hf_dir(&staging, &cfg.policy, &tensors, cfg.save_dtype).map_err(|e| Error::Model { dir: staging.clone(), detail: e.to_string() })?;
+        let shapes: HashMap<String, Vec<usize>> = tensors.iter().map(|(n, t)| (n.clone(), t.dims().to_vec())).collect();
+        optimizer.save(&staging.join(OPTIMIZER_FILE), &shapes)?;
+    } else {
+        copy_model_dir(&cfg.policy, &staging)?;
+    }
+
+    // The audit table.
+    let col_f32 = |f: &dyn Fn(usize) -> f32| -> ArrayRef { Arc::new((0..rows.len()).map(f).collect::<Float32Array>()) };
+    let batch = RecordBatch::try_new(
+        adv_schema::schema(),
+        vec![
+            Arc::new(rows.iter().map(|r| Some(r.prompt_id.as_str())).collect::<StringArray>()),
+            Arc::new(rows.iter().map(|r| r.sample_idx).collect::<UInt32Array>()),
+            col_f32(&|i| rows[i].score),
+            col_f32(&|i| rows[i].contrastive),
+            col_f32(&|i| reward[i]),
+            col_f32(&|i| if keep[i] { adv[i] } else { 0.0 }),
+            Arc::new(rows.iter().map(|r| r.response.len() as u32).collect::<UInt32Array>()),
+            col_f32(&|i| stats[i].mean_ratio),
+            col_f32(&|i| stats[i].clipped),
+            col_f32(&|i| stats[i].kl),
+        ],
+    )
+    .map_err(|e| Error::Other(format!("building the advantages table: {e}")))?;
+    let mut w = TableWriter::create(&staging.join(ADVANTAGES_FILE), adv_schema::schema(), &prov)?;
+    w.write(&batch)?;
+    w.finish()?;
+
+    // Metrics with verl's names.
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let f = |v: f64| serde_json::json!(v);
+    let lens: Vec<f64> = rows.iter().map(|r| r.response.len() as f64).collect();
+    let advs: Vec<f64> = (0..rows.len()).filter(|&i| keep[i]).map(|i| f64::from(adv[i])).collect();
+    let passes = (n_steps.max(1)) as f64;
+    metrics.insert("step".into(), serde_json::json!(cfg.step));
+    metrics.insert("actor/pg_loss".into(), f(pg_sum / passes));
+    metrics.insert("actor/pg_clipfrac".into(), f(clip_sum / passes));
+    metrics.insert("actor/pg_clipfrac_lower".into(), f(clip_lo_sum / passes));
+    metrics.insert("actor/ppo_kl".into(), f(ppo_kl_sum / passes));
+    metrics.insert("actor/kl_loss".into(), f(kl_sum / passes));
+    metrics.insert("actor/entropy".into(), f(ent_sum / passes));
+    metrics.insert("actor/grad_norm".into(), f(gnorm_sum / passes));
+    metrics.insert("actor/lr".into(), f(cfg.optim.lr));
+    metrics.insert("actor/updated".into(), serde_json::json!(updated));
+    metrics.insert("critic/score/mean".into(), f(mean(&rows.iter().map(|r| f64::from(r.score)).collect::<Vec<_>>())));
+    metrics.insert("critic/contrastive_reward/mean".into(), f(mean(&rows.iter().map(|r| f64::from(r.contrastive)).collect::<Vec<_>>())));
+    metrics.insert("critic/rewards/mean".into(), f(mean(&reward.iter().map(|&r| f64::from(r)).collect::<Vec<_>>())));
+    metrics.insert("critic/advantages/mean".into(), f(mean(&advs)));
+    metrics.insert("critic/advantages/max".into(), f(advs.iter().copied().fold(f64::NEG_INFINITY, f64::max).max(if advs.is_empty() { 0.0 } else { f64::NEG_INFINITY })));
+    metrics.insert("critic/advantages/min".into(), f(advs.iter().copied().fold(f64::INFINITY, f64::min).min(if advs.is_empty() { 0.0 } else { f64::INFINITY })));
+    metrics.insert("response_length/mean".into(), f(mean(&lens)));
+    metrics.insert("response_length/max".into(), f(lens.iter().copied().fold(0.0, f64::max)));
+    metrics.insert("response_length/min".into(), f(lens.iter().copied().fold(f64::INFINITY, f64::min)));
+    metrics.insert("response_length/clip_ratio".into(), f(rows.iter().filter(|r| r.truncated).count() as f64 / rows.len() as f64));
+    metrics.insert("dynamic_sampling/dropped_groups".into(), serde_json::json!(dropped_groups));
+    metrics.insert("timing_s/ref".into(), f(ref_secs));
+    metrics.insert("timing_s/old_log_prob".into(), f(old_secs));
+    metrics.insert("timing_s/update_actor".into(), f(update_secs));
+    metrics.insert("timing_s/step".into(), f(t_start.elapsed().as_secs_f64()));
+    let metrics_path = staging.join(METRICS_FILE);
+    std::fs::write(&metrics_path, serde_json::Value::Object(metrics.clone()).to_string() + "\n").map_err(|e| Error::io(&metrics_path, e))?;
+
+    let state = serde_json::json!({
+        "step": cfg.step,
+        "stage": STAGE,
+        "version": env!("CARGO_PKG_VERSION"),
+        "updated": updated,
+        "optimizer_step": optimizer.step,
+        "policy_in": pid,
+        "config": state_config,
+        "inputs": prov.inputs.iter().map(|(p, s)| serde_json::json!({"path": p, "sha256": s})).collect::<Vec<_>>(),
+        "fingerprint": prov.fingerprint(),
+    });
+    let sp = staging.join(STATE_FILE);
+    std::fs::write(&sp, serde_json::to_string_pretty(&state).expect("json") + "\n").map_err(|e| Error::io(&sp, e))?;
+    if cfg.out.exists() {
+        std::fs::remove_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    }
+    std::fs::rename(&staging, &cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    Ok(UpdateOutcome { metrics, updated, up_to_date: false, note })
+}
+
+/// Copy a model directory's files (not its clipo stage outputs) to `out`.
+fn copy_model_dir(src: &Path, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    for entry in std::fs::read_dir(src).map_err(|e| Error::io(src, e))? {
+        let entry = entry.map_err(|e| Error::io(src, e))?;
+        let name = entry.file_name();
+        let skip = [STATE_FILE, ADVANTAGES_FILE, METRICS_FILE].iter().any(|s| name == *s);
+        if entry.path().is_file() && !skip {
+            std::fs::copy(entry.path(), out.join(&name)).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Supervised warm start
+
+/// `clipo-update --objective sft`: next-token cross-entropy on reference solutions.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SftConfig {
+    pub policy: PathBuf,
+    /// Prompts with solutions (`extra_info.answer`).
+    pub prompts: PathBuf,
+    pub out: PathBuf,
+    pub steps: usize,
+    /// Examples per optimiser step.
+    pub batch_size: usize,
+    pub micro_batch: usize,
+    pub optim: AdamWConfig,
+    pub max_grad_norm: Option<f64>,
+    pub seed: u64,
+    pub device: String,
+    #[serde(skip)]
+    pub save_dtype: SaveDtype,
+}
+
+/// Trains on (rendered prompt, solution + stop token) pairs, the loss being the token mean of
+/// -log p over solution tokens. Prints one line every `log_every` steps through `log`.
+pub fn run_sft(cfg: &SftConfig, log: &mut dyn FnMut(usize, f64)) -> Result<f64> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let device = parse_device(&cfg.device)?;
+    let prompts = read_prompts(&cfg.prompts)?;
+    let policy = Policy::load(&cfg.policy, &device)?;
+    let stop = *policy.stop_tokens.first().ok_or_else(|| Error::Model { dir: cfg.policy.clone(), detail: "no stop token".into() })?;
+    let mut examples: Vec<(Vec<u32>, Vec<u32>)> = Vec::with_capacity(prompts.len());
+    for (i, p) in prompts.iter().enumerate() {
+        let sol = p.solution.as_deref().ok_or_else(|| Error::bad_value(&cfg.prompts, i, "extra_info.answer", "no reference solution for supervised training"))?;
+        let text = policy.render(&p.messages)?;
+        let mut response = policy.encode(sol)?;
+        response.push(stop);
+        examples.push((policy.encode(&text)?, response));
+    }
+    let vars = policy.model.vars();
+    let mut optimizer = Optimizer::default();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(crate::seed::derive_seed("sft-shuffle", cfg.seed, 0, "", 0));
+    let mut order: Vec<usize> = Vec::new();
+    let mut last = f64::NAN;
+    for step in 0..cfg.steps {
+        let mut batch = Vec::with_capacity(cfg.batch_size);
+        while batch.len() < cfg.batch_size {
+            if order.is_empty() {
+                order = (0..examples.len()).collect();
+                order.shuffle(&mut rng);
+            }
+            batch.push(order.pop().expect("refilled"));
+        }
+        let tokens: f64 = batch.iter().map(|&i| examples[i].1.len() as f64).sum();
+        let mut grads = Grads::new();
+        let mut loss_sum = 0f64;
+        for micro in batch.chunks(cfg.micro_batch.max(1)) {
+            let seqs: Vec<Sequence> = micro.iter().map(|&i| Sequence { prompt: &examples[i].0, response: &examples[i].1 }).collect();
+            let s = policy.model.response_logprobs(&seqs, 1.0).map_err(model_err(&cfg.policy))?;
+            let loss = (s.logprobs.to_dtype(DType::F32)?.sum_all()?.neg()? / tokens)?;
+            loss_sum += f64::from(loss.to_scalar::<f32>()?);
+            collect_grads(&vars, &loss.backward()?, &mut grads)?;
+        }
+        if !loss_sum.is_finite() {
+            return Err(Error::Other(format!("the SFT loss is {loss_sum} at step {step}: refusing to continue")));
+        }
+        optimizer.step(&vars, &grads, cfg.max_grad_norm, &cfg.optim)?;
+        last = loss_sum;
+        log(step, loss_sum);
+    }
+    let tensors: Vec<(String, Tensor)> = vars.into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+    save_hf_dir(&cfg.out, &cfg.policy, &tensors, cfg.save_dtype).map_err(|e| Error::Model { dir: cfg.out.clone(), detail: e.to_string() })?;
+    let sp = cfg.out.join(STATE_FILE);
+    let state = serde_json::json!({ "stage": STAGE, "objective": "sft", "config": cfg, "final_loss": last,
+        "inputs": [{"path": cfg.prompts.display().to_string(), "sha256": file_sha256(&cfg.prompts)?}] });
+    std::fs::write(&sp, serde_json::to_string_pretty(&state).expect("json") + "\n").map_err(|e| Error::io(&sp, e))?;
+    Ok(last)
+}

@@ -1,0 +1,239 @@
+//! Parity with Hugging Face transformers on tiny random checkpoints
+//! (fixtures written by scripts/make_parity_fixtures.py): logits and final-norm hidden states,
+//! unbatched and batched with left padding, through both forward paths; greedy generations.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, D};
+use clipo::model::{Model, Sequence};
+
+const FIXTURES: [&str; 3] = ["tiny-llama", "tiny-llama-bias", "tiny-qwen2"];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(file!())
+        .parent()
+        .unwrap()
+        .join("fixtures")
+        .join(name)
+}
+
+fn load(name: &str) -> (Model, HashMap<String, Tensor>) {
+    let dir = fixture(name);
+    let model = Model::load(&dir, &Device::Cpu, DType::F32).unwrap();
+    let exp =
+        candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    (model, exp)
+}
+
+fn ids(t: &Tensor) -> Vec<u32> {
+    t.to_dtype(DType::U32).unwrap().to_vec1().unwrap()
+}
+
+/// max |a - b| over the entries where `mask` (broadcastable) is 1.
+fn max_diff(a: &Tensor, b: &Tensor, mask: Option<&Tensor>) -> f32 {
+    let d = (a - b).unwrap().abs().unwrap();
+    let d = match mask {
+        Some(m) => d.broadcast_mul(m).unwrap(),
+        None => d,
+    };
+    d.flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn unbatched_logits_and_hidden_match_transformers() {
+    for name in FIXTURES {
+        let (m, exp) = load(name);
+        let (mut worst_h, mut worst_l) = (0f32, 0f32);
+        for i in 0..4 {
+            let p = &exp[&format!("prompt_{i}")];
+            let x = p.to_dtype(DType::U32).unwrap().unsqueeze(0).unwrap();
+            let want_h = exp[&format!("hidden_{i}")].unsqueeze(0).unwrap();
+            let want_l = exp[&format!("logits_{i}")].unsqueeze(0).unwrap();
+            for h in [
+                m.forward_hidden(&x, &[0]).unwrap(),
+                m.forward_hidden_nograd(&x, &[0]).unwrap(),
+            ] {
+                worst_h = worst_h.max(max_diff(&h, &want_h, None));
+                worst_l = worst_l.max(max_diff(&m.lm_head(&h).unwrap(), &want_l, None));
+            }
+        }
+        println!("{name}: unbatched max |diff| hidden {worst_h:.2e}, logits {worst_l:.2e}");
+        assert!(
+            worst_h < 1e-4 && worst_l < 1e-4,
+            "{name}: hidden {worst_h}, logits {worst_l}"
+        );
+    }
+}
+
+#[test]
+fn left_padded_batch_matches_transformers() {
+    for name in FIXTURES {
+        let (m, exp) = load(name);
+        let x = exp["batch_ids"].to_dtype(DType::U32).unwrap();
+        let mask = exp["batch_mask"].to_dtype(DType::F32).unwrap();
+        let pads: Vec<usize> = mask
+            .to_vec2::<f32>()
+            .unwrap()
+            .iter()
+            .map(|r| r.iter().take_while(|&&v| v == 0.0).count())
+            .collect();
+        let mask3 = mask.unsqueeze(D::Minus1).unwrap();
+        let (mut worst_h, mut worst_l) = (0f32, 0f32);
+        for h in [
+            m.forward_hidden(&x, &pads).unwrap(),
+            m.forward_hidden_nograd(&x, &pads).unwrap(),
+        ] {
+            assert!(h
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .all(|v| v.is_finite()));
+            worst_h = worst_h.max(max_diff(&h, &exp["batch_hidden"], Some(&mask3)));
+            worst_l = worst_l.max(max_diff(
+                &m.lm_head(&h).unwrap(),
+                &exp["batch_logits"],
+                Some(&mask3),
+            ));
+        }
+        println!("{name}: batched max |diff| hidden {worst_h:.2e}, logits {worst_l:.2e}");
+        assert!(
+            worst_h < 1e-4 && worst_l < 1e-4,
+            "{name}: hidden {worst_h}, logits {worst_l}"
+        );
+    }
+}
+
+#[test]
+fn graph_and_fused_paths_agree() {
+    for name in FIXTURES {
+        let (m, exp) = load(name);
+        let x = exp["batch_ids"].to_dtype(DType::U32).unwrap();
+        let pads = [4, 0, 11, 3]; // prompt lengths 5, 12, 1, 9 padded to 12
+        let a = m.forward_hidden(&x, &pads).unwrap();
+        let b = m.forward_hidden_nograd(&x, &pads).unwrap();
+        let d = max_diff(&a, &b, None);
+        println!("{name}: graph vs fused max |diff| {d:.2e}");
+        assert!(d < 1e-5, "{name}: {d}");
+    }
+}
+
+#[test]
+fn greedy_generation_matches_transformers() {
+    for name in FIXTURES {
+        let (m, exp) = load(name);
+        let prompts: Vec<Vec<u32>> = (0..4).map(|i| ids(&exp[&format!("prompt_{i}")])).collect();
+        let refs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+        // One at a time and all four in one left-padded batch.
+        let mut runs = vec![m.greedy(&refs, 20, &[]).unwrap()];
+        runs.push(
+            refs.iter()
+                .map(|p| m.greedy(&[p], 20, &[]).unwrap().remove(0))
+                .collect(),
+        );
+        let mut worst = 0f32;
+        for run in &runs {
+            for (i, s) in run.iter().enumerate() {
+                assert_eq!(
+                    s.tokens,
+                    ids(&exp[&format!("greedy_{i}")]),
+                    "{name} prompt {i}"
+                );
+                let want: Vec<f32> = exp[&format!("greedy_logprobs_{i}")].to_vec1().unwrap();
+                for (a, b) in s.logprobs.iter().zip(&want) {
+                    worst = worst.max((a - b).abs());
+                }
+            }
+        }
+        println!("{name}: greedy tokens equal; max |diff| of their log-probs {worst:.2e}");
+        assert!(worst < 1e-4, "{name}: {worst}");
+    }
+}
+
+#[test]
+fn scoring_matches_transformers_logprobs() {
+    // Teacher-forced log-probs of the greedy continuations, with and without a graph, against
+    // log_softmax of transformers' scores.
+    for name in FIXTURES {
+        let (m, exp) = load(name);
+        let prompts: Vec<Vec<u32>> = (0..4).map(|i| ids(&exp[&format!("prompt_{i}")])).collect();
+        let resps: Vec<Vec<u32>> = (0..4)
+            .map(|i| ids(&exp[&format!("greedy_{i}")])[..(5 + 4 * i)].to_vec())
+            .collect();
+        let seqs: Vec<Sequence> = prompts
+            .iter()
+            .zip(&resps)
+            .map(|(p, r)| Sequence {
+                prompt: p,
+                response: r,
+            })
+            .collect();
+        let mut worst = 0f32;
+        for scored in [
+            m.response_logprobs(&seqs, 1.0).unwrap(),
+            m.response_logprobs_nograd(&seqs, 1.0, 3).unwrap(),
+        ] {
+            for (i, r) in resps.iter().enumerate() {
+                let got = scored.logprobs_row(i).unwrap();
+                let want: Vec<f32> = exp[&format!("greedy_logprobs_{i}")].to_vec1().unwrap();
+                assert_eq!(got.len(), r.len());
+                for (a, b) in got.iter().zip(&want) {
+                    worst = worst.max((a - b).abs());
+                }
+            }
+        }
+        println!("{name}: scoring max |diff| {worst:.2e}");
+        assert!(worst < 1e-4, "{name}: {worst}");
+    }
+}
+
+#[test]
+fn loading_checks_the_weights() {
+    let dir = fixture("tiny-llama");
+    let cfg = clipo::model::Config::from_file(&dir.join("config.json")).unwrap();
+    let mut tensors =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let m = Model::from_tensors(cfg.clone(), tensors.clone(), &Device::Cpu, DType::F32).unwrap();
+    let n: usize = m.vars().iter().map(|(_, v)| v.elem_count()).sum();
+    assert_eq!(n, cfg.num_parameters());
+    assert!(
+        !m.vars().iter().any(|(k, _)| k == "lm_head.weight"),
+        "tied lm_head is not a separate var"
+    );
+
+    tensors.remove("model.layers.1.mlp.up_proj.weight");
+    let e = Model::from_tensors(cfg.clone(), tensors.clone(), &Device::Cpu, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("missing") && e.contains("model.layers.1.mlp.up_proj.weight"),
+        "{e}"
+    );
+    tensors.insert(
+        "model.layers.1.mlp.up_proj.weight".into(),
+        Tensor::zeros((128, 64), DType::F32, &Device::Cpu).unwrap(),
+    );
+    tensors.insert(
+        "model.layers.1.self_attn.q_proj.bias".into(),
+        Tensor::zeros(64, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let e = Model::from_tensors(cfg.clone(), tensors.clone(), &Device::Cpu, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("unexpected") && e.contains("q_proj.bias"), "{e}");
+    tensors.remove("model.layers.1.self_attn.q_proj.bias");
+    tensors.insert(
+        "model.norm.weight".into(),
+        Tensor::zeros(65, DType::F32, &Device::Cpu).unwrap(),
+    );
+    assert!(Model::from_tensors(cfg, tensors, &Device::Cpu, DType::F32).is_err());
+}

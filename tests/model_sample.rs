@@ -1,0 +1,323 @@
+//! Batched sampling: batch independence, determinism, stop tokens, the sampler's log-probs
+//! against teacher-forced scoring, and the pooled hidden states of REFERENCE.md §2.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use clipo::model::{FinishReason, Model, Sample, SampleParams, SampleRequest, Sequence};
+use rand::{Rng, SeedableRng};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(file!())
+        .parent()
+        .unwrap()
+        .join("fixtures")
+        .join(name)
+}
+
+fn load(name: &str) -> Model {
+    Model::load(&fixture(name), &Device::Cpu, DType::F32).unwrap()
+}
+
+/// Eight prompts of lengths 1..=29, seeded.
+fn prompts() -> Vec<Vec<u32>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    [3usize, 17, 1, 9, 29, 5, 12, 22]
+        .iter()
+        .map(|&n| (0..n).map(|_| rng.random_range(3..256u32)).collect())
+        .collect()
+}
+
+/// |a - b| relative to max(1, |b|): log-probs of these random models reach -40, where f32
+/// rounding of the batched matmuls alone is ~1e-5 absolute.
+fn rel(a: f32, b: f32) -> f32 {
+    (a - b).abs() / b.abs().max(1.0)
+}
+
+/// Same tokens and finish reasons; log-probs and pooled hidden states within 1e-5 (relative).
+fn assert_same(a: &[Sample], b: &[Sample], what: &str) -> f32 {
+    let mut worst = 0f32;
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert_eq!(x.tokens, y.tokens, "{what}: sample {i}");
+        assert_eq!(x.finish, y.finish, "{what}: sample {i}");
+        for (p, q) in x
+            .logprobs
+            .iter()
+            .zip(&y.logprobs)
+            .chain(x.hidden_official.iter().zip(&y.hidden_official))
+        {
+            worst = worst.max(rel(*p, *q));
+        }
+    }
+    assert!(worst < 1e-5, "{what}: {worst}");
+    worst
+}
+
+#[test]
+fn batch8_greedy_equals_batch1_greedy() {
+    for name in ["tiny-llama", "tiny-qwen2"] {
+        let m = load(name);
+        let ps = prompts();
+        let refs: Vec<&[u32]> = ps.iter().map(|p| p.as_slice()).collect();
+        let batched = m.greedy(&refs, 24, &[]).unwrap();
+        let single: Vec<Sample> = refs
+            .iter()
+            .map(|p| m.greedy(&[p], 24, &[]).unwrap().remove(0))
+            .collect();
+        let w = assert_same(&batched, &single, name);
+        assert!(batched
+            .iter()
+            .all(|s| s.tokens.len() == 24 && s.finish == FinishReason::Length));
+        println!("{name}: batch-8 greedy == batch-1 greedy (max |diff| log-probs/hidden {w:.1e})");
+    }
+}
+
+#[test]
+fn sampling_is_deterministic_and_batch_independent() {
+    let m = load("tiny-qwen2");
+    let ps = prompts();
+    for params in [
+        SampleParams::sampling(20, 1.0, vec![]),
+        SampleParams {
+            top_p: 0.9,
+            top_k: 40,
+            ..SampleParams::sampling(20, 0.8, vec![])
+        },
+    ] {
+        let reqs: Vec<SampleRequest> = ps
+            .iter()
+            .enumerate()
+            .map(|(i, p)| SampleRequest {
+                prompt: p,
+                seed: 1000 + i as u64,
+            })
+            .collect();
+        let a = m.sample(&reqs, &params).unwrap();
+        let b = m.sample(&reqs, &params).unwrap();
+        assert_same(&a, &b, "same call twice");
+        let alone: Vec<Sample> = reqs
+            .iter()
+            .map(|r| m.sample(&[*r], &params).unwrap().remove(0))
+            .collect();
+        assert_same(&a, &alone, "batch vs one at a time");
+        let rev: Vec<SampleRequest> = reqs.iter().rev().cloned().collect();
+        let mut c = m.sample(&rev, &params).unwrap();
+        c.reverse();
+        assert_same(&a, &c, "reversed batch");
+        // Different seeds give different samples.
+        let other: Vec<SampleRequest> = reqs
+            .iter()
+            .map(|r| SampleRequest {
+                seed: r.seed + 77,
+                ..*r
+            })
+            .collect();
+        let d = m.sample(&other, &params).unwrap();
+        assert!(a.iter().zip(&d).any(|(x, y)| x.tokens != y.tokens));
+    }
+}
+
+#[test]
+fn groups_share_one_prefill_and_match_single_requests() {
+    let m = load("tiny-llama");
+    let ps = prompts();
+    let refs: Vec<&[u32]> = ps[..3].iter().map(|p| p.as_slice()).collect();
+    let params = SampleParams::sampling(12, 1.0, vec![]);
+    let seed_of = |i: usize, s: usize| (i * 100 + s) as u64;
+    let groups = m.sample_groups(&refs, 4, seed_of, &params).unwrap();
+    for (i, g) in groups.iter().enumerate() {
+        assert_eq!(g.len(), 4);
+        let alone: Vec<Sample> = (0..4)
+            .map(|s| {
+                m.sample(
+                    &[SampleRequest {
+                        prompt: refs[i],
+                        seed: seed_of(i, s),
+                    }],
+                    &params,
+                )
+                .unwrap()
+                .remove(0)
+            })
+            .collect();
+        assert_same(g, &alone, "group vs single");
+        assert!(
+            g.iter().any(|s| s.tokens != g[0].tokens),
+            "samples of a group differ"
+        );
+    }
+}
+
+#[test]
+fn top_k_1_is_greedy() {
+    let m = load("tiny-llama-bias");
+    let ps = prompts();
+    let reqs: Vec<SampleRequest> = ps
+        .iter()
+        .map(|p| SampleRequest { prompt: p, seed: 5 })
+        .collect();
+    let params = SampleParams {
+        top_k: 1,
+        ..SampleParams::sampling(16, 1.0, vec![])
+    };
+    let a = m.sample(&reqs, &params).unwrap();
+    let refs: Vec<&[u32]> = ps.iter().map(|p| p.as_slice()).collect();
+    let g = m.greedy(&refs, 16, &[]).unwrap();
+    for (x, y) in a.iter().zip(&g) {
+        assert_eq!(x.tokens, y.tokens);
+    }
+}
+
+#[test]
+fn stop_tokens_end_rows_early_and_the_others_go_on() {
+    let m = load("tiny-qwen2");
+    let ps = prompts();
+    let refs: Vec<&[u32]> = ps.iter().map(|p| p.as_slice()).collect();
+    let free = m.greedy(&refs, 16, &[]).unwrap();
+    // Stop at row 0's 3rd token and row 5's 7th: those rows end there with Eos (or earlier if
+    // the token appears before), the others are unaffected unless they emit one of them.
+    let stops = vec![free[0].tokens[2], free[5].tokens[6]];
+    let stopped = m.greedy(&refs, 16, &stops).unwrap();
+    for (f, s) in free.iter().zip(&stopped) {
+        match f.tokens.iter().position(|t| stops.contains(t)) {
+            Some(k) => {
+                assert_eq!(s.tokens, f.tokens[..=k].to_vec());
+                assert_eq!(s.finish, FinishReason::Eos);
+            }
+            None => {
+                assert_eq!(s.tokens, f.tokens);
+                assert_eq!(s.finish, FinishReason::Length);
+            }
+        }
+    }
+    assert!(stopped[0].tokens.len() <= 3 && stopped[5].tokens.len() <= 7);
+}
+
+#[test]
+fn sampler_logprobs_equal_teacher_forced_scores() {
+    for name in ["tiny-llama", "tiny-qwen2"] {
+        let m = load(name);
+        let ps = prompts();
+        let t = 0.7;
+        let reqs: Vec<SampleRequest> = ps
+            .iter()
+            .enumerate()
+            .map(|(i, p)| SampleRequest {
+                prompt: p,
+                seed: i as u64,
+            })
+            .collect();
+        let params = SampleParams {
+            top_p: 0.8,
+            ..SampleParams::sampling(18, t, vec![5, 6, 7, 8, 9])
+        };
+        let samples = m.sample(&reqs, &params).unwrap();
+        let seqs: Vec<Sequence> = ps
+            .iter()
+            .zip(&samples)
+            .map(|(p, s)| Sequence {
+                prompt: p,
+                response: &s.tokens,
+            })
+            .collect();
+        let mut worst = 0f32;
+        for scored in [
+            m.response_logprobs(&seqs, t).unwrap(),
+            m.response_logprobs_nograd(&seqs, t, 3).unwrap(),
+        ] {
+            for (i, s) in samples.iter().enumerate() {
+                for (a, b) in scored.logprobs_row(i).unwrap().iter().zip(&s.logprobs) {
+                    worst = worst.max(rel(*a, *b));
+                }
+            }
+            let ent: Vec<Vec<f32>> = scored.entropy.to_vec2().unwrap();
+            assert!(ent.iter().flatten().all(|e| *e >= 0.0 && e.is_finite()));
+        }
+        println!("{name}: sampler log-probs vs teacher-forced max |diff|/max(1,|lp|) {worst:.1e}");
+        // Two code paths (f64 on the host vs f32 on the device; fused vs graph kernels) over
+        // logits of magnitude ~25 (f32 ulp 2e-6): a few ulp apart.
+        assert!(worst < 5e-5, "{name}: {worst}");
+    }
+}
+
+/// Final-norm hidden states of prompt + response, unbatched: (P + L, d).
+fn teacher_forced_hidden(m: &Model, prompt: &[u32], response: &[u32]) -> Vec<Vec<f32>> {
+    let all: Vec<u32> = prompt.iter().chain(response).cloned().collect();
+    let n = all.len();
+    let x = Tensor::from_vec(all, (1, n), &Device::Cpu).unwrap();
+    m.forward_hidden_nograd(&x, &[0])
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}
+
+#[test]
+fn pooled_hidden_states_match_teacher_forcing() {
+    for name in ["tiny-llama", "tiny-qwen2"] {
+        let m = load(name);
+        let ps = prompts();
+        let reqs: Vec<SampleRequest> = ps
+            .iter()
+            .enumerate()
+            .map(|(i, p)| SampleRequest {
+                prompt: p,
+                seed: 40 + i as u64,
+            })
+            .collect();
+        let samples = m
+            .sample(
+                &reqs,
+                &SampleParams::sampling(15, 1.0, vec![10, 11, 12, 13, 14, 15]),
+            )
+            .unwrap();
+        let seqs: Vec<Sequence> = ps
+            .iter()
+            .zip(&samples)
+            .map(|(p, s)| Sequence {
+                prompt: p,
+                response: &s.tokens,
+            })
+            .collect();
+        let mean_a: Vec<Vec<f32>> = m.mean_hidden(&seqs, 3).unwrap().to_vec2().unwrap();
+        let mean_b: Vec<Vec<f32>> = m
+            .response_logprobs_nograd(&seqs, 1.0, 8)
+            .unwrap()
+            .mean_hidden
+            .to_vec2()
+            .unwrap();
+        let mean_c: Vec<Vec<f32>> = m
+            .response_logprobs(&seqs, 1.0)
+            .unwrap()
+            .mean_hidden
+            .to_vec2()
+            .unwrap();
+        let (mut w_off, mut w_mean) = (0f32, 0f32);
+        for (i, s) in samples.iter().enumerate() {
+            let (p, l) = (ps[i].len(), s.tokens.len());
+            let h = teacher_forced_hidden(&m, &ps[i], &s.tokens);
+            let d = h[0].len();
+            // official: response tokens 1..L-1 (columns p .. p+L-2), divided by L.
+            let official: Vec<f32> = (0..d)
+                .map(|j| (p..p + l - 1).map(|c| h[c][j]).sum::<f32>() / l as f32)
+                .collect();
+            // mean: all L response tokens (columns p .. p+L-1).
+            let mean: Vec<f32> = (0..d)
+                .map(|j| (p..p + l).map(|c| h[c][j]).sum::<f32>() / l as f32)
+                .collect();
+            for j in 0..d {
+                w_off = w_off.max((official[j] - s.hidden_official[j]).abs());
+                for got in [&mean_a, &mean_b, &mean_c] {
+                    w_mean = w_mean.max((mean[j] - got[i][j]).abs());
+                }
+            }
+        }
+        let finishes: Vec<&str> = samples.iter().map(|s| s.finish.as_str()).collect();
+        println!("{name}: official max |diff| {w_off:.1e}, mean max |diff| {w_mean:.1e}; finishes {finishes:?}");
+        assert!(
+            w_off < 1e-5 && w_mean < 1e-5,
+            "{name}: official {w_off}, mean {w_mean}"
+        );
+    }
+}
