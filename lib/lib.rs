@@ -12,10 +12,12 @@
 
 pub mod contrastive;
 pub mod error;
+pub mod model;
 pub mod optim;
 pub mod policy;
 pub mod progress;
 pub mod prompts;
+pub mod report;
 pub mod rl;
 pub mod schema;
 pub mod seed;
@@ -26,17 +28,5 @@ pub mod tiny;
 pub mod trajectories;
 pub mod verify;
 
-#[path = "model/mod.rs"]
-mod model_core;
-
-/// The policy model: [`model::transformer`] (the decoder), [`model::sample`], [`model::score`],
-/// and the directory I/O: [`model::hf`], [`model::gguf`], [`model::tokenizer`], [`model::chat`].
-pub mod model {
-    pub use crate::model_core::*;
-    pub mod chat;
-    pub mod gguf;
-    pub mod hf;
-    pub mod tokenizer;
-}
 
 pub use error::{Error, Result};

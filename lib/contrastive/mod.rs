@@ -188,6 +188,8 @@ pub struct EmbedOutput {
     pub num_anchors: usize,
     /// Whether the head took an AdamW step (false with `fixed_head` or without anchors).
     pub stepped: bool,
+    /// (B, D) row-major: the unit embeddings z_i of the forward pass (before the step).
+    pub embeddings: Vec<f32>,
     /// verl-named metrics of this step.
     pub metrics: Metrics,
 }
@@ -238,5 +240,6 @@ pub fn embed_step(
         num_anchors,
         stepped,
         metrics,
+        embeddings: pass.z.iter().map(|&x| x as f32).collect(),
     })
 }

@@ -4,19 +4,25 @@
 //! - [`config`]: `Config` from a Hugging Face `config.json` (Llama, Qwen2), with the checks.
 //! - [`transformer`]: loading a Hugging Face directory into trainable `Var`s, the decoder and
 //!   its two forward paths (a differentiable one built only from ops that backpropagate, and a
-//!   fused no-grad one for sampling and frozen scoring; they agree to about 1e-6 in f32).
+//!   fused no-grad one for sampling and frozen scoring; they agree to ~3e-6 in f32).
 //! - [`sample`]: batched sampling (left padding, per-row positions, per-sample RNG streams) that
 //!   returns tokens, the sampler's log-probs, the finish reason and the pooled hidden state
 //!   (REFERENCE.md §1-2).
+//! - [`hf`], [`gguf`], [`tokenizer`], [`chat`]: model directories: loading and saving them the
+//!   way transformers does, importing llama.cpp GGUF files, tokenizers and chat templates.
 //! - [`score`]: teacher-forced log-probs (and entropies) of response tokens, with and without a
 //!   graph, and the `mean` pooled hidden state.
 //!
 //! Why not candle-transformers: its llama drops gradients (fused rms-norm / rope / softmax have no
 //! backward), keeps logits for the last position only, has no hidden states and no padding mask.
 
+pub mod chat;
 pub mod config;
+pub mod gguf;
+pub mod hf;
 pub mod sample;
 pub mod score;
+pub mod tokenizer;
 pub mod transformer;
 
 pub use config::{Config, Family};

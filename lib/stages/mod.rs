@@ -2,6 +2,7 @@
 //! raw clap arguments) and a `run` that reads, checks, computes and writes atomically.
 
 pub mod data;
+pub mod embed;
 pub mod rollout;
 pub mod update;
 pub mod verify;

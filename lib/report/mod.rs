@@ -1,0 +1,443 @@
+//! `clipo-report`: what a run did, without reading logs.
+//!
+//! A run directory (written by the loop driver) holds `metrics.jsonl` (one JSON object per RL
+//! step, verl's metric names), an optional `summary.json` and one `step-NNNNNN/` directory per
+//! step with the stages' Parquet tables. This module reads it ([`load_run`]) and shows it three
+//! ways:
+//!
+//! - [`render_html`]: one self-contained page (inline CSS and SVG, no scripts, no external
+//!   URLs) with a line chart per metric family, the summary and the per-step table;
+//! - [`terminal_table`]: the same per-step figures as a compact text table;
+//! - [`audit_samples`] (in [`audit`]): one step's responses for chosen prompts, flagging correct
+//!   responses whose contrastive reward is far below their group's (lucky or copied answers).
+//!
+//! The metric key set is open: every numeric value of every line is kept, grouped for plotting
+//! by prefix and family (see [`html`]); unknown keys are plotted, never rejected. Non-numeric
+//! values (strings, booleans, null) are ignored, nested objects are flattened with `/`, and the
+//! bare `NaN` / `Infinity` tokens Python's `json` writes are read as missing values.
+
+pub mod audit;
+pub mod html;
+pub mod svg;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+
+use crate::error::{Error, Result};
+use crate::schema::rewards as rw;
+use crate::table::read_table;
+
+pub use audit::audit_samples;
+pub use html::render_html;
+
+/// The per-step metrics file of a run directory.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// The optional end-of-run summary.
+pub const SUMMARY_FILE: &str = "summary.json";
+/// The default report file name inside the run directory.
+pub const REPORT_FILE: &str = "report.html";
+
+/// One RL step's numeric metrics, keyed by their verl names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepMetrics {
+    pub step: u64,
+    pub values: BTreeMap<String, f64>,
+}
+
+/// Training accuracy of one step for one data source, from the step's `rewards.parquet`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceAccuracy {
+    pub step: u64,
+    pub data_source: String,
+    pub responses: usize,
+    pub correct: usize,
+}
+
+impl SourceAccuracy {
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.responses.max(1) as f64
+    }
+}
+
+/// Everything the report shows about one run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub dir: PathBuf,
+    /// The directory's last component (`runs/demo` -> `demo`).
+    pub name: String,
+    /// One entry per step, ascending; a step logged twice (a resumed loop) keeps the later
+    /// line's values merged over the earlier's.
+    pub steps: Vec<StepMetrics>,
+    /// `summary.json` when present.
+    pub summary: Option<serde_json::Value>,
+    /// Per step and data source, from the step directories' `rewards.parquet` (empty when the
+    /// run kept no step directories).
+    pub train_accuracy: Vec<SourceAccuracy>,
+}
+
+impl Run {
+    /// Every metric key that has at least one value, sorted.
+    pub fn keys(&self) -> BTreeSet<&str> {
+        self.steps.iter().flat_map(|s| s.values.keys().map(String::as_str)).collect()
+    }
+
+    /// `(step, value)` for every step that has `key`.
+    pub fn series(&self, key: &str) -> Vec<(u64, f64)> {
+        self.steps.iter().filter_map(|s| s.values.get(key).map(|&v| (s.step, v))).collect()
+    }
+
+    /// The data sources seen in the rewards tables, sorted.
+    pub fn data_sources(&self) -> BTreeSet<&str> {
+        self.train_accuracy.iter().map(|a| a.data_source.as_str()).collect()
+    }
+
+    /// Fraction of correct responses at `step` over all data sources, when the step's rewards
+    /// table was read.
+    pub fn train_accuracy_at(&self, step: u64) -> Option<f64> {
+        let (n, c) = self
+            .train_accuracy
+            .iter()
+            .filter(|a| a.step == step)
+            .fold((0, 0), |(n, c), a| (n + a.responses, c + a.correct));
+        (n > 0).then(|| c as f64 / n as f64)
+    }
+
+    /// The split names of `eval/<split>/accuracy` keys, sorted.
+    pub fn eval_splits(&self) -> Vec<String> {
+        self.keys()
+            .into_iter()
+            .filter_map(|k| k.strip_prefix("eval/")?.strip_suffix("/accuracy"))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Read a run directory: `metrics.jsonl` (required, at least one step), `summary.json` (when
+/// present) and every `step-NNNNNN/rewards.parquet` (for accuracy per data source).
+pub fn load_run(dir: &Path) -> Result<Run> {
+    if !dir.is_dir() {
+        return Err(Error::Config(format!("{}: not a directory (expected a run directory holding {METRICS_FILE})", dir.display())));
+    }
+    let metrics_path = dir.join(METRICS_FILE);
+    let text = std::fs::read_to_string(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
+    let steps = parse_metrics(&metrics_path, &text)?;
+    if steps.is_empty() {
+        return Err(Error::Empty { path: metrics_path, detail: "no steps recorded yet".into() });
+    }
+
+    let summary_path = dir.join(SUMMARY_FILE);
+    let summary = if summary_path.is_file() {
+        let text = std::fs::read_to_string(&summary_path).map_err(|e| Error::io(&summary_path, e))?;
+        let value = parse_json_lenient(&text)
+            .map_err(|e| Error::Other(format!("{}: not valid JSON ({e})", summary_path.display())))?;
+        Some(value)
+    } else {
+        None
+    };
+
+    let mut train_accuracy = Vec::new();
+    for (step, step_dir) in step_dirs(dir)? {
+        let path = step_dir.join("rewards.parquet");
+        if path.is_file() {
+            train_accuracy.extend(source_accuracy(step, &path)?);
+        }
+    }
+
+    let name = dir
+        .canonicalize()
+        .ok()
+        .as_deref()
+        .unwrap_or(dir)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string());
+    Ok(Run { dir: dir.into(), name, steps, summary, train_accuracy })
+}
+
+/// Parse `metrics.jsonl`: one JSON object a line with a numeric `step`; blank lines are
+/// skipped. Errors name the file and the 1-based line.
+pub fn parse_metrics(path: &Path, text: &str) -> Result<Vec<StepMetrics>> {
+    let mut by_step: BTreeMap<u64, BTreeMap<String, f64>> = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |detail: String| Error::Other(format!("{}: line {line_no}: {detail}", path.display()));
+        let value = parse_json_lenient(line).map_err(|e| bad(format!("not valid JSON ({e})")))?;
+        let serde_json::Value::Object(obj) = value else {
+            return Err(bad("expected a JSON object like {\"step\": 3, ...}".into()));
+        };
+        let step = match obj.get("step") {
+            Some(v) => v
+                .as_u64()
+                .or_else(|| v.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as u64))
+                .ok_or_else(|| bad(format!("\"step\" must be a non-negative integer, found {v}")))?,
+            None => return Err(bad("no \"step\" key".into())),
+        };
+        let values = by_step.entry(step).or_default();
+        for (k, v) in &obj {
+            if k != "step" {
+                flatten(k, v, values);
+            }
+        }
+    }
+    Ok(by_step.into_iter().map(|(step, values)| StepMetrics { step, values }).collect())
+}
+
+/// Keep finite numbers; recurse into objects joining keys with `/`; ignore everything else.
+fn flatten(key: &str, v: &serde_json::Value, out: &mut BTreeMap<String, f64>) {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| f.is_finite()) {
+                out.insert(key.to_string(), f);
+            }
+        }
+        serde_json::Value::Object(obj) => {
+            for (k, v) in obj {
+                flatten(&format!("{key}/{k}"), v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `serde_json::from_str`, retried with Python's bare `NaN`, `Infinity` and `-Infinity`
+/// (outside strings) read as `null`.
+fn parse_json_lenient(text: &str) -> std::result::Result<serde_json::Value, serde_json::Error> {
+    match serde_json::from_str(text) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let fixed = replace_python_non_finite(text);
+            if fixed == text {
+                Err(e)
+            } else {
+                serde_json::from_str(&fixed).map_err(|_| e)
+            }
+        }
+    }
+}
+
+fn replace_python_non_finite(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+        }
+        if let Some(token) = ["-Infinity", "Infinity", "NaN"].iter().find(|t| rest.starts_with(**t)) {
+            out.push_str("null");
+            rest = &rest[token.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// The `step-NNNNNN` directories of a run, by step.
+pub fn step_dirs(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(step) = name.to_str().and_then(|n| n.strip_prefix("step-")).and_then(|n| n.parse::<u64>().ok()) else {
+            continue;
+        };
+        if entry.path().is_dir() {
+            out.push((step, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The directory of `step` (`step-000003`).
+pub fn step_dir(dir: &Path, step: u64) -> PathBuf {
+    dir.join(format!("step-{step:06}"))
+}
+
+fn source_accuracy(step: u64, path: &Path) -> Result<Vec<SourceAccuracy>> {
+    let t = read_table(path, &[rw::DATA_SOURCE, rw::CORRECT], &[])?;
+    let (ds, correct) = (t.utf8(&rw::DATA_SOURCE), t.bool(&rw::CORRECT));
+    let mut by: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for i in 0..t.num_rows() {
+        let e = by.entry(ds.value(i)).or_default();
+        e.0 += 1;
+        e.1 += usize::from(correct.value(i));
+    }
+    Ok(by
+        .into_iter()
+        .map(|(d, (n, c))| SourceAccuracy { step, data_source: d.to_string(), responses: n, correct: c })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The per-step table
+
+/// One column of the per-step table: header and a value per step.
+pub(crate) struct TableColumn {
+    pub header: String,
+    pub decimals: usize,
+    pub values: Vec<Option<f64>>,
+}
+
+/// The per-step table's columns: step, reward, train accuracy, one column per evaluated split,
+/// KL, contrastive loss, mean response length, seconds. Columns with no value at any step are
+/// left out (a plain GRPO run has no contrastive loss).
+pub(crate) fn table_columns(run: &Run) -> Vec<TableColumn> {
+    let steps = &run.steps;
+    let key = |k: &str| -> Vec<Option<f64>> { steps.iter().map(|s| s.values.get(k).copied()).collect() };
+    let mut cols = vec![TableColumn {
+        header: "step".into(),
+        decimals: 0,
+        values: steps.iter().map(|s| Some(s.step as f64)).collect(),
+    }];
+    cols.push(TableColumn { header: "reward".into(), decimals: 3, values: key("critic/rewards/mean") });
+    // Train accuracy: fraction correct in the step's rewards table; else the mean verifier
+    // score (1 or 0 per response, so the same number).
+    let train: Vec<Option<f64>> = steps
+        .iter()
+        .map(|s| run.train_accuracy_at(s.step).or_else(|| s.values.get("critic/score/mean").copied()))
+        .collect();
+    cols.push(TableColumn { header: "train_acc".into(), decimals: 3, values: train });
+    for split in run.eval_splits() {
+        cols.push(TableColumn { header: format!("eval:{split}"), decimals: 3, values: key(&format!("eval/{split}/accuracy")) });
+    }
+    // KL to the reference when one was used (kl_loss nonzero somewhere), else the
+    // old-to-new policy KL of the PPO update.
+    let kl_ref = key("actor/kl_loss");
+    if kl_ref.iter().flatten().any(|v| *v != 0.0) {
+        cols.push(TableColumn { header: "kl_ref".into(), decimals: 4, values: kl_ref });
+    } else {
+        cols.push(TableColumn { header: "ppo_kl".into(), decimals: 4, values: key("actor/ppo_kl") });
+    }
+    cols.push(TableColumn { header: "con_loss".into(), decimals: 3, values: key("con_lm_head/loss") });
+    cols.push(TableColumn { header: "resp_len".into(), decimals: 1, values: key("response_length/mean") });
+    // Seconds: the step's total when logged, else the sum of the stage timings.
+    let secs: Vec<Option<f64>> = steps
+        .iter()
+        .map(|s| {
+            s.values.get("timing_s/step").copied().or_else(|| {
+                let parts: Vec<f64> =
+                    s.values.iter().filter(|(k, _)| k.starts_with("timing_s/")).map(|(_, v)| *v).collect();
+                (!parts.is_empty()).then(|| parts.iter().sum())
+            })
+        })
+        .collect();
+    cols.push(TableColumn { header: "seconds".into(), decimals: 2, values: secs });
+    cols.retain(|c| c.header == "step" || c.values.iter().any(Option::is_some));
+    cols
+}
+
+pub(crate) fn fmt_cell(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(v) => format!("{v:.decimals$}"),
+        None => "-".into(),
+    }
+}
+
+/// The per-step table as aligned text: a header, one row per step, then the summary's start
+/// and end accuracies when `summary.json` has them.
+pub fn terminal_table(run: &Run) -> String {
+    let cols = table_columns(run);
+    let cells: Vec<Vec<String>> =
+        cols.iter().map(|c| c.values.iter().map(|v| fmt_cell(*v, c.decimals)).collect()).collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .zip(&cells)
+        .map(|(c, cs)| cs.iter().map(|s| s.chars().count()).chain([c.header.len()]).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    let line = |items: Vec<&str>| -> String {
+        let padded: Vec<String> = items.iter().zip(&widths).map(|(s, w)| format!("{s:>w$}")).collect();
+        padded.join("  ").trim_end().to_string() + "\n"
+    };
+    out += &line(cols.iter().map(|c| c.header.as_str()).collect());
+    for row in 0..run.steps.len() {
+        out += &line(cells.iter().map(|cs| cs[row].as_str()).collect());
+    }
+    for l in summary_lines(run) {
+        out += &l;
+        out.push('\n');
+    }
+    out
+}
+
+/// `summary.json`'s top-level scalars as `key: value` lines (nested values as compact JSON).
+pub(crate) fn summary_lines(run: &Run) -> Vec<String> {
+    let Some(serde_json::Value::Object(obj)) = &run.summary else { return vec![] };
+    let mut out = vec![format!("summary ({SUMMARY_FILE}):")];
+    for (k, v) in obj {
+        let shown = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => match n.as_f64() {
+                Some(f) if n.is_f64() => format!("{f:.4}"),
+                _ => n.to_string(),
+            },
+            other => other.to_string(),
+        };
+        out.push(format!("  {k}: {shown}"));
+    }
+    out
+}
+
+/// Write `contents` to `path` through `<path>.tmp` and a rename, so a reader never sees half a
+/// report.
+pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
+    let tmp = crate::table::tmp_path(path);
+    std::fs::write(&tmp, contents).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_lines_merge_by_step_and_skip_non_numeric() {
+        let text = "{\"step\": 2, \"a/b\": 1.5, \"s\": \"x\", \"t\": true}\n\n{\"step\": 1, \"a/b\": NaN, \"n\": {\"c\": 3}}\n{\"step\": 2, \"c\": -Infinity, \"d\": 4}\n";
+        let steps = parse_metrics(Path::new("m.jsonl"), text).unwrap();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[0].step, 1);
+        assert_eq!(steps[0].values.get("n/c"), Some(&3.0));
+        assert!(!steps[0].values.contains_key("a/b"));
+        assert_eq!(steps[1].values.len(), 2);
+        assert_eq!(steps[1].values["a/b"], 1.5);
+        assert_eq!(steps[1].values["d"], 4.0);
+    }
+
+    #[test]
+    fn metrics_errors_name_file_and_line() {
+        let e = parse_metrics(Path::new("m.jsonl"), "{\"step\": 1}\n{\"step\": 2, \"a\": \n").unwrap_err().to_string();
+        assert!(e.starts_with("m.jsonl: line 2: not valid JSON"), "{e}");
+        let e = parse_metrics(Path::new("m.jsonl"), "{\"a\": 1}\n").unwrap_err().to_string();
+        assert_eq!(e, "m.jsonl: line 1: no \"step\" key");
+        let e = parse_metrics(Path::new("m.jsonl"), "[1]\n").unwrap_err().to_string();
+        assert!(e.contains("line 1: expected a JSON object"), "{e}");
+    }
+
+    #[test]
+    fn nan_inside_strings_is_left_alone() {
+        assert_eq!(replace_python_non_finite(r#"{"a": "NaN \" Infinity", "b": NaN}"#), r#"{"a": "NaN \" Infinity", "b": null}"#);
+    }
+}
