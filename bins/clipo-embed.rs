@@ -5,6 +5,7 @@
 //! Example: `clipo-embed --trajectories t.parquet --rewards r.parquet --head h.safetensors
 //!   --out e.parquet --head-out h2.safetensors --step 3`
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -147,7 +148,7 @@ fn main() -> ExitCode {
                 s.head_loss,
                 if s.stepped { "stepped" } else { "not stepped (no anchor or --fixed-head)" }
             );
-            println!("{}", serde_json::to_string(&s.metrics).expect("metrics serialise"));
+            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&s.metrics).expect("metrics serialise"));
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -4,6 +4,7 @@
 //!
 //! Example: `clipo-rollout --policy models/tiny --prompts data/train.parquet --out t.parquet --n 8`
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -157,6 +158,7 @@ fn main() -> ExitCode {
                 s.seconds,
                 if s.resumed_batches > 0 { format!(" (resumed after {} batches)", s.resumed_batches) } else { String::new() }
             );
+            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&s).expect("summary serialises"));
             ExitCode::SUCCESS
         }
         Err(e) => {

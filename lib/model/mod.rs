@@ -20,6 +20,7 @@ pub mod chat;
 pub mod config;
 pub mod gguf;
 pub mod hf;
+pub(crate) mod ops;
 pub mod sample;
 pub mod score;
 pub mod tokenizer;

@@ -111,6 +111,13 @@ impl Layout {
 /// logits (N, V), targets (N,) u32 -> (log-probs (N,) with the graph of `logits`, entropy (N,)
 /// f32 without). `z = logits / temperature`.
 fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<(Tensor, Tensor)> {
+    if super::ops::supported(logits) {
+        // One fused pass (f32/f64 on the CPU): [log p, entropy, logsumexp] per row.
+        let out = super::ops::token_logprobs(logits, targets, temperature)?;
+        let lp = out.narrow(1, 0, 1)?.squeeze(1)?;
+        let ent = out.narrow(1, 1, 1)?.squeeze(1)?.detach().to_dtype(DType::F32)?;
+        return Ok((lp, ent));
+    }
     // Half-precision logits are upcast (differentiably) so the logsumexp runs in f32.
     let logits = match logits.dtype() {
         DType::BF16 | DType::F16 => logits.to_dtype(DType::F32)?,

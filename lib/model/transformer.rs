@@ -22,11 +22,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::config::Config;
+use super::ops::{self, RopeTables};
 use super::{Error, Result};
 
 /// The additive mask value: exp(-1e9 - x) is exactly 0 in f32/bf16/f64. (f16 would overflow.)
@@ -55,6 +57,15 @@ impl Linear {
             weight: self.weight.detach(),
             bias: self.bias.as_ref().map(Tensor::detach),
         }
+    }
+
+    /// (N, in) -> (N, out)
+    fn forward2(&self, xs: &Tensor) -> Result<Tensor> {
+        let ys = xs.matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(bias) => ys.broadcast_add(bias)?,
+            None => ys,
+        })
     }
 
     /// (B, T, in) -> (B, T, out)
@@ -127,6 +138,19 @@ struct Ctx {
     /// (B, 1, 1, T, Tk) additive: 0 where allowed, MASK_NEG elsewhere.
     mask: Tensor,
     fast: bool,
+    /// The fused CPU kernels ([`super::ops`]) for f32/f64 on the CPU: then `cos`, `sin`,
+    /// `cos2`, `sin2` and `mask` are unused placeholders.
+    fused: Option<Fused>,
+}
+
+/// Per-call state of the fused path.
+struct Fused {
+    rope: RopeTables,
+    pads: Arc<Vec<usize>>,
+    /// Columns already in the KV cache (0 without one).
+    past: usize,
+    b: usize,
+    t: usize,
 }
 
 impl Ctx {
@@ -156,6 +180,8 @@ pub(crate) struct KvCache {
     /// Columns filled so far (the same for every row; left padding aligns the rows).
     pub(crate) len: usize,
     capacity: usize,
+    /// (B, capacity, Hkv, hd) buffers (the fused path's layout) instead of (B, Hkv, capacity, hd).
+    time_major: bool,
 }
 
 impl KvCache {
@@ -166,7 +192,13 @@ impl KvCache {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let shape = (batch, cfg.num_key_value_heads(), capacity, cfg.head_dim());
+        let time_major = device.is_cpu() && matches!(dtype, DType::F32 | DType::F64);
+        let (kv, hd) = (cfg.num_key_value_heads(), cfg.head_dim());
+        let shape = if time_major {
+            (batch, capacity, kv, hd)
+        } else {
+            (batch, kv, capacity, hd)
+        };
         let mut k = Vec::with_capacity(cfg.num_hidden_layers);
         let mut v = Vec::with_capacity(cfg.num_hidden_layers);
         for _ in 0..cfg.num_hidden_layers {
@@ -178,24 +210,27 @@ impl KvCache {
             v,
             len: 0,
             capacity,
+            time_major,
         })
     }
 
     /// Writes k, v (B, Hkv, T, hd) at column `self.len` of `layer`; returns the filled
     /// (B, Hkv, len + T, hd) views.
+    /// In the time-major layout, k, v are (B, T, Hkv, hd) and so are the views.
     fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let t = k.dim(2)?;
+        let axis = if self.time_major { 1 } else { 2 };
+        let t = k.dim(axis)?;
         if self.len + t > self.capacity {
             return Err(Error::Input(format!(
                 "kv cache full: {} + {t} columns > capacity {}",
                 self.len, self.capacity
             )));
         }
-        self.k[layer].slice_set(&k.contiguous()?, 2, self.len)?;
-        self.v[layer].slice_set(&v.contiguous()?, 2, self.len)?;
+        self.k[layer].slice_set(&k.contiguous()?, axis, self.len)?;
+        self.v[layer].slice_set(&v.contiguous()?, axis, self.len)?;
         Ok((
-            self.k[layer].narrow(2, 0, self.len + t)?,
-            self.v[layer].narrow(2, 0, self.len + t)?,
+            self.k[layer].narrow(axis, 0, self.len + t)?,
+            self.v[layer].narrow(axis, 0, self.len + t)?,
         ))
     }
 
@@ -257,6 +292,9 @@ impl Attention {
         ctx: &Ctx,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Result<Tensor> {
+        if let Some(fu) = &ctx.fused {
+            return self.forward_fused(xs, fu, cache);
+        }
         let (b, t, _) = xs.dims3()?;
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let q = self
@@ -305,6 +343,28 @@ impl Attention {
             .reshape((b, t, h * hd))?;
         self.o_proj.forward(&out)
     }
+
+    /// The fused path: xs (B*T, d) -> (B*T, d); no transposes, no mask tensor.
+    fn forward_fused(
+        &self,
+        xs: &Tensor,
+        fu: &Fused,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
+        let (b, t) = (fu.b, fu.t);
+        let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let q = self.q_proj.forward2(xs)?.reshape((b, t, h, hd))?;
+        let k = self.k_proj.forward2(xs)?.reshape((b, t, kv, hd))?;
+        let v = self.v_proj.forward2(xs)?.reshape((b, t, kv, hd))?;
+        let q = ops::rope(&q, &fu.rope)?;
+        let k = ops::rope(&k, &fu.rope)?;
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, &k, &v)?,
+            None => (k, v),
+        };
+        let out = ops::attention(&q, &k, &v, fu.pads.clone(), fu.past)?;
+        self.o_proj.forward2(&out.reshape((b * t, h * hd))?)
+    }
 }
 
 #[derive(Clone)]
@@ -330,6 +390,12 @@ impl Mlp {
             up_proj: self.up_proj.detach(),
             down_proj: self.down_proj.detach(),
         }
+    }
+
+    /// (N, d) -> (N, d) with the fused silu * up.
+    fn forward_fused(&self, xs: &Tensor) -> Result<Tensor> {
+        let act = ops::silu_mul(&self.gate_proj.forward2(xs)?, &self.up_proj.forward2(xs)?)?;
+        self.down_proj.forward2(&act)
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
@@ -372,6 +438,13 @@ impl Block {
         ctx: &Ctx,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Result<Tensor> {
+        if ctx.fused.is_some() {
+            let (ln1, ln2) = (&self.input_layernorm, &self.post_attention_layernorm);
+            let h = ops::rms_norm(xs, &ln1.weight, ln1.eps)?;
+            let xs = (self.self_attn.forward(&h, ctx, cache)? + xs)?;
+            let h = ops::rms_norm(&xs, &ln2.weight, ln2.eps)?;
+            return Ok((self.mlp.forward_fused(&h)? + xs)?);
+        }
         let h = self.input_layernorm.forward(xs, ctx.fast)?;
         let xs = (self.self_attn.forward(&h, ctx, cache)? + xs)?;
         let h = self.post_attention_layernorm.forward(&xs, ctx.fast)?;
@@ -480,6 +553,44 @@ impl Decoder {
         Ok((cos.to_dtype(dtype)?, sin.to_dtype(dtype)?))
     }
 
+    /// The fused path's rope tables, (B*T, hd/2) in f64: the f32 values transformers computes
+    /// (f32 `inv_freq`, f32 angle, f32 cos/sin) for f32 models, f64 throughout for f64.
+    fn rope_tables_f64(&self, positions: &[u32], dtype: DType) -> RopeTables {
+        let half = self.head_dim / 2;
+        let hd = self.head_dim;
+        let n = positions.len() * half;
+        let (mut cos, mut sin) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        if dtype == DType::F64 {
+            let inv: Vec<f64> = (0..half)
+                .map(|i| 1.0 / self.rope_base.powf((2 * i) as f64 / hd as f64))
+                .collect();
+            for &p in positions {
+                for f in &inv {
+                    let a = p as f64 * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+            }
+        } else {
+            let base = self.rope_base as f32;
+            let inv: Vec<f32> = (0..half)
+                .map(|i| 1.0 / base.powf((2 * i) as f32 / hd as f32))
+                .collect();
+            for &p in positions {
+                for f in &inv {
+                    let a = p as f32 * f;
+                    cos.push(a.cos() as f64);
+                    sin.push(a.sin() as f64);
+                }
+            }
+        }
+        RopeTables {
+            cos: Arc::new(cos),
+            sin: Arc::new(sin),
+            half,
+        }
+    }
+
     /// ids (B, T) u32 at columns `past .. past+T` of left-padded rows -> (B, T, d) final-norm
     /// hidden states. With a cache, `past = cache.len` and the new keys/values are appended.
     fn forward(
@@ -500,6 +611,40 @@ impl Decoder {
         let device = ids.device();
         let dtype = self.embed_tokens.dtype();
 
+        let d = self.embed_tokens.dim(1)?;
+        if device.is_cpu() && matches!(dtype, DType::F32 | DType::F64) {
+            let mut positions = Vec::with_capacity(b * t);
+            for &pad in left_pad {
+                positions.extend((0..t).map(|i| (past + i).saturating_sub(pad) as u32));
+            }
+            let rope = self.rope_tables_f64(&positions, dtype);
+            let placeholder = Tensor::zeros((), dtype, device)?;
+            let ctx = Ctx {
+                cos: placeholder.clone(),
+                sin: placeholder.clone(),
+                cos2: placeholder.clone(),
+                sin2: placeholder.clone(),
+                mask: placeholder,
+                fast: self.fast,
+                fused: Some(Fused {
+                    rope,
+                    pads: Arc::new(left_pad.to_vec()),
+                    past,
+                    b,
+                    t,
+                }),
+            };
+            let mut xs = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?; // (B*T, d)
+            for (i, layer) in self.layers.iter().enumerate() {
+                let c = cache.as_deref_mut().map(|c| (c, i));
+                xs = layer.forward(&xs, &ctx, c)?;
+            }
+            if let Some(c) = cache {
+                c.len += t;
+            }
+            let xs = ops::rms_norm(&xs, &self.norm.weight, self.norm.eps)?;
+            return Ok(xs.reshape((b, t, d))?);
+        }
         let mut positions = Vec::with_capacity(b * t);
         let mut mask = Vec::with_capacity(b * t * tk);
         for &pad in left_pad {
@@ -527,9 +672,9 @@ impl Decoder {
             sin2,
             mask,
             fast: self.fast,
+            fused: None,
         };
 
-        let d = self.embed_tokens.dim(1)?;
         let mut xs = self
             .embed_tokens
             .index_select(&ids.flatten_all()?, 0)?

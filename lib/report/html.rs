@@ -201,28 +201,33 @@ fn points(run: &Run, key: &str) -> Vec<(f64, f64)> {
     run.series(key).into_iter().map(|(s, v)| (s as f64, v)).collect()
 }
 
-/// The charts of every key the overview does not plot, by section.
+/// The charts of every key the overview does not plot, by section and family. A family that
+/// the overview shows in part (`.../pos_pair_sim/mean` is there, `max` and `min` are not) is
+/// drawn whole; one it shows entirely is not repeated.
 fn section_charts(run: &Run, keys: &BTreeSet<&str>, claimed: &BTreeSet<&str>) -> BTreeMap<usize, Vec<Chart>> {
-    // section index -> family -> series
-    let mut families: BTreeMap<usize, BTreeMap<String, Vec<Series>>> = BTreeMap::new();
-    for key in keys.iter().filter(|k| !claimed.contains(*k)) {
+    // section index -> family -> (series, whether any key is not on the overview)
+    let mut families: BTreeMap<usize, BTreeMap<String, (Vec<Series>, bool)>> = BTreeMap::new();
+    for key in keys {
         let (fam, label) = family(key);
         let section = SECTIONS.iter().position(|s| *s == section_of(key)).expect("a section");
-        families.entry(section).or_default().entry(fam).or_default().push(Series { label, points: points(run, key) });
+        let entry = families.entry(section).or_default().entry(fam).or_default();
+        entry.0.push(Series { label, points: points(run, key) });
+        entry.1 |= !claimed.contains(key);
     }
     families
         .into_iter()
-        .map(|(section, fams)| {
-            let charts = fams
+        .filter_map(|(section, fams)| {
+            let charts: Vec<Chart> = fams
                 .into_iter()
-                .map(|(title, mut series)| {
+                .filter(|(_, (_, new))| *new)
+                .map(|(title, (mut series, _))| {
                     // mean, max, min, std in that order rather than alphabetically.
                     series.sort_by_key(|s| STATS.iter().position(|st| *st == s.label).unwrap_or(STATS.len()));
                     let y_range = title.ends_with("accuracy").then_some((0.0, 1.0));
                     Chart { title, series, x_range: None, y_range }
                 })
                 .collect();
-            (section, charts)
+            (!charts.is_empty()).then_some((section, charts))
         })
         .collect()
 }
@@ -287,7 +292,7 @@ pub fn render_html(run: &Run) -> String {
     );
 
     if let Some(serde_json::Value::Object(_)) = &run.summary {
-        o.push_str("<h2>Summary</h2>\n<table class=\"kv\">");
+        o.push_str("<h2 id=\"summary\">Summary</h2>\n<table class=\"kv\">");
         for line in summary_lines(run).iter().skip(1) {
             let (k, v) = line.trim_start().split_once(": ").unwrap_or((line, ""));
             let _ = write!(o, "<tr><td>{}</td><td>{}</td></tr>", escape(k), escape(v));
@@ -295,7 +300,7 @@ pub fn render_html(run: &Run) -> String {
         o.push_str("</table>\n");
     }
 
-    o.push_str("<h2>Overview</h2>\n<div class=\"grid\">\n");
+    o.push_str("<h2 id=\"overview\">Overview</h2>\n<div class=\"grid\">\n");
     for (chart, caption) in &overview {
         figure(&mut o, chart, caption);
     }
@@ -307,14 +312,14 @@ pub fn render_html(run: &Run) -> String {
     for (section, charts) in &sections {
         let name = SECTIONS[*section];
         let heading = if name == "other" { "Other metrics".to_string() } else { format!("{name}/*") };
-        let _ = write!(o, "<h2>{}</h2>\n<div class=\"grid\">\n", escape(&heading));
+        let _ = write!(o, "<h2 id=\"{name}\">{}</h2>\n<div class=\"grid\">\n", escape(&heading));
         for chart in charts {
             figure(&mut o, chart, "");
         }
         o.push_str("</div>\n");
     }
 
-    o.push_str("<h2>Per-step table</h2>\n<table><thead><tr>");
+    o.push_str("<h2 id=\"table\">Per-step table</h2>\n<table><thead><tr>");
     let cols = table_columns(run);
     for c in &cols {
         let _ = write!(o, "<th>{}</th>", escape(&c.header));

@@ -23,7 +23,6 @@ pub mod svg;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-
 use crate::error::{Error, Result};
 use crate::schema::rewards as rw;
 use crate::table::read_table;
@@ -294,9 +293,13 @@ fn source_accuracy(step: u64, path: &Path) -> Result<Vec<SourceAccuracy>> {
 /// One column of the per-step table: header and a value per step.
 pub(crate) struct TableColumn {
     pub header: String,
+    /// Decimal places; [`SCIENTIFIC`] for 3 significant digits in exponent form.
     pub decimals: usize,
     pub values: Vec<Option<f64>>,
 }
+
+/// `decimals` value of a column shown in exponent form (KL values span 1e-6 to 1e-1).
+pub(crate) const SCIENTIFIC: usize = usize::MAX;
 
 /// The per-step table's columns: step, reward, train accuracy, one column per evaluated split,
 /// KL, contrastive loss, mean response length, seconds. Columns with no value at any step are
@@ -324,9 +327,9 @@ pub(crate) fn table_columns(run: &Run) -> Vec<TableColumn> {
     // old-to-new policy KL of the PPO update.
     let kl_ref = key("actor/kl_loss");
     if kl_ref.iter().flatten().any(|v| *v != 0.0) {
-        cols.push(TableColumn { header: "kl_ref".into(), decimals: 4, values: kl_ref });
+        cols.push(TableColumn { header: "kl_ref".into(), decimals: SCIENTIFIC, values: kl_ref });
     } else {
-        cols.push(TableColumn { header: "ppo_kl".into(), decimals: 4, values: key("actor/ppo_kl") });
+        cols.push(TableColumn { header: "ppo_kl".into(), decimals: SCIENTIFIC, values: key("actor/ppo_kl") });
     }
     cols.push(TableColumn { header: "con_loss".into(), decimals: 3, values: key("con_lm_head/loss") });
     cols.push(TableColumn { header: "resp_len".into(), decimals: 1, values: key("response_length/mean") });
@@ -346,8 +349,13 @@ pub(crate) fn table_columns(run: &Run) -> Vec<TableColumn> {
     cols
 }
 
+/// A table cell: `decimals` places ([`SCIENTIFIC`]: exponent form), or 3 significant digits in
+/// exponent form for a value too small to show with them (a KL of 3.2e-5 is not "0.0000");
+/// `-` when missing.
 pub(crate) fn fmt_cell(v: Option<f64>, decimals: usize) -> String {
     match v {
+        Some(v) if decimals == SCIENTIFIC => format!("{v:.2e}"),
+        Some(v) if v != 0.0 && decimals > 0 && v.abs() < 0.5 * 10f64.powi(-(decimals as i32)) => format!("{v:.2e}"),
         Some(v) => format!("{v:.decimals$}"),
         None => "-".into(),
     }
@@ -434,6 +442,17 @@ mod tests {
         assert_eq!(e, "m.jsonl: line 1: no \"step\" key");
         let e = parse_metrics(Path::new("m.jsonl"), "[1]\n").unwrap_err().to_string();
         assert!(e.contains("line 1: expected a JSON object"), "{e}");
+    }
+
+    #[test]
+    fn cells_keep_small_values_visible() {
+        assert_eq!(fmt_cell(Some(0.0012), 4), "0.0012");
+        assert_eq!(fmt_cell(Some(3.2e-5), 4), "3.20e-5");
+        assert_eq!(fmt_cell(Some(0.0), 4), "0.0000");
+        assert_eq!(fmt_cell(Some(12.0), 0), "12");
+        assert_eq!(fmt_cell(None, 3), "-");
+        assert_eq!(fmt_cell(Some(0.00123), SCIENTIFIC), "1.23e-3");
+        assert_eq!(fmt_cell(Some(0.0), SCIENTIFIC), "0.00e0");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Line charts as inline SVG, written by hand: axes with "nice" ticks (1, 2, 5 x 10^k), grid
 //! lines, one polyline per series (missing steps are skipped, the line joins the points that
 //! exist), point markers with hover titles on short or sparse series, and a legend under the
-//! plot. No `xmlns` (inline SVG in HTML does not need one, and the page names no URL). The output depends only on the input (fixed palette, fixed number formatting), so a
-//! report is byte-for-byte reproducible.
+//! plot. No `xmlns` (inline SVG in HTML does not need one, and the page names no URL). The
+//! output depends only on the input (fixed palette, fixed number formatting), so a report is
+//! byte-for-byte reproducible.
 
 use std::fmt::Write;
 
@@ -88,9 +89,13 @@ fn axis(lo: f64, hi: f64, target: f64, min_step: f64) -> (f64, f64, f64, Vec<f64
 
 /// A tick label: as many decimals as the spacing needs; exponent form for tiny or huge values.
 pub fn fmt_tick(v: f64, step: f64) -> String {
-    let v = if v.abs() < step * 1e-6 { 0.0 } else { v };
-    if v != 0.0 && (v.abs() >= 1e6 || step < 1e-4) {
-        return format!("{v:.1e}");
+    if v.abs() < step * 1e-6 {
+        return "0".into();
+    }
+    if v.abs() >= 1e6 || step < 1e-4 {
+        // Enough mantissa digits to tell neighbouring ticks apart (1.05e-4 next to 1.00e-4).
+        let digits = (v.abs() / step).log10().ceil().clamp(1.0, 6.0) as usize;
+        return format!("{v:.digits$e}");
     }
     let decimals = (-step.log10()).ceil().clamp(0.0, 6.0) as usize;
     format!("{v:.decimals$}")
@@ -161,7 +166,7 @@ pub fn line_chart(chart: &Chart) -> String {
 
     let labels: Vec<&str> = series.iter().map(|s| s.label.as_str()).collect();
     let legend = legend_layout(&labels);
-    let legend_top = TOP + PLOT_H + 38.0;
+    let legend_top = TOP + PLOT_H + 50.0;
     let height = legend_top + legend.len() as f64 * LEGEND_ROW + 2.0;
 
     let mut o = String::new();
@@ -271,7 +276,7 @@ mod tests {
         assert_eq!((lo, hi, step), (0.0, 1.0, 0.2));
         assert_eq!(ticks.len(), 6);
         let (lo, hi, step, _) = axis(1.0, 419.0, 8.0, 1.0);
-        assert_eq!((lo, hi, step), (0.0, 450.0, 50.0));
+        assert_eq!((lo, hi, step), (0.0, 500.0, 100.0));
         // One step: x still gets a range and integer ticks.
         let (lo, hi, step, _) = axis(3.0, 3.0, 8.0, 1.0);
         assert!(lo < 3.0 && hi > 3.0 && step >= 1.0);
@@ -279,6 +284,10 @@ mod tests {
         assert_eq!(fmt_tick(150.0, 50.0), "150");
         assert_eq!(fmt_tick(0.0004, 0.0002), "0.0004");
         assert_eq!(fmt_tick(2e-5, 1e-5), "2.0e-5");
+        assert_eq!(fmt_tick(1e-12, 1e-5), "0");
+        assert_eq!(fmt_tick(1.05e-4, 5e-6), "1.05e-4");
+        assert_eq!(fmt_tick(1e-4, 5e-6), "1.00e-4");
+        assert_eq!(fmt_tick(0.0, 0.25), "0");
     }
 
     #[test]

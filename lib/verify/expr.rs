@@ -647,10 +647,10 @@ fn pow(b: &V, e: &V) -> R<V> {
 
 #[derive(Debug, Clone)]
 enum Tok {
-    /// Integer literal value (sympy Integer).
-    Int(V),
+    /// Integer literal value (sympy Integer); boxed to keep tokens small.
+    Int(Box<V>),
     /// Float literal (sympy Float), or an imaginary literal.
-    Flt(V),
+    Flt(Box<V>),
     /// An undefined name: a sympy Symbol.
     Sym(String),
     /// A callable name from sympy's namespace.
@@ -852,9 +852,9 @@ fn number_value(text: &str) -> R<Tok> {
     };
     if imag {
         let (c, t) = as_n(&v);
-        return Ok(Tok::Flt(V::N(c.map(|z| C::new(-z.im, z.re)), t || is_float)));
+        return Ok(Tok::Flt(Box::new(V::N(c.map(|z| C::new(-z.im, z.re)), t || is_float))));
     }
-    Ok(if is_float { Tok::Flt(v) } else { Tok::Int(v) })
+    Ok(if is_float { Tok::Flt(Box::new(v)) } else { Tok::Int(Box::new(v)) })
 }
 
 /// `auto_symbol` + `split_symbols` for one NAME token.
@@ -1000,7 +1000,7 @@ fn starts_operand(t: &Tok) -> bool {
 
 /// `implicit_multiplication` and `implicit_application`.
 fn implicit(tokens: Vec<Tok>) -> Vec<Tok> {
-    let mut out: Vec<Tok> = Vec::with_capacity(tokens.len() * 2);
+    let mut out: Vec<Tok> = Vec::with_capacity(tokens.len() + tokens.len() / 2 + 1);
     for t in tokens {
         if let Some(prev) = out.last() {
             if ends_operand(prev) && starts_operand(&t) {
@@ -1180,7 +1180,7 @@ impl Parser<'_> {
         let t = self.peek().cloned().ok_or(Fail)?;
         self.i += 1;
         match t {
-            Tok::Int(v) | Tok::Flt(v) => Ok(self.ev.num(v)),
+            Tok::Int(v) | Tok::Flt(v) => Ok(self.ev.num(*v)),
             Tok::Sym(name) => {
                 let mut c = [C::new(0.0, 0.0); ENVS];
                 for (env, slot) in c.iter_mut().enumerate() {

@@ -295,8 +295,9 @@ mod tests {
         check("1M \\boxed", "\\boxed".repeat(1_000_000), "1", false);
         check("1M \\boxed{", "\\boxed{".repeat(1_000_000), "1", false);
         check("1M \\boxed{1}", "\\boxed{1}".repeat(1_000_000), "1", true);
-        check("400 kB sum", format!("\\boxed{{{}}}", "1+".repeat(200_000) + "1"), "1", false);
-        check("600 kB of \\frac", format!("\\boxed{{{}}}", "\\frac{1}{2}+".repeat(50_000) + "1"), "1", false);
-        check("10 MB box", format!("\\boxed{{{}}}", "7".repeat(10 * 1024 * 1024)), "7", false);
+        // these two reach the sympy step (the ground truth is not an integer)
+        check("400 kB sum", format!("\\boxed{{{}}}", "1+".repeat(200_000) + "1"), "1/2", false);
+        check("240 kB of \\frac", format!("\\boxed{{{}}}", "\\frac{1}{2}+".repeat(20_000) + "1"), "1/2", false);
+        check("2 MB box", format!("\\boxed{{{}}}", "7".repeat(2 * 1024 * 1024)), "7", false);
     }
 }

@@ -1,0 +1,963 @@
+//! Fused CPU kernels with hand-written backward passes (candle `CustomOp1/2/3`), for f32 and f64.
+//!
+//! Each op replaces a chain of a dozen small candle ops (and their temporaries) on the training
+//! path and on the no-grad path alike; the maths is the same as the composed version in
+//! [`super::transformer`] (which still serves other devices and half precision):
+//!
+//! - [`rms_norm`]: `y = (x * rsqrt(mean(x^2) + eps)) * w` (sum of squares accumulated in f64).
+//! - [`rope`]: rotate-half rotary embedding of a (B, T, H, hd) tensor with per-row tables.
+//! - [`attention`]: causal, left-padded, GQA softmax attention of q (B, T, H, hd) against k, v
+//!   (B, Tk, Hkv, hd); query i of row b sits at column `past + i` and sees columns
+//!   `pad[b] ..= past + i`. The probabilities are recomputed in the backward pass (nothing of
+//!   size T x Tk is kept). A query with no visible key (a pad column) outputs zeros.
+//! - [`silu_mul`]: `silu(gate) * up`.
+//! - [`token_logprobs`]: for logits (N, V) and targets (N,): (N, 3) = [log p(target),
+//!   entropy, logsumexp] of softmax(logits / temperature), one pass over the vocabulary; the
+//!   backward pass `g (onehot - p) / temperature` reuses the stored logsumexp.
+//!
+//! Matrix products inside attention go through the `gemm` crate single-threaded, one
+//! (row, kv head) unit per rayon task.
+
+use std::sync::Arc;
+
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage,
+    Tensor, WithDType,
+};
+use candle_core::backend::BackendStorage;
+use num_traits::Float;
+use rayon::prelude::*;
+
+/// The float types the kernels are written for.
+pub(crate) trait Flt: WithDType + Float + Send + Sync + 'static {}
+impl Flt for f32 {}
+impl Flt for f64 {}
+
+#[inline]
+fn c<T: Flt>(x: f64) -> T {
+    <T as WithDType>::from_f64(x)
+}
+#[inline]
+fn f<T: Flt>(x: T) -> f64 {
+    <T as WithDType>::to_f64(x)
+}
+
+/// Whether the fused kernels serve tensors of this device and dtype.
+pub(crate) fn supported(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+/// The contiguous slice of a CPU storage under `l`.
+fn contig<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => bail!("fused op: non-contiguous input {:?}", l.shape()),
+    }
+}
+
+fn storage<T: WithDType>(v: Vec<T>) -> CpuStorage {
+    T::to_cpu_storage_owned(v)
+}
+
+/// Runs `f` over the contiguous data of `t` (f32 or f64 only).
+fn read<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cpu(cs) => f(contig::<T>(cs, l)?),
+        _ => bail!("fused op: cpu only"),
+    }
+}
+
+/// A raw pointer that rayon tasks writing disjoint parts may share.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    #[inline]
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Rows handled per rayon task for row-wise kernels of width `d` (about 16K elements).
+fn rows_per_task(n: usize, d: usize) -> usize {
+    let per = (16384 / d.max(1)).max(1);
+    per.min(n.max(1))
+}
+
+// ------------------------------------------------------------------------------------------
+// RMSNorm
+
+struct RmsNormOp {
+    eps: f64,
+}
+
+fn rms_fwd<T: Flt>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
+    let d = w.len();
+    let mut y = vec![T::zero(); x.len()];
+    let per = rows_per_task(x.len() / d, d);
+    y.par_chunks_mut(per * d)
+        .zip(x.par_chunks(per * d))
+        .for_each(|(yc, xc)| {
+            for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
+                let ss: f64 = xr.iter().map(|&v| f(v) * f(v)).sum();
+                let r: T = c(1.0 / (ss / d as f64 + eps).sqrt());
+                for ((o, &xv), &wv) in yr.iter_mut().zip(xr).zip(w) {
+                    *o = (xv * r) * wv;
+                }
+            }
+        });
+    y
+}
+
+/// (dx, dw) for y = (x r) w.
+fn rms_bwd<T: Flt>(x: &[T], w: &[T], dy: &[T], eps: f64) -> (Vec<T>, Vec<T>) {
+    let d = w.len();
+    let mut dx = vec![T::zero(); x.len()];
+    let per = rows_per_task(x.len() / d, d);
+    let dw = dx
+        .par_chunks_mut(per * d)
+        .zip(x.par_chunks(per * d).zip(dy.par_chunks(per * d)))
+        .map(|(dxc, (xc, dyc))| {
+            let mut dw = vec![0f64; d];
+            for ((dxr, xr), dyr) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(dyc.chunks(d)) {
+                let ss: f64 = xr.iter().map(|&v| f(v) * f(v)).sum();
+                let r = 1.0 / (ss / d as f64 + eps).sqrt();
+                // xhat = x r ; g = dy w ; dx = r (g - xhat mean(g xhat))
+                let mut dot = 0f64;
+                for i in 0..d {
+                    let xh = f(xr[i]) * r;
+                    let g = f(dyr[i]) * f(w[i]);
+                    dot += g * xh;
+                    dw[i] += f(dyr[i]) * xh;
+                }
+                let mean = dot / d as f64;
+                for i in 0..d {
+                    let xh = f(xr[i]) * r;
+                    let g = f(dyr[i]) * f(w[i]);
+                    dxr[i] = c(r * (g - xh * mean));
+                }
+            }
+            dw
+        })
+        .reduce(
+            || vec![0f64; d],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    (dx, dw.into_iter().map(c).collect())
+}
+
+impl CustomOp2 for RmsNormOp {
+    fn name(&self) -> &'static str {
+        "clipo-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = match s1.dtype() {
+            DType::F32 => storage(rms_fwd::<f32>(contig(s1, l1)?, contig(s2, l2)?, self.eps)),
+            DType::F64 => storage(rms_fwd::<f64>(contig(s1, l1)?, contig(s2, l2)?, self.eps)),
+            dt => bail!("rms_norm: unsupported dtype {dt:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        fn go<T: Flt>(x: &Tensor, w: &Tensor, dy: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+            let (dx, dw) =
+                read::<T, _>(x, |x| read::<T, _>(w, |w| read::<T, _>(dy, |dy| Ok(rms_bwd(x, w, dy, eps)))))?;
+            Ok((
+                Tensor::from_vec(dx, x.shape(), x.device())?,
+                Tensor::from_vec(dw, w.shape(), w.device())?,
+            ))
+        }
+        let (dx, dw) = match x.dtype() {
+            DType::F32 => go::<f32>(x, w, dy, self.eps)?,
+            DType::F64 => go::<f64>(x, w, dy, self.eps)?,
+            dt => bail!("rms_norm: unsupported dtype {dt:?}"),
+        };
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// RMSNorm over the last dimension of a contiguous x, weight w (d,).
+pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(w, RmsNormOp { eps })
+}
+
+// ------------------------------------------------------------------------------------------
+// Rotary embedding
+
+/// Rope tables for B*T (row, column) pairs: `cos`/`sin` (B*T, hd/2), in f64 (exact images of the
+/// f32 values for f32 models).
+#[derive(Clone)]
+pub(crate) struct RopeTables {
+    pub cos: Arc<Vec<f64>>,
+    pub sin: Arc<Vec<f64>>,
+    pub half: usize,
+}
+
+#[derive(Clone)]
+struct RopeOp {
+    tables: RopeTables,
+    /// Rotate by minus the angle (the backward pass).
+    inverse: bool,
+}
+
+fn rope_apply<T: Flt>(x: &[T], tab: &RopeTables, inverse: bool, heads_x_hd: usize) -> Vec<T> {
+    let half = tab.half;
+    let hd = 2 * half;
+    let bt = x.len() / heads_x_hd;
+    let mut y = vec![T::zero(); x.len()];
+    let per = rows_per_task(bt, heads_x_hd);
+    let sign = if inverse { -1.0 } else { 1.0 };
+    y.par_chunks_mut(per * heads_x_hd)
+        .zip(x.par_chunks(per * heads_x_hd))
+        .enumerate()
+        .for_each(|(ci, (yc, xc))| {
+            let mut cs = vec![T::zero(); half];
+            let mut sn = vec![T::zero(); half];
+            for (ri, (yr, xr)) in yc.chunks_mut(heads_x_hd).zip(xc.chunks(heads_x_hd)).enumerate() {
+                let row = ci * per + ri;
+                for i in 0..half {
+                    cs[i] = c(tab.cos[row * half + i]);
+                    sn[i] = c(sign * tab.sin[row * half + i]);
+                }
+                for (yh, xh) in yr.chunks_mut(hd).zip(xr.chunks(hd)) {
+                    let (x1, x2) = xh.split_at(half);
+                    let (y1, y2) = yh.split_at_mut(half);
+                    for i in 0..half {
+                        // x * cos + rotate_half(x) * sin, rotate_half(x) = (-x2, x1)
+                        y1[i] = x1[i] * cs[i] + (-x2[i]) * sn[i];
+                        y2[i] = x2[i] * cs[i] + x1[i] * sn[i];
+                    }
+                }
+            }
+        });
+    y
+}
+
+impl CustomOp1 for RopeOp {
+    fn name(&self) -> &'static str {
+        "clipo-rope"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = l.shape().dims();
+        if dims.len() != 4 || dims[3] != 2 * self.tables.half {
+            bail!("rope: expected (B, T, H, hd), got {:?}", dims);
+        }
+        if dims[0] * dims[1] * self.tables.half != self.tables.cos.len() {
+            bail!("rope: tables for {} positions, input {:?}", self.tables.cos.len() / self.tables.half, dims);
+        }
+        let hh = dims[2] * dims[3];
+        let out = match s.dtype() {
+            DType::F32 => storage(rope_apply::<f32>(contig(s, l)?, &self.tables, self.inverse, hh)),
+            DType::F64 => storage(rope_apply::<f64>(contig(s, l)?, &self.tables, self.inverse, hh)),
+            dt => bail!("rope: unsupported dtype {dt:?}"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let inv = RopeOp {
+            tables: self.tables.clone(),
+            inverse: !self.inverse,
+        };
+        Ok(Some(dy.contiguous()?.apply_op1(inv)?))
+    }
+}
+
+/// Rotate-half rope of x (B, T, H, hd) with tables for its B*T positions.
+pub(crate) fn rope(x: &Tensor, tables: &RopeTables) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(RopeOp {
+        tables: tables.clone(),
+        inverse: false,
+    })
+}
+
+// ------------------------------------------------------------------------------------------
+// Attention
+
+#[derive(Clone)]
+struct AttnOp {
+    pads: Arc<Vec<usize>>,
+    past: usize,
+    scale: f64,
+}
+
+/// Geometry of one attention call. Element (b, t, h, e) of q is at `b*qb + (t*H + h)*hd + e`;
+/// of k/v at `koff + b*kb + (j*KV + g)*hd + e` (and likewise voff, vb).
+#[derive(Clone, Copy)]
+struct Geo {
+    b: usize,
+    t: usize,
+    tk: usize,
+    h: usize,
+    kv: usize,
+    hd: usize,
+    kb: usize,
+    vb: usize,
+}
+
+/// k/v layout (B, Tk, KV, hd) with an arbitrary batch stride: (offset, batch stride).
+fn kv_view(l: &Layout) -> Result<(usize, usize)> {
+    let st = l.stride();
+    let d = l.shape().dims();
+    if d.len() != 4 || st[3] != 1 || st[2] != d[3] || st[1] != d[2] * d[3] {
+        bail!("attention: k/v must be (B, Tk, KV, hd) with contiguous rows, got {:?} {:?}", d, st);
+    }
+    Ok((l.start_offset(), st[0]))
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn mm<T: 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_rs: usize,
+    read_dst: bool,
+    lhs: *const T,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const T,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    one: T,
+    beta: T,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        read_dst,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        one,
+        beta,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+/// Scores -> probabilities in place for one (row, head): p (T, Tk), masked as documented.
+/// Returns nothing; rows with no visible key become zeros.
+fn softmax_rows<T: Flt>(p: &mut [T], t: usize, tk: usize, pad: usize, past: usize) {
+    for i in 0..t {
+        let row = &mut p[i * tk..(i + 1) * tk];
+        let hi = (past + i).min(tk - 1);
+        if past + i < pad {
+            row.fill(T::zero());
+            continue;
+        }
+        let mut m = T::neg_infinity();
+        for &v in &row[pad..=hi] {
+            m = Float::max(m, v);
+        }
+        let mut s = T::zero();
+        for v in &mut row[pad..=hi] {
+            *v = (*v - m).exp();
+            s = s + *v;
+        }
+        let inv = T::one() / s;
+        for v in &mut row[pad..=hi] {
+            *v = *v * inv;
+        }
+        row[..pad].fill(T::zero());
+        row[hi + 1..].fill(T::zero());
+    }
+}
+
+fn attn_fwd<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, pads: &[usize], past: usize, scale: f64) -> Vec<T> {
+    let Geo { b, t, tk, h, kv, hd, kb, vb } = g;
+    let rep = h / kv;
+    let mut out = vec![T::zero(); b * t * h * hd];
+    let optr = SendPtr(out.as_mut_ptr());
+    (0..b * kv).into_par_iter().for_each_init(
+        || vec![T::zero(); t * tk],
+        |p, unit| {
+            let (bi, gi) = (unit / kv, unit % kv);
+            let kp = unsafe { k.as_ptr().add(bi * kb + gi * hd) };
+            let vp = unsafe { v.as_ptr().add(bi * vb + gi * hd) };
+            for r in 0..rep {
+                let hi = gi * rep + r;
+                let qp = unsafe { q.as_ptr().add(bi * t * h * hd + hi * hd) };
+                unsafe {
+                    // S = scale * Q K^T
+                    mm(t, tk, hd, p.as_mut_ptr(), tk, false, qp, h * hd, 1, kp, 1, kv * hd, T::one(), c(scale));
+                }
+                softmax_rows(p, t, tk, pads[bi], past);
+                unsafe {
+                    let op = optr.get().add(bi * t * h * hd + hi * hd);
+                    mm(t, hd, tk, op, h * hd, false, p.as_ptr(), tk, 1, vp, kv * hd, 1, T::one(), T::one());
+                }
+            }
+        },
+    );
+    out
+}
+
+/// (dq, dk, dv) with dq like q and dk, dv contiguous (B, Tk, KV, hd).
+#[allow(clippy::too_many_arguments)]
+fn attn_bwd<T: Flt>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    dout: &[T],
+    g: Geo,
+    pads: &[usize],
+    past: usize,
+    scale: f64,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let Geo { b, t, tk, h, kv, hd, kb, vb } = g;
+    let rep = h / kv;
+    let mut dq = vec![T::zero(); b * t * h * hd];
+    let mut dk = vec![T::zero(); b * tk * kv * hd];
+    let mut dv = vec![T::zero(); b * tk * kv * hd];
+    let (dqp, dkp, dvp) = (SendPtr(dq.as_mut_ptr()), SendPtr(dk.as_mut_ptr()), SendPtr(dv.as_mut_ptr()));
+    (0..b * kv).into_par_iter().for_each_init(
+        || (vec![T::zero(); t * tk], vec![T::zero(); t * tk]),
+        |(p, dp), unit| {
+            let (bi, gi) = (unit / kv, unit % kv);
+            let kp = unsafe { k.as_ptr().add(bi * kb + gi * hd) };
+            let vp = unsafe { v.as_ptr().add(bi * vb + gi * hd) };
+            let dkg = unsafe { dkp.get().add(bi * tk * kv * hd + gi * hd) };
+            let dvg = unsafe { dvp.get().add(bi * tk * kv * hd + gi * hd) };
+            for r in 0..rep {
+                let hi = gi * rep + r;
+                let off = bi * t * h * hd + hi * hd;
+                let qp = unsafe { q.as_ptr().add(off) };
+                let dop = unsafe { dout.as_ptr().add(off) };
+                unsafe {
+                    mm(t, tk, hd, p.as_mut_ptr(), tk, false, qp, h * hd, 1, kp, 1, kv * hd, T::one(), c(scale));
+                }
+                softmax_rows(p, t, tk, pads[bi], past);
+                unsafe {
+                    // dP = dO V^T
+                    mm(t, tk, hd, dp.as_mut_ptr(), tk, false, dop, h * hd, 1, vp, 1, kv * hd, T::one(), T::one());
+                }
+                // dS = P (dP - rowsum(P dP)) * scale
+                let sc: T = c(scale);
+                for i in 0..t {
+                    let pr = &p[i * tk..(i + 1) * tk];
+                    let dr = &mut dp[i * tk..(i + 1) * tk];
+                    let mut s = T::zero();
+                    for j in 0..tk {
+                        s = s + pr[j] * dr[j];
+                    }
+                    for j in 0..tk {
+                        dr[j] = pr[j] * (dr[j] - s) * sc;
+                    }
+                }
+                let first = r == 0;
+                unsafe {
+                    // dQ = dS K
+                    mm(t, hd, tk, dqp.get().add(off), h * hd, false, dp.as_ptr(), tk, 1, kp, kv * hd, 1, T::one(), T::one());
+                    // dK += dS^T Q
+                    mm(tk, hd, t, dkg, kv * hd, !first, dp.as_ptr(), 1, tk, qp, h * hd, 1, T::one(), T::one());
+                    // dV += P^T dO
+                    mm(tk, hd, t, dvg, kv * hd, !first, p.as_ptr(), 1, tk, dop, h * hd, 1, T::one(), T::one());
+                }
+            }
+        },
+    );
+    (dq, dk, dv)
+}
+
+impl AttnOp {
+    fn geo(&self, lq: &Layout, lk: &Layout, lv: &Layout) -> Result<Geo> {
+        let qd = lq.shape().dims();
+        let kd = lk.shape().dims();
+        if qd.len() != 4 || kd.len() != 4 || lv.shape().dims() != kd {
+            bail!("attention: shapes q {:?} k {:?} v {:?}", qd, kd, lv.shape());
+        }
+        let (b, t, h, hd) = (qd[0], qd[1], qd[2], qd[3]);
+        let (tk, kv) = (kd[1], kd[2]);
+        if kd[0] != b || kd[3] != hd || h % kv != 0 || self.pads.len() != b || self.past + t > tk {
+            bail!("attention: shapes q {:?} k {:?}, {} pads, past {}", qd, kd, self.pads.len(), self.past);
+        }
+        let (_, kb) = kv_view(lk)?;
+        let (_, vb) = kv_view(lv)?;
+        Ok(Geo { b, t, tk, h, kv, hd, kb, vb })
+    }
+}
+
+impl CustomOp3 for AttnOp {
+    fn name(&self) -> &'static str {
+        "clipo-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sq: &CpuStorage,
+        lq: &Layout,
+        sk: &CpuStorage,
+        lk: &Layout,
+        sv: &CpuStorage,
+        lv: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geo(lq, lk, lv)?;
+        fn go<T: Flt>(
+            op: &AttnOp,
+            g: Geo,
+            (sq, lq): (&CpuStorage, &Layout),
+            (sk, lk): (&CpuStorage, &Layout),
+            (sv, lv): (&CpuStorage, &Layout),
+        ) -> Result<CpuStorage> {
+            let q = contig::<T>(sq, lq)?;
+            let k = &sk.as_slice::<T>()?[lk.start_offset()..];
+            let v = &sv.as_slice::<T>()?[lv.start_offset()..];
+            Ok(storage(attn_fwd(q, k, v, g, &op.pads, op.past, op.scale)))
+        }
+        let out = match sq.dtype() {
+            DType::F32 => go::<f32>(self, g, (sq, lq), (sk, lk), (sv, lv))?,
+            DType::F64 => go::<f64>(self, g, (sq, lq), (sk, lk), (sv, lv))?,
+            dt => bail!("attention: unsupported dtype {dt:?}"),
+        };
+        Ok((out, lq.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        dout: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        fn go<T: Flt>(op: &AttnOp, q: &Tensor, k: &Tensor, v: &Tensor, dout: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+            let (k, v) = (k.contiguous()?, v.contiguous()?);
+            let g = op.geo(q.layout(), k.layout(), v.layout())?;
+            let (dq, dk, dv) = read::<T, _>(q, |qs| {
+                read::<T, _>(&k, |ks| {
+                    read::<T, _>(&v, |vs| read::<T, _>(dout, |ds| Ok(attn_bwd(qs, ks, vs, ds, g, &op.pads, op.past, op.scale))))
+                })
+            })?;
+            Ok((
+                Tensor::from_vec(dq, q.shape(), q.device())?,
+                Tensor::from_vec(dk, k.shape(), k.device())?,
+                Tensor::from_vec(dv, v.shape(), v.device())?,
+            ))
+        }
+        let (dq, dk, dv) = match q.dtype() {
+            DType::F32 => go::<f32>(self, q, k, v, dout)?,
+            DType::F64 => go::<f64>(self, q, k, v, dout)?,
+            dt => bail!("attention: unsupported dtype {dt:?}"),
+        };
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+/// Causal left-padded softmax attention: q (B, T, H, hd) contiguous, k/v (B, Tk, KV, hd) with
+/// contiguous rows (a batch-strided view of a KV cache is fine) -> (B, T, H, hd).
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, pads: Arc<Vec<usize>>, past: usize) -> Result<Tensor> {
+    let hd = q.dim(3)?;
+    let op = AttnOp {
+        pads,
+        past,
+        scale: 1.0 / (hd as f64).sqrt(),
+    };
+    q.contiguous()?.apply_op3(k, v, op)
+}
+
+// ------------------------------------------------------------------------------------------
+// SiLU(gate) * up
+
+struct SiluMulOp;
+
+#[inline]
+fn sigmoid<T: Flt>(x: T) -> T {
+    T::one() / (T::one() + (-x).exp())
+}
+
+impl CustomOp2 for SiluMulOp {
+    fn name(&self) -> &'static str {
+        "clipo-silu-mul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            bail!("silu_mul: shapes {:?} {:?}", l1.shape(), l2.shape());
+        }
+        fn go<T: Flt>(g: &[T], u: &[T]) -> Vec<T> {
+            let mut y = vec![T::zero(); g.len()];
+            y.par_chunks_mut(16384)
+                .zip(g.par_chunks(16384).zip(u.par_chunks(16384)))
+                .for_each(|(yc, (gc, uc))| {
+                    for ((o, &gv), &uv) in yc.iter_mut().zip(gc).zip(uc) {
+                        *o = gv * sigmoid(gv) * uv;
+                    }
+                });
+            y
+        }
+        let out = match s1.dtype() {
+            DType::F32 => storage(go::<f32>(contig(s1, l1)?, contig(s2, l2)?)),
+            DType::F64 => storage(go::<f64>(contig(s1, l1)?, contig(s2, l2)?)),
+            dt => bail!("silu_mul: unsupported dtype {dt:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        g: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        fn go<T: Flt>(g: &Tensor, u: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+            let (dg, du) = read::<T, _>(g, |gs| {
+                read::<T, _>(u, |us| {
+                    read::<T, _>(dy, |ds| {
+                        let mut dg = vec![T::zero(); gs.len()];
+                        let mut du = vec![T::zero(); gs.len()];
+                        dg.par_chunks_mut(16384)
+                            .zip(du.par_chunks_mut(16384))
+                            .enumerate()
+                            .for_each(|(ci, (dgc, duc))| {
+                                let o = ci * 16384;
+                                for i in 0..dgc.len() {
+                                    let (x, up, d) = (gs[o + i], us[o + i], ds[o + i]);
+                                    let s = sigmoid(x);
+                                    let silu = x * s;
+                                    duc[i] = d * silu;
+                                    dgc[i] = d * up * s * (T::one() + x * (T::one() - s));
+                                }
+                            });
+                        Ok((dg, du))
+                    })
+                })
+            })?;
+            Ok((Tensor::from_vec(dg, g.shape(), g.device())?, Tensor::from_vec(du, u.shape(), u.device())?))
+        }
+        let (dg, du) = match g.dtype() {
+            DType::F32 => go::<f32>(g, u, dy)?,
+            DType::F64 => go::<f64>(g, u, dy)?,
+            dt => bail!("silu_mul: unsupported dtype {dt:?}"),
+        };
+        Ok((Some(dg), Some(du)))
+    }
+}
+
+/// silu(gate) * up, elementwise.
+pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SiluMulOp)
+}
+
+// ------------------------------------------------------------------------------------------
+// Log-prob of the target token (and entropy, logsumexp) in one pass
+
+struct LogprobOp {
+    inv_t: f64,
+}
+
+fn lp_fwd<T: Flt>(z: &[T], tg: &[u32], v: usize, inv_t: f64) -> Vec<T> {
+    let n = tg.len();
+    let mut out = vec![T::zero(); n * 3];
+    out.par_chunks_mut(3).enumerate().for_each(|(i, o)| {
+        let row = &z[i * v..(i + 1) * v];
+        let it: T = c(inv_t);
+        let mut m = T::neg_infinity();
+        for &x in row {
+            m = Float::max(m, x * it);
+        }
+        let (mut s, mut sz) = (0f64, 0f64);
+        for &x in row {
+            let zs = x * it - m;
+            let e = f(zs.exp());
+            s += e;
+            sz += e * f(zs);
+        }
+        let lse_s = s.ln();
+        let target = f(row[tg[i] as usize] * it - m);
+        o[0] = c(target - lse_s);
+        o[1] = c(lse_s - sz / s);
+        o[2] = c(f(m) + lse_s);
+    });
+    out
+}
+
+impl CustomOp2 for LogprobOp {
+    fn name(&self) -> &'static str {
+        "clipo-token-logprobs"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, v) = l1.shape().dims2()?;
+        let tg = contig::<u32>(s2, l2)?;
+        if tg.len() != n || tg.iter().any(|&x| x as usize >= v) {
+            bail!("token_logprobs: {} targets for {} rows of {} logits (or a target out of range)", tg.len(), n, v);
+        }
+        let out = match s1.dtype() {
+            DType::F32 => storage(lp_fwd::<f32>(contig(s1, l1)?, tg, v, self.inv_t)),
+            DType::F64 => storage(lp_fwd::<f64>(contig(s1, l1)?, tg, v, self.inv_t)),
+            dt => bail!("token_logprobs: unsupported dtype {dt:?}"),
+        };
+        Ok((out, Shape::from((n, 3))))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        fn go<T: Flt>(logits: &Tensor, targets: &Tensor, res: &Tensor, dy: &Tensor, inv_t: f64) -> Result<Tensor> {
+            let (n, v) = logits.dims2()?;
+            let tg: Vec<u32> = targets.to_vec1()?;
+            let dz = read::<T, _>(logits, |z| {
+                read::<T, _>(res, |r| {
+                    read::<T, _>(dy, |d| {
+                        let mut dz = vec![T::zero(); n * v];
+                        dz.par_chunks_mut(v).enumerate().for_each(|(i, out)| {
+                            // only the log-prob column carries a gradient
+                            let gi = f(d[i * 3]) * inv_t;
+                            if gi == 0.0 {
+                                return;
+                            }
+                            let it: T = c(inv_t);
+                            let lse = r[i * 3 + 2];
+                            let g: T = c(-gi);
+                            let row = &z[i * v..(i + 1) * v];
+                            for (o, &x) in out.iter_mut().zip(row) {
+                                *o = g * (x * it - lse).exp();
+                            }
+                            let t = tg[i] as usize;
+                            out[t] = out[t] + c(gi);
+                        });
+                        Ok(dz)
+                    })
+                })
+            })?;
+            Tensor::from_vec(dz, (n, v), logits.device())
+        }
+        let dz = match logits.dtype() {
+            DType::F32 => go::<f32>(logits, targets, res, dy, self.inv_t)?,
+            DType::F64 => go::<f64>(logits, targets, res, dy, self.inv_t)?,
+            dt => bail!("token_logprobs: unsupported dtype {dt:?}"),
+        };
+        Ok((Some(dz), None))
+    }
+}
+
+/// logits (N, V), targets (N,) u32 -> (N, 3): [log p(target), entropy, logsumexp] under
+/// softmax(logits / temperature). Differentiable in column 0 only.
+pub(crate) fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<Tensor> {
+    logits.contiguous()?.apply_op2(
+        &targets.contiguous()?,
+        LogprobOp {
+            inv_t: 1.0 / temperature,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var, D};
+
+    /// Central finite differences of sum(f(x) * coef) against the analytic gradient, in f64.
+    fn check_grad(inputs: &[Var], f: &dyn Fn(&[Tensor]) -> Tensor) {
+        let ts: Vec<Tensor> = inputs.iter().map(|v| v.as_tensor().clone()).collect();
+        let out = f(&ts);
+        let n = out.elem_count();
+        let coef: Vec<f64> = (0..n).map(|i| 0.3 + ((i * 7919) % 17) as f64 / 17.0).collect();
+        let coef = Tensor::from_vec(coef, out.shape(), &Device::Cpu).unwrap();
+        let loss = |ts: &[Tensor]| (f(ts) * &coef).unwrap().sum_all().unwrap();
+        let grads = loss(&ts).backward().unwrap();
+        for (vi, var) in inputs.iter().enumerate() {
+            let g: Vec<f64> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            for i in (0..base.len()).step_by((base.len() / 23).max(1)) {
+                let eps = 1e-6;
+                let mut plus = base.clone();
+                plus[i] += eps;
+                let mut minus = base.clone();
+                minus[i] -= eps;
+                let eval = |vals: Vec<f64>| {
+                    let mut ts = ts.clone();
+                    ts[vi] = Tensor::from_vec(vals, var.as_tensor().shape(), &Device::Cpu).unwrap();
+                    loss(&ts).to_scalar::<f64>().unwrap()
+                };
+                let num = (eval(plus) - eval(minus)) / (2.0 * eps);
+                assert!((num - g[i]).abs() < 1e-6 * (1.0 + num.abs()), "input {vi} elem {i}: numeric {num} analytic {}", g[i]);
+            }
+        }
+    }
+
+    fn randn(shape: &[usize], seed: u64) -> Var {
+        let t = Tensor::randn(0f64, 1.0, shape, &Device::Cpu).unwrap();
+        // deterministic enough for the check; seed only varies the scale
+        Var::from_tensor(&(t * (0.5 + seed as f64 * 0.1)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn rms_norm_grad() {
+        let x = randn(&[7, 12], 1);
+        let w = randn(&[12], 2);
+        check_grad(&[x, w], &|t| rms_norm(&t[0], &t[1], 1e-5).unwrap());
+    }
+
+    #[test]
+    fn rms_norm_matches_composed() {
+        let x = randn(&[5, 16], 1);
+        let w = randn(&[16], 2);
+        let a = rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
+        let var = x.as_tensor().sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let b = x
+            .as_tensor()
+            .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(w.as_tensor())
+            .unwrap();
+        let d: f64 = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(d < 1e-12, "{d}");
+    }
+
+    fn tables(b: usize, t: usize, half: usize) -> RopeTables {
+        let mut cos = vec![];
+        let mut sin = vec![];
+        for r in 0..b * t {
+            for i in 0..half {
+                let a = (r % t) as f64 * 0.3 / (i + 1) as f64 + r as f64 * 0.01;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        RopeTables { cos: Arc::new(cos), sin: Arc::new(sin), half }
+    }
+
+    #[test]
+    fn rope_grad() {
+        let x = randn(&[2, 3, 2, 8], 1);
+        let tab = tables(2, 3, 4);
+        check_grad(&[x], &|t| rope(&t[0], &tab).unwrap());
+    }
+
+    /// The composed reference: additive mask, softmax, GQA by repetition.
+    fn attn_ref(q: &Tensor, k: &Tensor, v: &Tensor, pads: &[usize], past: usize) -> Tensor {
+        let (b, t, h, hd) = q.dims4().unwrap();
+        let (_, tk, kv, _) = k.dims4().unwrap();
+        let rep = h / kv;
+        let q = q.transpose(1, 2).unwrap().contiguous().unwrap(); // (B, H, T, hd)
+        let expand = |x: &Tensor| {
+            let x = x.transpose(1, 2).unwrap(); // (B, KV, Tk, hd)
+            let x = x.unsqueeze(2).unwrap().broadcast_as((b, kv, rep, tk, hd)).unwrap();
+            x.reshape((b, h, tk, hd)).unwrap()
+        };
+        let (k, v) = (expand(k), expand(v));
+        let s = (q.matmul(&k.t().unwrap()).unwrap() / (hd as f64).sqrt()).unwrap();
+        let mut mask = vec![];
+        for &pad in pads {
+            for i in 0..t {
+                for j in 0..tk {
+                    mask.push(if j >= pad && j <= past + i { 0.0 } else { -1e30 });
+                }
+            }
+        }
+        let mask = Tensor::from_vec(mask, (b, 1, t, tk), &Device::Cpu).unwrap();
+        let p = candle_nn::ops::softmax(&s.broadcast_add(&mask).unwrap(), D::Minus1).unwrap();
+        p.matmul(&v).unwrap().transpose(1, 2).unwrap()
+    }
+
+    #[test]
+    fn attention_matches_reference_and_grad() {
+        let (b, t, h, kv, hd) = (3, 5, 4, 2, 6);
+        let pads = Arc::new(vec![0, 2, 4]);
+        let q = randn(&[b, t, h, hd], 1);
+        let k = randn(&[b, t, kv, hd], 2);
+        let v = randn(&[b, t, kv, hd], 3);
+        let a = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), pads.clone(), 0).unwrap();
+        let r = attn_ref(q.as_tensor(), k.as_tensor(), v.as_tensor(), &pads, 0);
+        for (bi, &pad) in pads.iter().enumerate() {
+            // pad queries see nothing: the fused op outputs zeros there, the reference garbage
+            let (a, r) = (a.get(bi).unwrap(), r.get(bi).unwrap());
+            let z: f64 = a.narrow(0, 0, pad).unwrap().abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert_eq!(z, 0.0);
+            let d = (a.narrow(0, pad, t - pad).unwrap() - r.narrow(0, pad, t - pad).unwrap()).unwrap();
+            let d: f64 = d.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+            assert!(d < 1e-12, "{d}");
+        }
+        check_grad(&[q, k, v], &|ts| attention(&ts[0], &ts[1], &ts[2], pads.clone(), 0).unwrap());
+    }
+
+    #[test]
+    fn attention_with_past_and_strided_cache() {
+        // queries at columns past.. of a cache with capacity > Tk (a batch-strided view)
+        let (b, t, h, kv, hd, past, cap) = (2, 2, 2, 1, 4, 3, 9);
+        let pads = Arc::new(vec![1, 0]);
+        let q = randn(&[b, t, h, hd], 1);
+        let full = randn(&[b, cap, kv, hd], 2);
+        let k = full.as_tensor().narrow(1, 0, past + t).unwrap();
+        let v = (full.as_tensor().narrow(1, 0, past + t).unwrap() * 0.7).unwrap().contiguous().unwrap();
+        let a = attention(q.as_tensor(), &k, &v, pads.clone(), past).unwrap();
+        let r = attn_ref(q.as_tensor(), &k, &v, &pads, past);
+        let d: f64 = (a - r).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(d < 1e-12, "{d}");
+    }
+
+    #[test]
+    fn silu_mul_grad() {
+        let g = randn(&[4, 9], 1);
+        let u = randn(&[4, 9], 2);
+        check_grad(&[g, u], &|t| silu_mul(&t[0], &t[1]).unwrap());
+    }
+
+    #[test]
+    fn token_logprobs_match_and_grad() {
+        let z = randn(&[5, 11], 3);
+        let tg = Tensor::new(&[0u32, 10, 3, 3, 7], &Device::Cpu).unwrap();
+        let out = token_logprobs(z.as_tensor(), &tg, 0.7).unwrap();
+        let zz = (z.as_tensor() / 0.7).unwrap();
+        let ls = candle_nn::ops::log_softmax(&zz, D::Minus1).unwrap();
+        let want = ls.gather(&tg.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap();
+        let ent = (ls.exp().unwrap() * &ls).unwrap().sum(1).unwrap().neg().unwrap();
+        let got = out.narrow(1, 0, 1).unwrap().squeeze(1).unwrap();
+        let d: f64 = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(d < 1e-12, "{d}");
+        let got = out.narrow(1, 1, 1).unwrap().squeeze(1).unwrap();
+        let d: f64 = (got - ent).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(d < 1e-12, "{d}");
+        check_grad(&[z], &|t| token_logprobs(&t[0], &tg, 0.7).unwrap().narrow(1, 0, 1).unwrap());
+    }
+}

@@ -1,0 +1,499 @@
+//! The stages run as a user runs them, on the embedded tiny policy and task: rollout
+//! (determinism, batch-size independence, kill and resume, shards, overlong prompts, hidden
+//! states), embed (the contrastive step on real hidden states) and update (the direction of an
+//! update, micro-batch accumulation, weight decay alone, resumption).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use arrow::array::Array;
+use clipo::schema::{rewards as rw, trajectories as tr};
+use clipo::table::{read_table, Provenance, TableWriter};
+use common::{bin, run, stderr};
+
+/// A tiny policy and the arithmetic task, made once per test binary.
+fn fixture() -> &'static (PathBuf, PathBuf) {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf, PathBuf)> = OnceLock::new();
+    let (_, policy, data) = DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("tiny");
+        clipo::tiny::init_tiny(&policy, &clipo::tiny::TinyPreset::tiny(), 0).unwrap();
+        let data = dir.path().join("data");
+        let job = clipo::stages::data::ArithJob { out_dir: data.clone(), n_train: 200, n_test: 20, task: Default::default() };
+        clipo::stages::data::run_arith(&job).unwrap();
+        (dir, policy, data)
+    });
+    // Leak-free: the TempDir lives in the static for the whole test binary.
+    static PATHS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    PATHS.get_or_init(|| (policy.clone(), data.clone()))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn rollout(out: &Path, extra: &[&str]) -> std::process::Output {
+    let (policy, data) = fixture();
+    let train = data.join("train.parquet");
+    let mut args = vec!["--policy", s(policy), "--prompts", s(&train), "--out", s(out), "--max-new-tokens", "24"];
+    if !extra.contains(&"--n") {
+        args.extend(["--n", "3"]);
+    }
+    args.extend_from_slice(extra);
+    run("clipo-rollout", &args)
+}
+
+fn all_columns() -> Vec<clipo::schema::Column> {
+    vec![
+        tr::PROMPT_ID, tr::SAMPLE_IDX, tr::DATA_SOURCE, tr::GROUND_TRUTH, tr::PROMPT_TEXT, tr::RESPONSE_TEXT,
+        tr::PROMPT_TOKEN_IDS, tr::RESPONSE_TOKEN_IDS, tr::RESPONSE_LOGPROBS, tr::FINISH_REASON, tr::SEED, tr::POLICY,
+        tr::HIDDEN,
+    ]
+}
+
+#[test]
+fn rollout_is_deterministic_and_independent_of_the_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"), dir.path().join("c.parquet"));
+    for (out, batch) in [(&a, "1"), (&b, "1"), (&c, "4")] {
+        let o = rollout(out, &["--limit", "6", "--batch-size", batch, "--seed", "5"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let bytes = |p: &Path| std::fs::read(p).unwrap();
+    assert_eq!(bytes(&a), bytes(&b), "same arguments, same bytes");
+    assert_eq!(bytes(&a), bytes(&c), "batch size 1 and 4 give the same bytes");
+    let t = read_table(&a, &all_columns(), &[]).unwrap();
+    assert_eq!(t.num_rows(), 18);
+    assert_eq!(t.vectors(&tr::HIDDEN).value_length(), 128);
+    assert!(t.utf8(&tr::POLICY).value(0).contains('@'));
+    // Another seed changes the samples.
+    let d = dir.path().join("d.parquet");
+    assert!(rollout(&d, &["--limit", "6", "--seed", "6"]).status.success());
+    assert_ne!(bytes(&a), bytes(&d));
+    // The same arguments again: a no-op.
+    let o = rollout(&a, &["--limit", "6", "--batch-size", "1", "--seed", "5"]);
+    assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_killed_rollout_resumes_to_the_same_bytes_and_refuses_other_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("ref.parquet");
+    let args = ["--limit", "40", "--batch-size", "1", "--seed", "9"];
+    assert!(rollout(&reference, &args).status.success());
+
+    let out = dir.path().join("t.parquet");
+    let parts = dir.path().join("t.parquet.parts");
+    let (policy, data) = fixture();
+    let train = data.join("train.parquet");
+    let mut child = Command::new(bin("clipo-rollout"))
+        .args(["--policy", s(policy), "--prompts", s(&train), "--out", s(&out), "--max-new-tokens", "24", "--n", "3"])
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once a few batches are on disk.
+    let start = std::time::Instant::now();
+    loop {
+        let n = std::fs::read_dir(&parts).map(|d| d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "parquet")).count()).unwrap_or(0);
+        if n >= 3 || start.elapsed().as_secs() > 60 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.exists(), "a killed rollout leaves no output under the final name");
+    assert!(parts.is_dir());
+
+    // Other arguments are refused rather than mixed in.
+    let o = rollout(&out, &["--limit", "40", "--batch-size", "1", "--seed", "10"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("holds parts of a run with other arguments"), "{}", stderr(&o));
+
+    let o = rollout(&out, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resumed after"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&reference).unwrap());
+    assert!(!parts.exists());
+}
+
+fn rows_by_key(p: &Path) -> std::collections::BTreeMap<(String, u32), Vec<u32>> {
+    let t = read_table(p, &all_columns(), &[]).unwrap();
+    let ids = t.list(&tr::RESPONSE_TOKEN_IDS);
+    (0..t.num_rows())
+        .map(|i| {
+            let v = ids.value(i);
+            let v = v.as_any().downcast_ref::<arrow::array::UInt32Array>().unwrap().values().to_vec();
+            ((t.utf8(&tr::PROMPT_ID).value(i).to_string(), t.u32(&tr::SAMPLE_IDX).value(i)), v)
+        })
+        .collect()
+}
+
+#[test]
+fn shards_concatenate_to_the_unsharded_output_and_steps_select_without_replacement() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("all.parquet");
+    let args = ["--per-step", "8", "--step", "3", "--seed", "1"];
+    assert!(rollout(&all, &args).status.success());
+    let mut merged = std::collections::BTreeMap::new();
+    for k in 0..2 {
+        let out = dir.path().join(format!("s{k}.parquet"));
+        let shard = format!("{k}/2");
+        let mut a = args.to_vec();
+        a.extend(["--shard", &shard]);
+        let o = rollout(&out, &a);
+        assert!(o.status.success(), "{}", stderr(&o));
+        merged.extend(rows_by_key(&out));
+    }
+    assert_eq!(merged, rows_by_key(&all));
+    // 200 prompts, 8 per step: steps 0..24 make one epoch without repeats.
+    let mut seen = std::collections::HashSet::new();
+    for step in 0..25u64 {
+        let cfg = clipo::stages::rollout::RolloutConfig {
+            policy: PathBuf::new(),
+            prompts: fixture().1.join("train.parquet"),
+            out: PathBuf::new(),
+            n: 1,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_new_tokens: 1,
+            max_prompt_tokens: 512,
+            batch_prompts: 1,
+            seed: 1,
+            step,
+            selection: clipo::stages::rollout::Selection::Step { per_step: 8 },
+            shard: (0, 1),
+            hidden: clipo::stages::rollout::HiddenMode::None,
+            system_prompt: clipo::stages::rollout::SystemPrompt::Keep,
+            greedy: false,
+            device: "cpu".into(),
+            force: false,
+        };
+        let prompts = clipo::prompts::read_prompts(&cfg.prompts).unwrap();
+        for p in clipo::stages::rollout::select(prompts, &cfg).unwrap() {
+            assert!(seen.insert(p.prompt_id), "a prompt repeated within the epoch");
+        }
+    }
+    assert_eq!(seen.len(), 200);
+}
+
+#[test]
+fn overlong_prompts_are_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.parquet");
+    // Templated prompts are about 58-70 tokens long; a 61-token budget skips some of them.
+    let o = rollout(&out, &["--limit", "20", "--max-prompt-tokens", "61", "--hidden", "none"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let skipped = summary["skipped_prompts"].as_u64().unwrap();
+    assert!(skipped > 0 && skipped < 20, "{summary}");
+    assert_eq!(summary["responses"].as_u64().unwrap(), (20 - skipped) * 3);
+    let t = read_table(&out, &all_columns(), &[]).unwrap();
+    assert!(t.list(&tr::PROMPT_TOKEN_IDS).iter().all(|p| p.unwrap().len() <= 61));
+    assert_eq!(t.vectors(&tr::HIDDEN).null_count(), t.num_rows(), "--hidden none leaves the column null");
+}
+
+#[test]
+fn mean_hidden_states_match_a_teacher_forced_recomputation() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.parquet");
+    assert!(rollout(&out, &["--limit", "3", "--hidden", "mean"]).status.success());
+    let t = read_table(&out, &all_columns(), &[]).unwrap();
+    let model = clipo::model::Model::load(&fixture().0, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
+    let prompts = t.list(&tr::PROMPT_TOKEN_IDS);
+    let responses = t.list(&tr::RESPONSE_TOKEN_IDS);
+    let u32s = |a: arrow::array::ArrayRef| a.as_any().downcast_ref::<arrow::array::UInt32Array>().unwrap().values().to_vec();
+    let (ps, rs): (Vec<Vec<u32>>, Vec<Vec<u32>>) = (0..t.num_rows()).map(|i| (u32s(prompts.value(i)), u32s(responses.value(i)))).unzip();
+    let seqs: Vec<clipo::model::Sequence> = ps.iter().zip(&rs).map(|(p, r)| clipo::model::Sequence { prompt: p, response: r }).collect();
+    let expect = model.mean_hidden(&seqs, 1).unwrap().to_vec2::<f32>().unwrap();
+    let hidden = t.vectors(&tr::HIDDEN);
+    for (i, row) in expect.iter().enumerate() {
+        let got = hidden.value(i);
+        let got = got.as_any().downcast_ref::<arrow::array::Float32Array>().unwrap();
+        for (a, b) in got.values().iter().zip(row) {
+            assert!((a - b).abs() < 1e-5, "row {i}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn bad_rollout_inputs_fail_with_exit_2_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.parquet");
+    let (policy, _) = fixture();
+    // A prompts file without the needed columns.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n").unwrap();
+    let o = run("clipo-rollout", &["--policy", s(policy), "--prompts", s(&bad), "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("ground_truth"), "{}", stderr(&o));
+    // A policy directory that misses its tokenizer.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer_config.json", "generation_config.json"] {
+        std::fs::copy(policy.join(f), broken.join(f)).unwrap();
+    }
+    let o = run("clipo-rollout", &["--policy", s(&broken), "--prompts", s(&fixture().1.join("test.parquet")), "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("tokenizer.json"), "{}", stderr(&o));
+    assert!(!out.exists());
+}
+
+/// Rewards for a trajectories file: `correct(prompt index in file order, sample_idx)`.
+fn write_rewards(traj: &Path, out: &Path, correct: impl Fn(usize, u32) -> bool) {
+    use arrow::array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let t = read_table(traj, &[tr::PROMPT_ID, tr::SAMPLE_IDX, tr::DATA_SOURCE], &[]).unwrap();
+    let mut order: Vec<String> = vec![];
+    let c: Vec<bool> = (0..t.num_rows())
+        .map(|i| {
+            let p = t.utf8(&tr::PROMPT_ID).value(i).to_string();
+            if !order.contains(&p) {
+                order.push(p.clone());
+            }
+            correct(order.iter().position(|x| *x == p).unwrap(), t.u32(&tr::SAMPLE_IDX).value(i))
+        })
+        .collect();
+    let batch = RecordBatch::try_new(
+        rw::schema(),
+        vec![
+            t.column("prompt_id").clone(),
+            t.column("sample_idx").clone(),
+            t.column("data_source").clone(),
+            Arc::new(StringArray::from(vec![None::<&str>; c.len()])) as ArrayRef,
+            Arc::new(BooleanArray::from(c.clone())),
+            Arc::new(Float32Array::from(c.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect::<Vec<f32>>())),
+            Arc::new(StringArray::from(vec!["test"; c.len()])),
+        ],
+    )
+    .unwrap();
+    let prov = Provenance { table: rw::TABLE, stage: "test", config: serde_json::json!({}), inputs: vec![] };
+    let mut w = TableWriter::create(out, rw::schema(), &prov).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+}
+
+#[test]
+fn embed_runs_on_rollout_hidden_states_and_continues_its_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, r, e, h) = (dir.path().join("t.parquet"), dir.path().join("r.parquet"), dir.path().join("e.parquet"), dir.path().join("h.safetensors"));
+    let o = rollout(&t, &["--limit", "4", "--n", "4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Group k has k+1 correct answers (1, 2, 3, 4 of 4): groups 1 and 2 have anchors.
+    write_rewards(&t, &r, |g, s| (s as usize) <= g);
+    let args = |head: Option<&Path>, out: &Path, head_out: &Path, step: &str| {
+        let mut a = vec!["--trajectories".to_string(), s(&t).into(), "--rewards".into(), s(&r).into(), "--out".into(), s(out).into(),
+            "--head-out".into(), s(head_out).into(), "--dim".into(), "16".into(), "--step".into(), step.into()];
+        match head {
+            Some(h) => a.extend(["--head".to_string(), s(h).into()]),
+            None => a.push("--init-head".into()),
+        }
+        a
+    };
+    let a = args(None, &e, &h, "1");
+    let o = run("clipo-embed", &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Anchors: correct answers in groups with >= 2 correct and >= 1 incorrect: 2 + 3 = 5.
+    assert_eq!(metrics["con_lm_head/num_anchors"], 5.0);
+    use clipo::schema::embeddings as emb;
+    let et = read_table(&e, &[emb::PROMPT_ID, emb::SAMPLE_IDX, emb::EMBEDDING, emb::CONTRASTIVE_LOSS, emb::CONTRASTIVE_REWARD, emb::IS_ANCHOR, emb::POSITIVE_SAMPLE_IDX], &[]).unwrap();
+    assert_eq!(et.num_rows(), 16);
+    assert_eq!(et.vectors(&emb::EMBEDDING).value_length(), 16);
+    let anchors = et.bool(&emb::IS_ANCHOR);
+    let reward = et.f32(&emb::CONTRASTIVE_REWARD);
+    let positive = et.u32(&emb::POSITIVE_SAMPLE_IDX);
+    for i in 0..16 {
+        let (g, sidx) = (i / 4, (i % 4) as u32);
+        let correct = sidx as usize <= g;
+        assert_eq!(anchors.value(i), correct && (g == 1 || g == 2), "row {i}");
+        if !correct {
+            assert_eq!(reward.value(i), 0.0, "incorrect responses get c = 0");
+        } else {
+            assert!(reward.value(i) <= 0.0 && reward.value(i) >= -0.5);
+        }
+        if anchors.value(i) {
+            // The positive is another correct member of the same group.
+            let p = positive.value(i);
+            assert!(p != sidx && (p as usize) <= g, "row {i}: positive {p}");
+        } else {
+            assert!(positive.is_null(i));
+        }
+    }
+    let side: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("h.safetensors.json")).unwrap()).unwrap();
+    assert_eq!(side["head_step"], 1);
+    // Continue from the head: its step counter goes on.
+    let (e2, h2) = (dir.path().join("e2.parquet"), dir.path().join("h2.safetensors"));
+    let a = args(Some(&h), &e2, &h2, "2");
+    let o = run("clipo-embed", &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let side: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("h2.safetensors.json")).unwrap()).unwrap();
+    assert_eq!(side["head_step"], 2);
+    // A rerun is a no-op; a missing head without --init-head is refused.
+    let o = run("clipo-embed", &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
+    let mut a = args(Some(&dir.path().join("nope.safetensors")), &e2, &h2, "2");
+    a.push("--force".into());
+    let o = run("clipo-embed", &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--init-head"), "{}", stderr(&o));
+    // Trajectories without hidden states are refused, naming the column.
+    let t0 = dir.path().join("t0.parquet");
+    assert!(rollout(&t0, &["--limit", "4", "--n", "4", "--hidden", "none"]).status.success());
+    let o = run("clipo-embed", &["--trajectories", s(&t0), "--rewards", s(&r), "--init-head", "--out", s(&dir.path().join("x.parquet")), "--head-out", s(&dir.path().join("x.safetensors"))]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("column `hidden`"), "{}", stderr(&o));
+}
+
+fn weights(dir: &Path) -> std::collections::HashMap<String, Vec<f32>> {
+    candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect()
+}
+
+fn update(args: &[&str]) -> std::process::Output {
+    run("clipo-update", args)
+}
+
+fn sum_logprobs(policy: &Path, traj: &Path) -> Vec<f32> {
+    let t = read_table(traj, &all_columns(), &[]).unwrap();
+    let model = clipo::model::Model::load(policy, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
+    let u32s = |a: arrow::array::ArrayRef| a.as_any().downcast_ref::<arrow::array::UInt32Array>().unwrap().values().to_vec();
+    let (ps, rs): (Vec<Vec<u32>>, Vec<Vec<u32>>) =
+        (0..t.num_rows()).map(|i| (u32s(t.list(&tr::PROMPT_TOKEN_IDS).value(i)), u32s(t.list(&tr::RESPONSE_TOKEN_IDS).value(i)))).unzip();
+    let seqs: Vec<clipo::model::Sequence> = ps.iter().zip(&rs).map(|(p, r)| clipo::model::Sequence { prompt: p, response: r }).collect();
+    let sc = model.response_logprobs_nograd(&seqs, 1.0, 8).unwrap();
+    sc.logprobs.sum(1).unwrap().to_vec1::<f32>().unwrap()
+}
+
+#[test]
+fn an_update_raises_the_rewarded_response_and_lowers_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, _) = fixture();
+    let (t, r, out) = (dir.path().join("t.parquet"), dir.path().join("r.parquet"), dir.path().join("p1"));
+    assert!(rollout(&t, &["--limit", "1", "--n", "2", "--hidden", "none"]).status.success());
+    write_rewards(&t, &r, |_, s| s == 0);
+    let o = update(&["--policy", s(policy), "--trajectories", s(&t), "--rewards", s(&r), "--out", s(&out), "--kl", "off", "--lr", "1e-3", "--step", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = sum_logprobs(policy, &t);
+    let after = sum_logprobs(&out, &t);
+    assert!(after[0] > before[0], "rewarded: {} -> {}", before[0], after[0]);
+    assert!(after[1] < before[1], "unrewarded: {} -> {}", before[1], after[1]);
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // GRPO with 2 samples: A = +-0.5 / (std 0.7071 + 1e-6) = +-0.7071.
+    assert!((m["critic/advantages/max"].as_f64().unwrap() - 0.70710576).abs() < 1e-5, "{m}");
+    for f in ["advantages.parquet", "optimizer.safetensors", "clipo_state.json", "metrics.json", "tokenizer.json", "config.json"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    // A rerun is a no-op.
+    let o = update(&["--policy", s(policy), "--trajectories", s(&t), "--rewards", s(&r), "--out", s(&out), "--kl", "off", "--lr", "1e-3", "--step", "1"]);
+    assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
+    // The new policy did not sample these: refused unless told otherwise.
+    let o = update(&["--policy", s(&out), "--trajectories", s(&t), "--rewards", s(&r), "--out", s(&dir.path().join("p2")), "--kl", "off"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--allow-off-policy"), "{}", stderr(&o));
+}
+
+#[test]
+fn micro_batches_give_the_full_batch_update_and_zero_advantages_only_decay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, _) = fixture();
+    let (t, r) = (dir.path().join("t.parquet"), dir.path().join("r.parquet"));
+    assert!(rollout(&t, &["--limit", "3", "--n", "3", "--hidden", "none"]).status.success());
+    write_rewards(&t, &r, |g, s| (s as usize + g) % 2 == 0);
+    let common = ["--policy", s(policy), "--ref", s(policy), "--trajectories", s(&t), "--rewards", s(&r), "--lr", "1e-3", "--kl-coef", "0.1"];
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let metrics = |o: std::process::Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let mut args = common.to_vec();
+    args.extend(["--micro-batch", "9", "--out", s(&a)]);
+    let ma = metrics(update(&args));
+    let mut args = common.to_vec();
+    args.extend(["--micro-batch", "2", "--out", s(&b)]);
+    let mb = metrics(update(&args));
+    // The accumulated gradient (its global norm) and the loss equal the full batch's to 1e-5.
+    for key in ["actor/grad_norm", "actor/pg_loss", "actor/kl_loss"] {
+        let (x, y) = (ma[key].as_f64().unwrap(), mb[key].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-5 * x.abs().max(0.1), "{key}: {x} vs {y}");
+    }
+    // AdamW's first step moves a weight by about lr * sign(g), so weights whose gradient is
+    // at float-noise level may differ by up to 2 lr; all others agree to 1e-6.
+    let (wa, wb, w0) = (weights(&a), weights(&b), weights(policy));
+    let (mut moved, mut differ, mut total) = (0f32, 0usize, 0usize);
+    for (k, va) in &wa {
+        for ((x, y), z) in va.iter().zip(&wb[k]).zip(&w0[k]) {
+            assert!((x - y).abs() <= 2e-3, "{k}: {x} vs {y}");
+            differ += usize::from((x - y).abs() > 1e-6);
+            total += 1;
+            moved = moved.max((x - z).abs());
+        }
+    }
+    assert!(differ * 1000 < total, "{differ} of {total} weights differ by more than 1e-6");
+    assert!(moved > 1e-4, "the update moved the weights");
+
+    // All rewards equal -> all advantages 0; KL off -> only the decoupled weight decay acts:
+    // p' = p (1 - lr wd) = p (1 - 1e-3 * 0.01).
+    write_rewards(&t, &r, |_, _| true);
+    let c = dir.path().join("c");
+    let o = update(&["--policy", s(policy), "--trajectories", s(&t), "--rewards", s(&r), "--lr", "1e-3", "--kl", "off", "--out", s(&c), "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (k, vc) in &weights(&c) {
+        for (x, z) in vc.iter().zip(&w0[k]) {
+            let expect = (f64::from(*z) * (1.0 - 1e-3 * 0.01)) as f32;
+            assert!((x - expect).abs() <= 1e-7 * z.abs().max(1.0), "{k}: {x} vs {expect}");
+        }
+    }
+}
+
+#[test]
+fn two_updates_resumed_from_disk_equal_one_run_with_two_mini_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, _) = fixture();
+    let (t, r) = (dir.path().join("t.parquet"), dir.path().join("r.parquet"));
+    assert!(rollout(&t, &["--limit", "2", "--n", "3", "--hidden", "none"]).status.success());
+    write_rewards(&t, &r, |g, s| (s as usize + g) % 2 == 0);
+    // One run: two mini-batches (one prompt each), old log-probs from the rollout.
+    let one = dir.path().join("one");
+    let o = update(&["--policy", s(policy), "--trajectories", s(&t), "--rewards", s(&r), "--out", s(&one), "--kl", "off", "--lr", "1e-3", "--mini-batches", "2", "--old-logprobs", "rollout"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Two runs: the first prompt's rows, then the second's from the saved policy and optimizer.
+    let split = |keep: usize, name: &str| -> (PathBuf, PathBuf) {
+        let full = read_table(&t, &all_columns(), &[]).unwrap();
+        let first = full.utf8(&tr::PROMPT_ID).value(0).to_string();
+        let mask: arrow::array::BooleanArray = (0..full.num_rows()).map(|i| Some((full.utf8(&tr::PROMPT_ID).value(i) == first) == (keep == 0))).collect();
+        let tb = arrow::compute::filter_record_batch(&full.batch, &mask).unwrap();
+        let rt = read_table(&r, &[rw::PROMPT_ID, rw::SAMPLE_IDX, rw::DATA_SOURCE, rw::EXTRACTED, rw::CORRECT, rw::SCORE, rw::REASON], &[]).unwrap();
+        let rb = arrow::compute::filter_record_batch(&rt.batch, &mask).unwrap();
+        let (tp, rp) = (dir.path().join(format!("{name}.t.parquet")), dir.path().join(format!("{name}.r.parquet")));
+        let prov = Provenance { table: "x", stage: "test", config: serde_json::json!({}), inputs: vec![] };
+        for (p, b) in [(&tp, tb), (&rp, rb)] {
+            let mut w = TableWriter::create(p, b.schema(), &prov).unwrap();
+            w.write(&b).unwrap();
+            w.finish().unwrap();
+        }
+        (tp, rp)
+    };
+    let (t1, r1) = split(0, "a");
+    let (t2, r2) = split(1, "b");
+    let (p1, p2) = (dir.path().join("p1"), dir.path().join("p2"));
+    let o = update(&["--policy", s(policy), "--trajectories", s(&t1), "--rewards", s(&r1), "--out", s(&p1), "--kl", "off", "--lr", "1e-3", "--old-logprobs", "rollout"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = update(&["--policy", s(&p1), "--trajectories", s(&t2), "--rewards", s(&r2), "--out", s(&p2), "--kl", "off", "--lr", "1e-3", "--old-logprobs", "rollout", "--allow-off-policy"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (wa, wb) = (weights(&one), weights(&p2));
+    for (k, va) in &wa {
+        for (x, y) in va.iter().zip(&wb[k]) {
+            assert!((x - y).abs() < 1e-6, "{k}: {x} vs {y}");
+        }
+    }
+}
