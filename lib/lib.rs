@@ -19,6 +19,7 @@ pub mod progress;
 pub mod prompts;
 pub mod report;
 pub mod rl;
+pub mod runlog;
 pub mod schema;
 pub mod seed;
 pub mod stages;

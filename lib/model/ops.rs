@@ -404,19 +404,25 @@ fn attn_fwd<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, pads: &[usize], past: usi
         || vec![T::zero(); t * tk],
         |p, unit| {
             let (bi, gi) = (unit / kv, unit % kv);
-            let kp = unsafe { k.as_ptr().add(bi * kb + gi * hd) };
-            let vp = unsafe { v.as_ptr().add(bi * vb + gi * hd) };
+            // Only key columns pad.. take part (so a row's sums do not depend on its padding).
+            let pad = pads[bi].min(tk);
+            let n = tk - pad;
+            if n == 0 {
+                return;
+            }
+            let kp = unsafe { k.as_ptr().add(bi * kb + pad * kv * hd + gi * hd) };
+            let vp = unsafe { v.as_ptr().add(bi * vb + pad * kv * hd + gi * hd) };
             for r in 0..rep {
                 let hi = gi * rep + r;
                 let qp = unsafe { q.as_ptr().add(bi * t * h * hd + hi * hd) };
                 unsafe {
-                    // S = scale * Q K^T
-                    mm(t, tk, hd, p.as_mut_ptr(), tk, false, qp, h * hd, 1, kp, 1, kv * hd, T::one(), c(scale));
+                    // S = scale * Q K^T over the columns pad..tk (row stride tk)
+                    mm(t, n, hd, p.as_mut_ptr().add(pad), tk, false, qp, h * hd, 1, kp, 1, kv * hd, T::one(), c(scale));
                 }
-                softmax_rows(p, t, tk, pads[bi], past);
+                softmax_rows(p, t, tk, pad, past);
                 unsafe {
                     let op = optr.get().add(bi * t * h * hd + hi * hd);
-                    mm(t, hd, tk, op, h * hd, false, p.as_ptr(), tk, 1, vp, kv * hd, 1, T::one(), T::one());
+                    mm(t, hd, n, op, h * hd, false, p.as_ptr().add(pad), tk, 1, vp, kv * hd, 1, T::one(), T::one());
                 }
             }
         },
@@ -446,44 +452,49 @@ fn attn_bwd<T: Flt>(
         || (vec![T::zero(); t * tk], vec![T::zero(); t * tk]),
         |(p, dp), unit| {
             let (bi, gi) = (unit / kv, unit % kv);
-            let kp = unsafe { k.as_ptr().add(bi * kb + gi * hd) };
-            let vp = unsafe { v.as_ptr().add(bi * vb + gi * hd) };
-            let dkg = unsafe { dkp.get().add(bi * tk * kv * hd + gi * hd) };
-            let dvg = unsafe { dvp.get().add(bi * tk * kv * hd + gi * hd) };
+            let pad = pads[bi].min(tk);
+            let n = tk - pad;
+            if n == 0 {
+                return;
+            }
+            let kp = unsafe { k.as_ptr().add(bi * kb + pad * kv * hd + gi * hd) };
+            let vp = unsafe { v.as_ptr().add(bi * vb + pad * kv * hd + gi * hd) };
+            let dkg = unsafe { dkp.get().add(bi * tk * kv * hd + pad * kv * hd + gi * hd) };
+            let dvg = unsafe { dvp.get().add(bi * tk * kv * hd + pad * kv * hd + gi * hd) };
             for r in 0..rep {
                 let hi = gi * rep + r;
                 let off = bi * t * h * hd + hi * hd;
                 let qp = unsafe { q.as_ptr().add(off) };
                 let dop = unsafe { dout.as_ptr().add(off) };
                 unsafe {
-                    mm(t, tk, hd, p.as_mut_ptr(), tk, false, qp, h * hd, 1, kp, 1, kv * hd, T::one(), c(scale));
+                    mm(t, n, hd, p.as_mut_ptr().add(pad), tk, false, qp, h * hd, 1, kp, 1, kv * hd, T::one(), c(scale));
                 }
-                softmax_rows(p, t, tk, pads[bi], past);
+                softmax_rows(p, t, tk, pad, past);
                 unsafe {
                     // dP = dO V^T
-                    mm(t, tk, hd, dp.as_mut_ptr(), tk, false, dop, h * hd, 1, vp, 1, kv * hd, T::one(), T::one());
+                    mm(t, n, hd, dp.as_mut_ptr().add(pad), tk, false, dop, h * hd, 1, vp, 1, kv * hd, T::one(), T::one());
                 }
                 // dS = P (dP - rowsum(P dP)) * scale
                 let sc: T = c(scale);
                 for i in 0..t {
-                    let pr = &p[i * tk..(i + 1) * tk];
-                    let dr = &mut dp[i * tk..(i + 1) * tk];
+                    let pr = &p[i * tk + pad..(i + 1) * tk];
+                    let dr = &mut dp[i * tk + pad..(i + 1) * tk];
                     let mut s = T::zero();
-                    for j in 0..tk {
+                    for j in 0..n {
                         s = s + pr[j] * dr[j];
                     }
-                    for j in 0..tk {
+                    for j in 0..n {
                         dr[j] = pr[j] * (dr[j] - s) * sc;
                     }
                 }
                 let first = r == 0;
                 unsafe {
                     // dQ = dS K
-                    mm(t, hd, tk, dqp.get().add(off), h * hd, false, dp.as_ptr(), tk, 1, kp, kv * hd, 1, T::one(), T::one());
+                    mm(t, hd, n, dqp.get().add(off), h * hd, false, dp.as_ptr().add(pad), tk, 1, kp, kv * hd, 1, T::one(), T::one());
                     // dK += dS^T Q
-                    mm(tk, hd, t, dkg, kv * hd, !first, dp.as_ptr(), 1, tk, qp, h * hd, 1, T::one(), T::one());
+                    mm(n, hd, t, dkg, kv * hd, !first, dp.as_ptr().add(pad), 1, tk, qp, h * hd, 1, T::one(), T::one());
                     // dV += P^T dO
-                    mm(tk, hd, t, dvg, kv * hd, !first, p.as_ptr(), 1, tk, dop, h * hd, 1, T::one(), T::one());
+                    mm(n, hd, t, dvg, kv * hd, !first, p.as_ptr().add(pad), 1, tk, dop, h * hd, 1, T::one(), T::one());
                 }
             }
         },

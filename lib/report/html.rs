@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use super::svg::{escape, line_chart, Chart, Series};
-use super::{fmt_cell, summary_lines, table_columns, Run};
+use super::{fmt_cell, summary_entries, table_columns, Run};
 
 /// An overview chart: title, the keys it plots as `(pattern, label)` pairs, a fixed y range
 /// when the values have one, and a caption. A pattern holds at most one `*`, which matches any
@@ -291,10 +291,10 @@ pub fn render_html(run: &Run) -> String {
         if sources.is_empty() { String::new() } else { format!("; training data: {}", escape(&sources.join(", "))) }
     );
 
-    if let Some(serde_json::Value::Object(_)) = &run.summary {
+    let summary = summary_entries(run);
+    if !summary.is_empty() {
         o.push_str("<h2 id=\"summary\">Summary</h2>\n<table class=\"kv\">");
-        for line in summary_lines(run).iter().skip(1) {
-            let (k, v) = line.trim_start().split_once(": ").unwrap_or((line, ""));
+        for (k, v) in &summary {
             let _ = write!(o, "<tr><td>{}</td><td>{}</td></tr>", escape(k), escape(v));
         }
         o.push_str("</table>\n");

@@ -114,7 +114,9 @@ impl Run {
 }
 
 /// Read a run directory: `metrics.jsonl` (required, at least one step), `summary.json` (when
-/// present) and every `step-NNNNNN/rewards.parquet` (for accuracy per data source).
+/// present) and every `step-NNNNNN/rewards.parquet` (for accuracy per data source). A corrupt
+/// line or table is an error naming the file (and line); a step directory without a rewards
+/// table (not written yet, or cleaned up) is skipped.
 pub fn load_run(dir: &Path) -> Result<Run> {
     if !dir.is_dir() {
         return Err(Error::Config(format!("{}: not a directory (expected a run directory holding {METRICS_FILE})", dir.display())));
@@ -388,22 +390,32 @@ pub fn terminal_table(run: &Run) -> String {
     out
 }
 
-/// `summary.json`'s top-level scalars as `key: value` lines (nested values as compact JSON).
-pub(crate) fn summary_lines(run: &Run) -> Vec<String> {
+/// `summary.json`'s top-level entries as `(key, value)` text: strings as they are, fractional
+/// numbers with 4 decimals, anything else as compact JSON.
+pub(crate) fn summary_entries(run: &Run) -> Vec<(String, String)> {
     let Some(serde_json::Value::Object(obj)) = &run.summary else { return vec![] };
-    let mut out = vec![format!("summary ({SUMMARY_FILE}):")];
-    for (k, v) in obj {
-        let shown = match v {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => match n.as_f64() {
-                Some(f) if n.is_f64() => format!("{f:.4}"),
-                _ => n.to_string(),
-            },
-            other => other.to_string(),
-        };
-        out.push(format!("  {k}: {shown}"));
+    obj.iter()
+        .map(|(k, v)| {
+            let shown = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => match n.as_f64() {
+                    Some(f) if n.is_f64() => format!("{f:.4}"),
+                    _ => n.to_string(),
+                },
+                other => other.to_string(),
+            };
+            (k.clone(), shown)
+        })
+        .collect()
+}
+
+/// The summary as the lines that end the terminal table (none without `summary.json`).
+fn summary_lines(run: &Run) -> Vec<String> {
+    let entries = summary_entries(run);
+    if entries.is_empty() {
+        return vec![];
     }
-    out
+    std::iter::once(format!("summary ({SUMMARY_FILE}):")).chain(entries.iter().map(|(k, v)| format!("  {k}: {v}"))).collect()
 }
 
 /// Write `contents` to `path` through `<path>.tmp` and a rename, so a reader never sees half a

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The embedded default, end to end on a CPU: build a tiny policy and its task, warm it up on
+# reference solutions, then run the RL loop (rollout -> verify -> embed -> update) with
+# GRPO + CLIPO (ALGO=clipo, default) or plain GRPO (ALGO=grpo) on the same seeds, evaluating the
+# held-out and perturbed splits every EVAL_EVERY steps. Writes runs/demo[-grpo]/{metrics.jsonl,
+# summary.json,report.html}. Every stage is a make target (scripts/loop.mk): run it again after
+# a kill and it continues where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ALGO=${ALGO:-clipo}
+BIN=${BIN:-target/release}
+BASE=${BASE:-runs/base}
+RUN=${RUN:-runs/demo$([ "$ALGO" = clipo ] || echo "-$ALGO")}
+SEED=${SEED:-0}
+# Task and warm start.
+TRAIN=${TRAIN:-20000}
+TEST=${TEST:-400}
+SFT_STEPS=${SFT_STEPS:-160}
+SFT_LR=${SFT_LR:-2e-3}
+# RL loop.
+STEPS=${STEPS:-40}
+PER_STEP=${PER_STEP:-16}
+N=${N:-8}
+MAX_NEW=${MAX_NEW:-40}
+LR=${LR:-1e-4}
+EVAL_EVERY=${EVAL_EVERY:-10}
+
+mkdir -p "$BASE" "$RUN"
+if [ ! -f "$BASE/data/test_p2.parquet" ]; then
+  "$BIN/clipo-data" arith --out "$BASE/data" --train "$TRAIN" --test "$TEST" --seed "$SEED"
+fi
+if [ ! -f "$BASE/tiny/model.safetensors" ]; then
+  "$BIN/clipo-model" init --preset tiny --seed "$SEED" "$BASE/tiny"
+fi
+if [ ! -f "$BASE/warm/clipo_state.json" ]; then
+  echo "demo: supervised warm start, $SFT_STEPS steps x 64 reference solutions"
+  "$BIN/clipo-update" --objective sft --policy "$BASE/tiny" --prompts "$BASE/data/train.parquet" \
+    --steps "$SFT_STEPS" --batch-size 64 --micro-batch 64 --lr "$SFT_LR" --seed "$SEED" --out "$BASE/warm"
+fi
+
+loop() {
+  make --no-print-directory -s -f scripts/loop.mk BIN="$BIN" RUN="$RUN" POLICY="$BASE/warm" PROMPTS="$BASE/data/train.parquet" \
+    EVAL_DIR="$BASE/data" EVAL_SETS="test test_p1 test_p2" EVAL_EVERY="$EVAL_EVERY" STEPS="$STEPS" ALGO="$ALGO" SEED="$SEED" \
+    PER_STEP="$PER_STEP" N="$N" MAX_NEW="$MAX_NEW" EMBED_ARGS="--dim 64" \
+    ROLLOUT_ARGS="--batch-size $PER_STEP" EVAL_ARGS="" \
+    UPDATE_ARGS="--lr $LR --kl off --micro-batch 64" "$@"
+}
+
+echo "demo: $ALGO, $STEPS steps of $PER_STEP prompts x $N samples, evaluation every $EVAL_EVERY steps ($RUN)"
+for step in $(seq 0 "$STEPS"); do
+  dir=$(printf '%s/step-%06d' "$RUN" "$step")
+  if [ -f "$dir/wall.json" ]; then continue; fi
+  start=$(date +%s.%N)
+  loop "step-$step" > /dev/null
+  end=$(date +%s.%N)
+  mkdir -p "$dir"
+  awk -v a="$start" -v b="$end" 'BEGIN { printf "{\"seconds\": %.3f}\n", b - a }' > "$dir/wall.json"
+  "$BIN/clipo-report" "$RUN" --collect --algo "$ALGO" --line
+done
+"$BIN/clipo-report" "$RUN" --collect --algo "$ALGO" > /dev/null
+"$BIN/clipo-report" "$RUN" --out "$RUN/report.html"
+echo "demo: wrote $RUN/summary.json and $RUN/report.html"
+cat "$RUN/summary.json"

@@ -1,0 +1,89 @@
+# The experiment driver: N RL steps of rollout -> verify -> embed -> update, one directory per
+# step, every file a make target built from the previous step's files. `make` after a crash or a
+# kill continues from the first missing file; deleting a file recomputes only what depends on it.
+#
+#   make -f scripts/loop.mk RUN=runs/x POLICY=models/p PROMPTS=data/train.parquet STEPS=20 all
+#
+# Layout: $(RUN)/step-000003/{trajectories,rewards,embeddings}.parquet, head.safetensors(.json),
+# policy/ (model, optimizer, advantages.parquet, metrics.json), eval/<set>.json (clipo-verify
+# summaries of greedy rollouts), and the stages' JSON lines (rollout.json, verify.json,
+# embed.json). $(RUN)/metrics.jsonl collects one line per step (`clipo-report RUN --collect`).
+
+BIN ?= target/release
+RUN ?= runs/default
+# The policy of step 0 and the frozen KL reference.
+POLICY ?= $(RUN)/init
+REF ?= $(POLICY)
+PROMPTS ?= $(RUN)/data/train.parquet
+STEPS ?= 10
+# clipo (GRPO + contrastive reward) or grpo (plain RLVR).
+ALGO ?= clipo
+SEED ?= 0
+# Rollout: prompts per step x responses per prompt.
+PER_STEP ?= 16
+N ?= 8
+MAX_NEW ?= 64
+TEMPERATURE ?= 1.0
+ROLLOUT_ARGS ?=
+EMBED_ARGS ?=
+UPDATE_ARGS ?=
+# Evaluation: greedy rollouts of each set every EVAL_EVERY steps (and at step 0).
+EVAL_DIR ?= $(RUN)/data
+EVAL_SETS ?= test
+EVAL_EVERY ?= 5
+EVAL_ARGS ?=
+
+pad = $(shell printf %06d $(1))
+step_dir = $(RUN)/step-$(call pad,$(1))
+policy_dir = $(if $(filter 0,$(1)),$(POLICY),$(call step_dir,$(1))/policy)
+prev = $(shell echo $$(( $(1) - 1 )))
+steps := $(shell seq 1 $(STEPS))
+eval_steps := 0 $(shell seq $(EVAL_EVERY) $(EVAL_EVERY) $(STEPS)) $(if $(filter 0,$(shell echo $$(( $(STEPS) % $(EVAL_EVERY) )))),,$(STEPS))
+
+# One RL step: $(1) = step, $(2) = previous step.
+define STEP
+$(call step_dir,$(1))/trajectories.parquet: $(call policy_dir,$(2))/model.safetensors $(PROMPTS)
+	@mkdir -p $$(@D)
+	$(BIN)/clipo-rollout --policy $(call policy_dir,$(2)) --prompts $(PROMPTS) --per-step $(PER_STEP) --step $(1) --n $(N) \
+	  --max-new-tokens $(MAX_NEW) --temperature $(TEMPERATURE) --seed $(SEED) --hidden official $(ROLLOUT_ARGS) --out $$@ > $$(@D)/rollout.json
+
+$(call step_dir,$(1))/rewards.parquet: $(call step_dir,$(1))/trajectories.parquet
+	$(BIN)/clipo-verify --input $$< --output $$@ --summary > $$(@D)/verify.json 2>/dev/null
+
+$(call step_dir,$(1))/embeddings.parquet: $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rewards.parquet $(if $(filter 1,$(1)),,$(call step_dir,$(2))/embeddings.parquet)
+	$(BIN)/clipo-embed --trajectories $$(word 1,$$^) --rewards $$(word 2,$$^) --step $(1) --seed $(SEED) \
+	  $(if $(filter 1,$(1)),--init-head,--head $(call step_dir,$(2))/head.safetensors) --head-out $$(@D)/head.safetensors \
+	  $(EMBED_ARGS) --out $$@ > $$(@D)/embed.json
+
+$(call step_dir,$(1))/policy/model.safetensors: $(call policy_dir,$(2))/model.safetensors $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rewards.parquet $(if $(filter clipo,$(ALGO)),$(call step_dir,$(1))/embeddings.parquet)
+	$(BIN)/clipo-update --policy $(call policy_dir,$(2)) --ref $(REF) --trajectories $(call step_dir,$(1))/trajectories.parquet \
+	  --rewards $(call step_dir,$(1))/rewards.parquet $(if $(filter clipo,$(ALGO)),--embeddings $(call step_dir,$(1))/embeddings.parquet) \
+	  --step $(1) $(UPDATE_ARGS) --out $(call step_dir,$(1))/policy > $(call step_dir,$(1))/update.json
+
+step-$(1): $(call step_dir,$(1))/policy/model.safetensors $(if $(filter $(1),$(eval_steps)),$(foreach e,$(EVAL_SETS),$(call step_dir,$(1))/eval/$(e).json))
+.PHONY: step-$(1)
+endef
+
+# Evaluation of the policy after step $(1) on set $(2).
+define EVAL
+$(call step_dir,$(1))/eval/$(2).json: $(call policy_dir,$(1))/model.safetensors $(EVAL_DIR)/$(2).parquet
+	@mkdir -p $$(@D)
+	$(BIN)/clipo-rollout --policy $(call policy_dir,$(1)) --prompts $(EVAL_DIR)/$(2).parquet --greedy --hidden none \
+	  --max-new-tokens $(MAX_NEW) --batch-size 64 $(EVAL_ARGS) --out $$(@D)/$(2).trajectories.parquet > /dev/null
+	$(BIN)/clipo-verify --input $$(@D)/$(2).trajectories.parquet --output $$(@D)/$(2).rewards.parquet --summary > $$@.tmp 2>/dev/null
+	@mv $$@.tmp $$@
+endef
+
+$(foreach s,$(steps),$(eval $(call STEP,$(s),$(call prev,$(s)))))
+$(foreach s,$(eval_steps),$(foreach e,$(EVAL_SETS),$(eval $(call EVAL,$(s),$(e)))))
+
+step-0: $(foreach e,$(EVAL_SETS),$(call step_dir,0)/eval/$(e).json)
+.PHONY: step-0 all collect
+
+all: step-0 $(foreach s,$(steps),step-$(s)) collect
+
+collect:
+	$(BIN)/clipo-report $(RUN) --collect --algo $(ALGO) > /dev/null
+
+# Keep every intermediate file: they are the run's record.
+.SECONDARY:
