@@ -37,6 +37,17 @@ struct Args {
     /// How many groups to audit when no --prompt is given (default 5; at least 1).
     #[arg(long, default_value_t = DEFAULT_LIMIT, requires = "samples")]
     limit: usize,
+    /// First rebuild RUN_DIR/metrics.jsonl and RUN_DIR/summary.json from the step directories
+    /// (what the loop driver does after each step).
+    #[arg(long)]
+    collect: bool,
+    /// With --collect: the algorithm name written into summary.json.
+    #[arg(long, default_value = "clipo", requires = "collect")]
+    algo: String,
+    /// With --collect: print one line for the last step (step, reward, accuracy, KL,
+    /// contrastive loss, response length, seconds, evaluations) and write no report.
+    #[arg(long, requires = "collect")]
+    line: bool,
 }
 
 /// What to do, checked.
@@ -77,8 +88,46 @@ fn run(mode: Mode) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One line for the last step of a run, from its collected metrics.
+fn last_step_line(run_dir: &std::path::Path) -> anyhow::Result<String> {
+    let steps = clipo::runlog::step_dirs(run_dir)?;
+    let Some((n, dir)) = steps.last() else { return Ok("no step yet".into()) };
+    let m = clipo::runlog::step_metrics(*n, dir)?;
+    let num = |k: &str| m.get(k).and_then(|v| v.as_f64());
+    let fmt = |k: &str, p: usize| num(k).map_or("-".to_string(), |v| format!("{v:.p$}"));
+    let mut line = format!(
+        "step {n:>4}  reward {}  acc {}  kl {}  con_loss {}  len {}  {}s",
+        fmt("critic/rewards/mean", 3),
+        fmt("critic/accuracy", 3),
+        num("actor/kl_loss").filter(|v| *v != 0.0).or(num("actor/ppo_kl")).map_or("-".into(), |v| format!("{v:.2e}")),
+        fmt("con_lm_head/loss", 3),
+        fmt("response_length/mean", 1),
+        fmt("timing_s/step_wall", 1),
+    );
+    for (k, v) in &m {
+        if let Some(set) = k.strip_prefix("eval/").and_then(|k| k.strip_suffix("/accuracy")) {
+            line += &format!("  eval {set} {:.3}", v.as_f64().unwrap_or(0.0));
+        }
+    }
+    Ok(line)
+}
+
 fn main() -> ExitCode {
-    match Mode::try_from(Args::parse()).and_then(run) {
+    let args = Args::parse();
+    if args.collect {
+        let done = clipo::runlog::collect(&args.run_dir, &args.algo)
+            .with_context(|| format!("clipo-report {} --collect", args.run_dir.display()))
+            .and_then(|_| if args.line { last_step_line(&args.run_dir).map(|l| println!("{l}")).map(|_| true) } else { Ok(false) });
+        match done {
+            Ok(true) => return ExitCode::SUCCESS,
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match Mode::try_from(args).and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

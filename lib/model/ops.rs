@@ -300,6 +300,8 @@ struct AttnOp {
     pads: Arc<Vec<usize>>,
     past: usize,
     scale: f64,
+    /// Forward with the plain-loop kernel (bit-identical rows whatever the batch: sampling).
+    rows_kernel: bool,
 }
 
 /// Geometry of one attention call. Element (b, t, h, e) of q is at `b*qb + (t*H + h)*hd + e`;
@@ -393,6 +395,68 @@ fn softmax_rows<T: Flt>(p: &mut [T], t: usize, tk: usize, pad: usize, past: usiz
         row[..pad].fill(T::zero());
         row[hi + 1..].fill(T::zero());
     }
+}
+
+/// Dot product with a fixed summation order (8 partial sums), independent of the batch.
+#[inline]
+fn dot<T: Flt>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let n8 = a.len() / 8 * 8;
+    for (ca, cb) in a[..n8].chunks_exact(8).zip(b[..n8].chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] = acc[l] + ca[l] * cb[l];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for i in n8..a.len() {
+        s = s + a[i] * b[i];
+    }
+    s
+}
+
+/// The forward pass with plain loops, one query row at a time: every sum runs over the row's
+/// own keys in the same order whatever the batch, padding or number of queries, so a row's
+/// result is bit-identical in any batch. Used when there are few queries per row (decoding).
+fn attn_fwd_rows<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, pads: &[usize], past: usize, scale: f64) -> Vec<T> {
+    let Geo { b, t, tk, h, kv, hd, kb, vb } = g;
+    let rep = h / kv;
+    let mut out = vec![T::zero(); b * t * h * hd];
+    let sc: T = c(scale);
+    out.par_chunks_mut(t * h * hd).enumerate().for_each(|(bi, ob)| {
+        let pad = pads[bi].min(tk);
+        let mut p = vec![T::zero(); tk];
+        for i in 0..t {
+            if past + i < pad {
+                continue;
+            }
+            let hi = (past + i).min(tk - 1);
+            for hh in 0..h {
+                let gi = hh / rep;
+                let qr = &q[(bi * t + i) * h * hd + hh * hd..][..hd];
+                let mut m = T::neg_infinity();
+                for j in pad..=hi {
+                    let kr = &k[bi * kb + (j * kv + gi) * hd..][..hd];
+                    p[j] = dot(qr, kr) * sc;
+                    m = Float::max(m, p[j]);
+                }
+                let mut s = T::zero();
+                for j in pad..=hi {
+                    p[j] = (p[j] - m).exp();
+                    s = s + p[j];
+                }
+                let inv = T::one() / s;
+                let o = &mut ob[i * h * hd + hh * hd..][..hd];
+                for j in pad..=hi {
+                    let w = p[j] * inv;
+                    let vr = &v[bi * vb + (j * kv + gi) * hd..][..hd];
+                    for e in 0..hd {
+                        o[e] = o[e] + w * vr[e];
+                    }
+                }
+            }
+        }
+    });
+    out
 }
 
 fn attn_fwd<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, pads: &[usize], past: usize, scale: f64) -> Vec<T> {
@@ -545,7 +609,11 @@ impl CustomOp3 for AttnOp {
             let q = contig::<T>(sq, lq)?;
             let k = &sk.as_slice::<T>()?[lk.start_offset()..];
             let v = &sv.as_slice::<T>()?[lv.start_offset()..];
-            Ok(storage(attn_fwd(q, k, v, g, &op.pads, op.past, op.scale)))
+            Ok(storage(if op.rows_kernel {
+                attn_fwd_rows(q, k, v, g, &op.pads, op.past, op.scale)
+            } else {
+                attn_fwd(q, k, v, g, &op.pads, op.past, op.scale)
+            }))
         }
         let out = match sq.dtype() {
             DType::F32 => go::<f32>(self, g, (sq, lq), (sk, lk), (sv, lv))?,
@@ -588,12 +656,22 @@ impl CustomOp3 for AttnOp {
 
 /// Causal left-padded softmax attention: q (B, T, H, hd) contiguous, k/v (B, Tk, KV, hd) with
 /// contiguous rows (a batch-strided view of a KV cache is fine) -> (B, T, H, hd).
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, pads: Arc<Vec<usize>>, past: usize) -> Result<Tensor> {
+/// `rows_kernel`: the plain-loop forward whose rows do not depend on the batch (sampling);
+/// otherwise `gemm` per (row, kv head) (teacher-forced scoring and training).
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    pads: Arc<Vec<usize>>,
+    past: usize,
+    rows_kernel: bool,
+) -> Result<Tensor> {
     let hd = q.dim(3)?;
     let op = AttnOp {
         pads,
         past,
         scale: 1.0 / (hd as f64).sqrt(),
+        rows_kernel,
     };
     q.contiguous()?.apply_op3(k, v, op)
 }
@@ -918,7 +996,10 @@ mod tests {
         let q = randn(&[b, t, h, hd], 1);
         let k = randn(&[b, t, kv, hd], 2);
         let v = randn(&[b, t, kv, hd], 3);
-        let a = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), pads.clone(), 0).unwrap();
+        let a = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), pads.clone(), 0, false).unwrap();
+        let a2 = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), pads.clone(), 0, true).unwrap();
+        let d2: f64 = (&a - a2).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(d2 < 1e-12, "{d2}");
         let r = attn_ref(q.as_tensor(), k.as_tensor(), v.as_tensor(), &pads, 0);
         for (bi, &pad) in pads.iter().enumerate() {
             // pad queries see nothing: the fused op outputs zeros there, the reference garbage
@@ -929,7 +1010,7 @@ mod tests {
             let d: f64 = d.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
             assert!(d < 1e-12, "{d}");
         }
-        check_grad(&[q, k, v], &|ts| attention(&ts[0], &ts[1], &ts[2], pads.clone(), 0).unwrap());
+        check_grad(&[q, k, v], &|ts| attention(&ts[0], &ts[1], &ts[2], pads.clone(), 0, false).unwrap());
     }
 
     #[test]
@@ -941,7 +1022,10 @@ mod tests {
         let full = randn(&[b, cap, kv, hd], 2);
         let k = full.as_tensor().narrow(1, 0, past + t).unwrap();
         let v = (full.as_tensor().narrow(1, 0, past + t).unwrap() * 0.7).unwrap().contiguous().unwrap();
-        let a = attention(q.as_tensor(), &k, &v, pads.clone(), past).unwrap();
+        let a = attention(q.as_tensor(), &k, &v, pads.clone(), past, false).unwrap();
+        let a2 = attention(q.as_tensor(), &k, &v, pads.clone(), past, true).unwrap();
+        let d2: f64 = (&a - a2).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(d2 < 1e-12, "{d2}");
         let r = attn_ref(q.as_tensor(), &k, &v, &pads, past);
         let d: f64 = (a - r).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
         assert!(d < 1e-12, "{d}");

@@ -358,11 +358,12 @@ impl Attention {
         let v = self.v_proj.forward2(xs)?.reshape((b, t, kv, hd))?;
         let q = ops::rope(&q, &fu.rope)?;
         let k = ops::rope(&k, &fu.rope)?;
+        let rows_kernel = cache.is_some();
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k, v),
         };
-        let out = ops::attention(&q, &k, &v, fu.pads.clone(), fu.past)?;
+        let out = ops::attention(&q, &k, &v, fu.pads.clone(), fu.past, rows_kernel)?;
         self.o_proj.forward2(&out.reshape((b * t, h * hd))?)
     }
 }

@@ -279,11 +279,11 @@ pub fn render_html(run: &Run) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>clipo run {}</title><style>{CSS}</style></head>\n<body>\n",
         escape(&run.name)
     );
-    let _ = write!(o, "<h1>clipo run <code>{}</code></h1>\n", escape(&run.name));
+    let _ = writeln!(o, "<h1>clipo run <code>{}</code></h1>", escape(&run.name));
     let sources: Vec<&str> = run.data_sources().into_iter().collect();
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<p class=\"meta\">{} step{} logged ({first} to {last}) in <code>{}</code>; {} metric keys{}.</p>\n",
+        "<p class=\"meta\">{} step{} logged ({first} to {last}) in <code>{}</code>; {} metric keys{}.</p>",
         run.steps.len(),
         if run.steps.len() == 1 { "" } else { "s" },
         escape(&run.dir.display().to_string()),
@@ -306,7 +306,7 @@ pub fn render_html(run: &Run) -> String {
     }
     o.push_str("</div>\n");
     if !missing.is_empty() {
-        let _ = write!(o, "<p class=\"missing\">Not recorded in this run: {}.</p>\n", escape(&missing.join(", ")));
+        let _ = writeln!(o, "<p class=\"missing\">Not recorded in this run: {}.</p>", escape(&missing.join(", ")));
     }
 
     for (section, charts) in &sections {
