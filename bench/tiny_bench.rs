@@ -89,7 +89,7 @@ fn main() {
         .flat_map(|(i, p)| (0..8).map(move |s| SampleRequest { prompt: p, seed: (i * 8 + s) as u64 }))
         .collect();
     let params = SampleParams::sampling(40, 1.0, vec![]);
-    let mut sample = || {
+    let sample = || {
         let (out, w, c) = timed(|| model.sample(&reqs, &params).unwrap());
         let n: usize = out.iter().map(|s| s.tokens.len()).sum();
         (w, c, n)

@@ -7,28 +7,13 @@ use arrow::array::{
     ArrayRef, FixedSizeListArray, Float32Array, ListArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
-use arrow::datatypes::{DataType, Field};
+use arrow::datatypes::{DataType, Field, Float32Type, UInt32Type};
 
 use crate::error::{Error, Result};
 use crate::schema::trajectories::schema;
 
-/// Why sampling stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// A stop token was sampled (it is part of the response tokens).
-    Eos,
-    /// `max_new_tokens` was reached.
-    Length,
-}
-
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Eos => "eos",
-            FinishReason::Length => "length",
-        }
-    }
-}
+/// Why sampling stopped: the model's own type, `eos` or `length`.
+pub use crate::model::FinishReason;
 
 /// One sampled response and what produced it.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +35,8 @@ pub struct Trajectory {
     pub hidden: Option<Vec<f32>>,
 }
 
-fn list_u32(rows: impl Iterator<Item = Vec<u32>>) -> ListArray {
+/// A list<T> column from rows of values.
+fn list_of<T: arrow::datatypes::ArrowPrimitiveType>(rows: impl Iterator<Item = Vec<T::Native>>) -> ListArray {
     let mut offsets = vec![0i32];
     let mut values = Vec::new();
     for r in rows {
@@ -58,24 +44,9 @@ fn list_u32(rows: impl Iterator<Item = Vec<u32>>) -> ListArray {
         offsets.push(values.len() as i32);
     }
     ListArray::new(
-        Arc::new(Field::new_list_field(DataType::UInt32, false)),
+        Arc::new(Field::new_list_field(T::DATA_TYPE, false)),
         OffsetBuffer::new(offsets.into()),
-        Arc::new(UInt32Array::from(values)),
-        None,
-    )
-}
-
-fn list_f32(rows: impl Iterator<Item = Vec<f32>>) -> ListArray {
-    let mut offsets = vec![0i32];
-    let mut values = Vec::new();
-    for r in rows {
-        values.extend(r);
-        offsets.push(values.len() as i32);
-    }
-    ListArray::new(
-        Arc::new(Field::new_list_field(DataType::Float32, false)),
-        OffsetBuffer::new(offsets.into()),
-        Arc::new(Float32Array::from(values)),
+        Arc::new(arrow::array::PrimitiveArray::<T>::from_iter_values(values)),
         None,
     )
 }
@@ -112,9 +83,9 @@ pub fn trajectories_batch(rows: &[Trajectory], hidden_dim: usize) -> Result<Reco
         s(&|r| &r.ground_truth),
         s(&|r| &r.prompt_text),
         s(&|r| &r.response_text),
-        Arc::new(list_u32(rows.iter().map(|r| r.prompt_token_ids.clone()))),
-        Arc::new(list_u32(rows.iter().map(|r| r.response_token_ids.clone()))),
-        Arc::new(list_f32(rows.iter().map(|r| r.response_logprobs.clone()))),
+        Arc::new(list_of::<UInt32Type>(rows.iter().map(|r| r.prompt_token_ids.clone()))),
+        Arc::new(list_of::<UInt32Type>(rows.iter().map(|r| r.response_token_ids.clone()))),
+        Arc::new(list_of::<Float32Type>(rows.iter().map(|r| r.response_logprobs.clone()))),
         s(&|r| r.finish_reason.as_str()),
         Arc::new(rows.iter().map(|r| r.seed).collect::<UInt64Array>()),
         s(&|r| &r.policy),

@@ -59,9 +59,14 @@ impl Linear {
         }
     }
 
-    /// (N, in) -> (N, out)
-    fn forward2(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = xs.matmul(&self.weight.t()?)?;
+    /// (N, in) -> (N, out). `fast` (no graph wanted): a few rows go through
+    /// [`ops::matmul_small_m`] (decoding), which reads the weight once without repacking it.
+    fn forward2(&self, xs: &Tensor, fast: bool) -> Result<Tensor> {
+        let ys = if fast && xs.dim(0)? <= ops::SMALL_M {
+            ops::matmul_small_m(xs, &self.weight)?
+        } else {
+            xs.matmul(&self.weight.t()?)?
+        };
         Ok(match &self.bias {
             Some(bias) => ys.broadcast_add(bias)?,
             None => ys,
@@ -149,6 +154,8 @@ struct Fused {
     pads: Arc<Vec<usize>>,
     /// Columns already in the KV cache (0 without one).
     past: usize,
+    /// No graph is wanted (the detached decoder).
+    fast: bool,
     b: usize,
     t: usize,
 }
@@ -353,9 +360,10 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t) = (fu.b, fu.t);
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward2(xs)?.reshape((b, t, h, hd))?;
-        let k = self.k_proj.forward2(xs)?.reshape((b, t, kv, hd))?;
-        let v = self.v_proj.forward2(xs)?.reshape((b, t, kv, hd))?;
+        let f = fu.fast;
+        let q = self.q_proj.forward2(xs, f)?.reshape((b, t, h, hd))?;
+        let k = self.k_proj.forward2(xs, f)?.reshape((b, t, kv, hd))?;
+        let v = self.v_proj.forward2(xs, f)?.reshape((b, t, kv, hd))?;
         let q = ops::rope(&q, &fu.rope)?;
         let k = ops::rope(&k, &fu.rope)?;
         let rows_kernel = cache.is_some();
@@ -364,7 +372,7 @@ impl Attention {
             None => (k, v),
         };
         let out = ops::attention(&q, &k, &v, fu.pads.clone(), fu.past, rows_kernel)?;
-        self.o_proj.forward2(&out.reshape((b * t, h * hd))?)
+        self.o_proj.forward2(&out.reshape((b * t, h * hd))?, f)
     }
 }
 
@@ -394,9 +402,9 @@ impl Mlp {
     }
 
     /// (N, d) -> (N, d) with the fused silu * up.
-    fn forward_fused(&self, xs: &Tensor) -> Result<Tensor> {
-        let act = ops::silu_mul(&self.gate_proj.forward2(xs)?, &self.up_proj.forward2(xs)?)?;
-        self.down_proj.forward2(&act)
+    fn forward_fused(&self, xs: &Tensor, fast: bool) -> Result<Tensor> {
+        let act = ops::silu_mul(&self.gate_proj.forward2(xs, fast)?, &self.up_proj.forward2(xs, fast)?)?;
+        self.down_proj.forward2(&act, fast)
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
@@ -444,7 +452,7 @@ impl Block {
             let h = ops::rms_norm(xs, &ln1.weight, ln1.eps)?;
             let xs = (self.self_attn.forward(&h, ctx, cache)? + xs)?;
             let h = ops::rms_norm(&xs, &ln2.weight, ln2.eps)?;
-            return Ok((self.mlp.forward_fused(&h)? + xs)?);
+            return Ok((self.mlp.forward_fused(&h, ctx.fast)? + xs)?);
         }
         let h = self.input_layernorm.forward(xs, ctx.fast)?;
         let xs = (self.self_attn.forward(&h, ctx, cache)? + xs)?;
@@ -631,6 +639,7 @@ impl Decoder {
                     rope,
                     pads: Arc::new(left_pad.to_vec()),
                     past,
+                    fast: self.fast,
                     b,
                     t,
                 }),
@@ -692,6 +701,9 @@ impl Decoder {
 
     /// (N, d) -> (N, V)
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        if self.fast && ops::supported(hidden) && hidden.dim(0)? <= ops::SMALL_M {
+            return Ok(ops::matmul_small_m(hidden, &self.lm_head)?);
+        }
         Ok(hidden.matmul(&self.lm_head.t()?)?)
     }
 }
@@ -731,6 +743,9 @@ impl Model {
         dtype: DType,
     ) -> Result<Self> {
         cfg.validate()?;
+        if device.is_cpu() {
+            ops::tune_allocator();
+        }
         let expected: HashSet<String> = expected_weight_names(&cfg).into_iter().collect();
         let varmap = VarMap::new();
         {

@@ -273,7 +273,7 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
 
     let bar = crate::progress::bar(ready.len() as u64, "prompts");
     bar.inc((batches[..resumed].iter().map(|b| b.len()).sum::<usize>()) as u64);
-    let (mut generated, mut truncated, mut responses) = (0usize, 0usize, 0usize);
+    let mut generated = 0usize;
     let sample_start = Instant::now();
     for (b, batch) in batches.iter().enumerate().skip(resumed) {
         let mut rows = Vec::with_capacity(batch.len() * cfg.n);
@@ -292,7 +292,6 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
             };
             for (s, (sample, seed)) in samples.into_iter().zip(seeds).enumerate() {
                 generated += sample.tokens.len();
-                truncated += usize::from(sample.finish == crate::model::FinishReason::Length);
                 let hidden = match cfg.hidden {
                     HiddenMode::Official => Some(sample.hidden_official),
                     HiddenMode::Mean => mean.as_ref().map(|m| m[s].clone()),
@@ -308,10 +307,7 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
                     prompt_token_ids: r.ids.clone(),
                     response_token_ids: sample.tokens,
                     response_logprobs: sample.logprobs,
-                    finish_reason: match sample.finish {
-                        crate::model::FinishReason::Eos => FinishReason::Eos,
-                        crate::model::FinishReason::Length => FinishReason::Length,
-                    },
+                    finish_reason: sample.finish,
                     seed,
                     policy: policy.id.clone(),
                     hidden,
@@ -321,7 +317,6 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
             let secs = sample_start.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("{:.1} tok/s", generated as f64 / secs));
         }
-        responses += rows.len();
         let batch_rb = trajectories_batch(&rows, hidden_dim)?;
         let mut w = TableWriter::create(&part_path(b), batch_rb.schema(), &parts_prov)?;
         w.write(&batch_rb)?;
@@ -349,7 +344,6 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
     }
     w.finish()?;
     std::fs::remove_dir_all(&parts).map_err(|e| Error::io(&parts, e))?;
-    let _ = (truncated, responses);
     Ok(RolloutSummary {
         prompts: ready.len(),
         skipped_prompts: skipped,
