@@ -28,7 +28,7 @@ use crate::schema::meta;
 use crate::schema::trajectories as tr;
 use crate::seed::{derive_seed, EPOCH_SHUFFLE, SAMPLING};
 use crate::table::{file_metadata, read_table, up_to_date, Provenance, TableWriter};
-use crate::trajectories::{trajectories_batch, FinishReason, Trajectory};
+use crate::trajectories::{trajectories_batch, Trajectory};
 
 const STAGE: &str = "clipo-rollout";
 
