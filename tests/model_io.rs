@@ -11,9 +11,10 @@
 //!   smollm2-weight-checksums.json: sums and values of every HF tensor transformers makes from
 //!   the real GGUF.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
@@ -395,34 +396,9 @@ fn chat_template_of_an_imported_directory() {
 
 // ---- the real model (skipped, with the reason printed, until scripts/fetch_smollm2.sh has run) ----
 
-fn smollm2_gguf() -> Option<PathBuf> {
-    let path = std::env::var_os("CLIPO_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!("skipped: no SmolLM2 GGUF at {} (run scripts/fetch_smollm2.sh or set CLIPO_SMOLLM2_GGUF)", path.display());
-        None
-    }
-}
-
-/// SmolLM2 imported once per run (f32) into target/tmp/ (replaced each run, never leaked).
+/// SmolLM2 imported once per test binary (f32) into target/tmp/.
 fn smollm2_dir() -> Option<&'static Path> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let gguf = smollm2_gguf()?;
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("model_io-smollm2");
-        let s = import_gguf(&gguf, &out, SaveDtype::F32).unwrap();
-        eprintln!(
-            "imported SmolLM2 in {:.2} s (read+dequantize {:.2} s, write {:.2} s)",
-            s.read_s + s.write_s,
-            s.read_s,
-            s.write_s
-        );
-        Some(out)
-    })
-    .as_deref()
+    common::smollm2_dir("model_io-smollm2")
 }
 
 #[test]

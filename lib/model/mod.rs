@@ -12,6 +12,10 @@
 //!   way transformers does, importing llama.cpp GGUF files, tokenizers and chat templates.
 //! - [`score`]: teacher-forced log-probs (and entropies) of response tokens, with and without a
 //!   graph, and the `mean` pooled hidden state.
+//! - `ops` (crate-private): fused CPU kernels for f32/f64 with hand-written backward passes
+//!   (RMSNorm, rope, causal softmax attention, SiLU x up, target-token log-prob) and a
+//!   weight-streaming matmul for decoding; both paths use them on the CPU in f32/f64, the
+//!   composed candle ops remain for other devices and half precision.
 //!
 //! Why not candle-transformers: its llama drops gradients (fused rms-norm / rope / softmax have no
 //! backward), keeps logits for the last position only, has no hidden states and no padding mask.

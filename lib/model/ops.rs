@@ -913,35 +913,59 @@ pub(crate) const SMALL_M: usize = 16;
 
 struct SmallMatmul;
 
+/// out[i] = x_i . w for M rows x_i (stride k) of x: each 8-float chunk of w is loaded once
+/// and multiplied into M accumulators; each output sums its chunks in order, then its 8 lanes in
+/// a fixed tree, so the result does not depend on M.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+unsafe fn rows_dot_avx2<const M: usize>(x: *const f32, w: *const f32, k: usize, out: &mut [f32]) {
     use std::arch::x86_64::*;
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (l, a_l) in acc.iter_mut().enumerate() {
-            let va = _mm256_loadu_ps(pa.add(i + 8 * l));
-            let vb = _mm256_loadu_ps(pb.add(i + 8 * l));
-            *a_l = _mm256_fmadd_ps(va, vb, *a_l);
+    let mut acc = [_mm256_setzero_ps(); M];
+    let mut ch = 0;
+    while ch + 8 <= k {
+        let wv = _mm256_loadu_ps(w.add(ch));
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(i * k + ch)), wv, *a);
         }
-        i += 32;
+        ch += 8;
     }
-    while i + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
-        i += 8;
+    for (i, a) in acc.iter().enumerate() {
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), *a);
+        let mut tot = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+        for c in ch..k {
+            tot += *x.add(i * k + c) * *w.add(c);
+        }
+        out[i] = tot;
     }
-    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut lanes = [0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), s);
-    let mut tot = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-    while i < n {
-        tot += a[i] * b[i];
-        i += 1;
+}
+
+/// y[i, j] = x_i . w_j for the rows j of one task, with AVX2 (f32 only).
+#[cfg(target_arch = "x86_64")]
+unsafe fn small_mm_rows_avx2(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, js: std::ops::Range<usize>, y: *mut f32) {
+    let mut out = [0f32; 8];
+    for j in js {
+        let wj = w.as_ptr().add(j * k);
+        let mut g = 0;
+        while g < m {
+            let mm = (m - g).min(8);
+            let xg = x.as_ptr().add(g * k);
+            match mm {
+                1 => rows_dot_avx2::<1>(xg, wj, k, &mut out),
+                2 => rows_dot_avx2::<2>(xg, wj, k, &mut out),
+                3 => rows_dot_avx2::<3>(xg, wj, k, &mut out),
+                4 => rows_dot_avx2::<4>(xg, wj, k, &mut out),
+                5 => rows_dot_avx2::<5>(xg, wj, k, &mut out),
+                6 => rows_dot_avx2::<6>(xg, wj, k, &mut out),
+                7 => rows_dot_avx2::<7>(xg, wj, k, &mut out),
+                _ => rows_dot_avx2::<8>(xg, wj, k, &mut out),
+            }
+            for i in 0..mm {
+                *y.add((g + i) * n + j) = out[i];
+            }
+            g += mm;
+        }
     }
-    tot
 }
 
 fn small_mm<T: Flt>(x: &[T], w: &[T], m: usize, k: usize, n: usize) -> Vec<T> {
@@ -953,30 +977,24 @@ fn small_mm<T: Flt>(x: &[T], w: &[T], m: usize, k: usize, n: usize) -> Vec<T> {
         && is_x86_feature_detected!("fma");
     #[cfg(not(target_arch = "x86_64"))]
     let avx2 = false;
-    let rows_per_task = 32;
+    let rows_per_task = 64;
     (0..n.div_ceil(rows_per_task)).into_par_iter().for_each(|task| {
-        let (j0, j1) = (task * rows_per_task, ((task + 1) * rows_per_task).min(n));
-        for j in j0..j1 {
+        let js = task * rows_per_task..((task + 1) * rows_per_task).min(n);
+        if avx2 {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: T is f32 (checked above), the CPU has AVX2 and FMA, tasks write disjoint
+            // columns of y.
+            unsafe {
+                let xf = std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len());
+                let wf = std::slice::from_raw_parts(w.as_ptr() as *const f32, w.len());
+                small_mm_rows_avx2(xf, wf, m, k, n, js, yp.get() as *mut f32);
+            }
+            return;
+        }
+        for j in js {
             let wj = &w[j * k..(j + 1) * k];
             for i in 0..m {
-                let xi = &x[i * k..(i + 1) * k];
-                let v = if avx2 {
-                    #[cfg(target_arch = "x86_64")]
-                    {
-                        // SAFETY: T is f32 (checked above) and the CPU has AVX2 and FMA.
-                        let (xi, wj) = unsafe {
-                            (
-                                std::slice::from_raw_parts(xi.as_ptr() as *const f32, k),
-                                std::slice::from_raw_parts(wj.as_ptr() as *const f32, k),
-                            )
-                        };
-                        c::<T>(unsafe { dot_f32_avx2(xi, wj) } as f64)
-                    }
-                    #[cfg(not(target_arch = "x86_64"))]
-                    unreachable!()
-                } else {
-                    dot(xi, wj)
-                };
+                let v = dot(&x[i * k..(i + 1) * k], wj);
                 unsafe { *yp.get().add(i * n + j) = v };
             }
         }

@@ -13,6 +13,14 @@
 //!   weights detached (no graph is recorded) and candle's fused `rms_norm`, `rope` and
 //!   `softmax_last_dim`, which have no backward. The two agree to ~3e-6 in f32.
 //!
+//! On the CPU in f32/f64 both paths instead run the fused kernels of [`super::ops`] (custom ops
+//! with hand-written backward passes, checked against finite differences): activations stay
+//! (B*T, d) matrices, q/k/v are (B, T, H, hd) views of the projections (no transposes, no mask
+//! tensor; the attention kernel reads the left padding per row), and the KV cache is time-major
+//! (B, capacity, Hkv, hd). The no-grad path also multiplies a few rows (decoding) by streaming
+//! the weights once ([`super::ops::matmul_small_m`]) and runs attention with plain loops whose
+//! per-row result does not depend on the batch.
+//!
 //! Padding: rows are **left**-padded; `left_pad[b]` pad columns precede row b's tokens. Row b's
 //! token at column c has position `c - left_pad[b]`, and attends to columns
 //! `left_pad[b] ..= c`. The mask is additive with a large negative number instead of -inf, so a

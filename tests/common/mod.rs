@@ -30,3 +30,30 @@ pub fn shared_data() -> Option<PathBuf> {
         None
     }
 }
+
+/// The SmolLM2-135M-Instruct GGUF (scripts/fetch_smollm2.sh puts it in models/; or
+/// $CLIPO_SMOLLM2_GGUF). Tests of the real model print why they skip when it is absent.
+pub fn smollm2_gguf() -> Option<PathBuf> {
+    let path = std::env::var_os("CLIPO_SMOLLM2_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!("SKIP: no SmolLM2 GGUF at {} (run scripts/fetch_smollm2.sh or set CLIPO_SMOLLM2_GGUF)", path.display());
+        None
+    }
+}
+
+/// SmolLM2 imported (f32) once per test binary into target/tmp/`name`.
+pub fn smollm2_dir(name: &str) -> Option<&'static Path> {
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let gguf = smollm2_gguf()?;
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+        let s = clipo::model::gguf::import_gguf(&gguf, &out, clipo::model::hf::SaveDtype::F32).unwrap();
+        eprintln!("imported SmolLM2 in {:.2} s", s.read_s + s.write_s);
+        Some(out)
+    })
+    .as_deref()
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Side-by-side CPU benchmark on SmolLM2-135M-Instruct (f32): PyTorch + transformers
+# (../shared/bench/torch/torch_baseline.py) and clipo (cargo bench --bench model_bench), one after
+# the other in this invocation, on the same inputs; then bench/README.md's results section.
+#
+#   bench/run_side_by_side.sh            # RUNS=3 WARMUP=1 by default
+#   RUNS=2 PHASES=gen,logprob,train bench/run_side_by_side.sh
+#   SCALE=1 bench/run_side_by_side.sh    # adds clipo's batch / sequence-length scaling table
+#
+# Environment: TORCH_VENV (a virtualenv with torch, transformers, pyarrow; default
+# /work/venv-torch), WAIT_IDLE (seconds the torch script waits for an idle machine; default 60),
+# RETRIES (repeats of a disturbed torch run; default 1), TORCH_ARGS (more torch_baseline.py
+# options). Raw results go to bench/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+WARMUP=${WARMUP:-1}
+PHASES=${PHASES:-gen,logprob,train}
+VENV=${TORCH_VENV:-/work/venv-torch}
+MODEL=models/smollm2-135m-instruct
+DATA=../shared/data/clipo/test/gsm8k.parquet
+OUT=bench/results
+mkdir -p "$OUT"
+[ -f "$MODEL/config.json" ] || { echo "missing $MODEL: run scripts/fetch_smollm2.sh" >&2; exit 1; }
+
+cargo build --release --bench model_bench >&2
+
+echo "== PyTorch ($(date -u +%H:%M:%S)), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+"$VENV/bin/python" ../shared/bench/torch/torch_baseline.py --model-dir "$MODEL" --data "$DATA" \
+    --threads 2 --runs "$RUNS" --warmup "$WARMUP" --phases "$PHASES" \
+    --wait-idle "${WAIT_IDLE:-60}" --retries "${RETRIES:-1}" ${TORCH_ARGS:-} >"$OUT/torch.json" 2>"$OUT/torch.log"
+
+echo "== clipo ($(date -u +%H:%M:%S)), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+CLIPO_PHASES="$PHASES,floor"
+[ -n "${SCALE:-}" ] && CLIPO_PHASES="$CLIPO_PHASES,scale"
+MODEL_BENCH_RUNS=$RUNS MODEL_BENCH_WARMUP=$WARMUP MODEL_BENCH_PHASES=$CLIPO_PHASES \
+    cargo bench --bench model_bench >"$OUT/clipo.json" 2>"$OUT/clipo.log"
+
+echo "== table ($(date -u +%H:%M:%S))" >&2
+python3 bench/side_by_side_table.py "$OUT/torch.json" "$OUT/clipo.json" bench/README.md
