@@ -8,8 +8,9 @@ ALGO ?= clipo
 
 .PHONY: build test bench demo smollm2 clean
 
+# The binaries as the tests build them (one profile, one feature set: nothing compiles twice).
 build:
-	$(CARGO) build --release --bins
+	$(CARGO) test --release --no-run
 
 test:
 	$(CARGO) test --release

@@ -25,5 +25,8 @@ if [ ! -f "$GGUF" ]; then
 fi
 
 cd "$ROOT"
-cargo run --release --quiet --bin clipo-model -- import-gguf "$GGUF" "$OUT" --dtype "$DTYPE"
-cargo run --release --quiet --bin clipo-model -- info "$OUT"
+# Build as `make test` does (tests and binaries in one profile and one feature set), so the test
+# run that follows compiles nothing again.
+cargo test --release --no-run --quiet
+target/release/clipo-model import-gguf "$GGUF" "$OUT" --dtype "$DTYPE"
+target/release/clipo-model info "$OUT"
