@@ -290,28 +290,10 @@ impl ContrastiveHead {
     pub fn adamw_step(&mut self, grads: &[Vec<f32>], opt: &AdamW) {
         assert_eq!(grads.len(), self.params.len(), "one gradient per weight");
         self.step += 1;
-        let t = self.step as i32;
-        let bc1 = 1.0 - opt.beta1.powi(t);
-        let bc2_sqrt = (1.0 - opt.beta2.powi(t)).sqrt();
-        let step_size = opt.lr / bc1;
-        let decay = 1.0 - opt.lr * opt.weight_decay;
+        let hp = crate::optim::AdamWConfig { lr: opt.lr, weight_decay: opt.weight_decay, beta1: opt.beta1, beta2: opt.beta2, eps: opt.eps };
         for (p, g) in self.params.iter_mut().zip(grads) {
-            assert_eq!(
-                g.len(),
-                p.value.len(),
-                "gradient of {} has the wrong size",
-                p.name
-            );
-            for k in 0..g.len() {
-                let g = f64::from(g[k]);
-                let m = opt.beta1 * f64::from(p.exp_avg[k]) + (1.0 - opt.beta1) * g;
-                let v = opt.beta2 * f64::from(p.exp_avg_sq[k]) + (1.0 - opt.beta2) * g * g;
-                let w = f64::from(p.value[k]) * decay;
-                let denom = v.sqrt() / bc2_sqrt + opt.eps;
-                p.value[k] = (w - step_size * m / denom) as f32;
-                p.exp_avg[k] = m as f32;
-                p.exp_avg_sq[k] = v as f32;
-            }
+            assert_eq!(g.len(), p.value.len(), "gradient of {} has the wrong size", p.name);
+            crate::optim::adamw_update(&mut p.value, g, &mut p.exp_avg, &mut p.exp_avg_sq, self.step, 1.0, &hp);
         }
     }
 
