@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 model_dir, data, out = sys.argv[1:4]
 torch.manual_seed(0)
 tok = AutoTokenizer.from_pretrained(model_dir)
-model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 model.eval()
 rows = pq.read_table(data).to_pylist()[:8]
 stop = tok.convert_tokens_to_ids("<|im_end|>")
