@@ -527,47 +527,11 @@ impl Decoder {
         dtype: DType,
         device: &Device,
     ) -> Result<(Tensor, Tensor)> {
-        let half = self.head_dim / 2;
-        let hd = self.head_dim;
-        if dtype == DType::F64 {
-            let inv: Vec<f64> = (0..half)
-                .map(|i| 1.0 / self.rope_base.powf((2 * i) as f64 / hd as f64))
-                .collect();
-            let ang: Vec<f64> = positions
-                .iter()
-                .flat_map(|&p| inv.iter().map(move |f| p as f64 * f))
-                .collect();
-            let cos = Tensor::from_vec(
-                ang.iter().map(|a| a.cos()).collect::<Vec<_>>(),
-                (b, t, half),
-                device,
-            )?;
-            let sin = Tensor::from_vec(
-                ang.iter().map(|a| a.sin()).collect::<Vec<_>>(),
-                (b, t, half),
-                device,
-            )?;
-            return Ok((cos, sin));
-        }
-        let base = self.rope_base as f32;
-        let inv: Vec<f32> = (0..half)
-            .map(|i| 1.0 / base.powf((2 * i) as f32 / hd as f32))
-            .collect();
-        let ang: Vec<f32> = positions
-            .iter()
-            .flat_map(|&p| inv.iter().map(move |f| p as f32 * f))
-            .collect();
-        let cos = Tensor::from_vec(
-            ang.iter().map(|a| a.cos()).collect::<Vec<_>>(),
-            (b, t, half),
-            device,
-        )?;
-        let sin = Tensor::from_vec(
-            ang.iter().map(|a| a.sin()).collect::<Vec<_>>(),
-            (b, t, half),
-            device,
-        )?;
-        Ok((cos.to_dtype(dtype)?, sin.to_dtype(dtype)?))
+        // The same values as the fused path's tables (f32 arithmetic for f32 models, exact in
+        // f64), as tensors in the model dtype.
+        let r = self.rope_tables_f64(positions, dtype);
+        let table = |v: &[f64]| Tensor::from_vec(v.to_vec(), (b, t, r.half), device)?.to_dtype(dtype);
+        Ok((table(&r.cos)?, table(&r.sin)?))
     }
 
     /// The fused path's rope tables, (B*T, hd/2) in f64: the f32 values transformers computes
