@@ -71,6 +71,25 @@ impl Table {
     pub fn vectors(&self, c: &Column) -> &arrow::array::FixedSizeListArray {
         self.column(c.name).as_fixed_size_list()
     }
+
+    /// The (prompt_id, sample_idx) key of every row, the key the stages join on.
+    pub fn row_keys(&self, prompt_id: &Column, sample_idx: &Column) -> Vec<(String, u32)> {
+        let (p, s) = (self.utf8(prompt_id), self.u32(sample_idx));
+        (0..self.num_rows()).map(|i| (p.value(i).to_string(), s.value(i))).collect()
+    }
+
+    /// Row index by key, refusing a duplicate key with its row.
+    pub fn index_keys(&self, keys: &[(String, u32)]) -> Result<HashMap<(String, u32), usize>> {
+        let mut m = HashMap::with_capacity(keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            if m.insert(k.clone(), i).is_some() {
+                return Err(Error::Join {
+                    detail: format!("{}: row {i}: duplicate (prompt_id, sample_idx) = ({}, {})", self.path.display(), k.0, k.1),
+                });
+            }
+        }
+        Ok(m)
+    }
 }
 
 fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {

@@ -86,13 +86,10 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedSummary> {
         return Err(Error::Empty { path: cfg.trajectories.clone(), detail: "no trajectories".into() });
     }
     let (tp, ts) = (traj.utf8(&tr::PROMPT_ID), traj.u32(&tr::SAMPLE_IDX));
-    let (rp, rs, rc) = (rewards.utf8(&rw::PROMPT_ID), rewards.u32(&rw::SAMPLE_IDX), rewards.bool(&rw::CORRECT));
-    let mut r_index: HashMap<(&str, u32), usize> = HashMap::with_capacity(rewards.num_rows());
-    for i in 0..rewards.num_rows() {
-        if r_index.insert((rp.value(i), rs.value(i)), i).is_some() {
-            return Err(Error::Join { detail: format!("{}: row {i}: duplicate ({}, {})", cfg.rewards.display(), rp.value(i), rs.value(i)) });
-        }
-    }
+    let rc = rewards.bool(&rw::CORRECT);
+    let keys = traj.row_keys(&tr::PROMPT_ID, &tr::SAMPLE_IDX);
+    traj.index_keys(&keys)?;
+    let r_index = rewards.index_keys(&rewards.row_keys(&rw::PROMPT_ID, &rw::SAMPLE_IDX))?;
     if r_index.len() != n {
         return Err(Error::Join { detail: format!("{} has {} rows but {} has {n}", cfg.rewards.display(), r_index.len(), cfg.trajectories.display()) });
     }
@@ -106,18 +103,13 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedSummary> {
     let mut correct = Vec::with_capacity(n);
     let mut group = Vec::with_capacity(n);
     let mut group_of: HashMap<&str, u32> = HashMap::new();
-    let mut seen = std::collections::HashSet::with_capacity(n);
-    for i in 0..n {
-        let key = (tp.value(i), ts.value(i));
-        if !seen.insert(key) {
-            return Err(Error::Join { detail: format!("{}: row {i}: duplicate ({}, {})", cfg.trajectories.display(), key.0, key.1) });
-        }
-        let ri = *r_index.get(&key).ok_or_else(|| Error::Join {
+    for (i, key) in keys.iter().enumerate() {
+        let ri = *r_index.get(key).ok_or_else(|| Error::Join {
             detail: format!("{}: row {i} ({}, {}) has no row in {}", cfg.trajectories.display(), key.0, key.1, cfg.rewards.display()),
         })?;
         correct.push(rc.value(ri));
         let next = group_of.len() as u32;
-        group.push(*group_of.entry(key.0).or_insert(next));
+        group.push(*group_of.entry(tp.value(i)).or_insert(next));
     }
     let prompt_ids: Vec<&str> = (0..n).map(|i| tp.value(i)).collect();
     let sample_idx: Vec<u32> = ts.values().to_vec();

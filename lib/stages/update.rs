@@ -129,23 +129,6 @@ pub struct UpdateOutcome {
     pub note: Option<String>,
 }
 
-fn join_key(t: &Table, pid: &crate::schema::Column, sidx: &crate::schema::Column) -> Vec<(String, u32)> {
-    let p = t.utf8(pid);
-    let s = t.u32(sidx);
-    (0..t.num_rows()).map(|i| (p.value(i).to_string(), s.value(i))).collect()
-}
-
-/// Index a table's rows by (prompt_id, sample_idx), refusing duplicates.
-fn index_rows(t: &Table, keys: &[(String, u32)]) -> Result<HashMap<(String, u32), usize>> {
-    let mut m = HashMap::with_capacity(keys.len());
-    for (i, k) in keys.iter().enumerate() {
-        if m.insert(k.clone(), i).is_some() {
-            return Err(Error::Join { detail: format!("{}: row {i}: duplicate (prompt_id, sample_idx) = ({}, {})", t.path.display(), k.0, k.1) });
-        }
-    }
-    Ok(m)
-}
-
 fn read_joined(cfg: &UpdateConfig) -> Result<(Vec<Row>, Table)> {
     let traj = read_table(
         &cfg.trajectories,
@@ -157,14 +140,12 @@ fn read_joined(cfg: &UpdateConfig) -> Result<(Vec<Row>, Table)> {
     }
     let rewards = read_table(&cfg.rewards, &[rw::PROMPT_ID, rw::SAMPLE_IDX, rw::SCORE], &[])?;
     let embeddings = cfg.embeddings.as_ref().map(|p| read_table(p, &[emb::PROMPT_ID, emb::SAMPLE_IDX, emb::CONTRASTIVE_REWARD], &[])).transpose()?;
-    let keys = join_key(&traj, &tr::PROMPT_ID, &tr::SAMPLE_IDX);
-    index_rows(&traj, &keys)?;
-    let r_keys = join_key(&rewards, &rw::PROMPT_ID, &rw::SAMPLE_IDX);
-    let r_index = index_rows(&rewards, &r_keys)?;
+    let keys = traj.row_keys(&tr::PROMPT_ID, &tr::SAMPLE_IDX);
+    traj.index_keys(&keys)?;
+    let r_index = rewards.index_keys(&rewards.row_keys(&rw::PROMPT_ID, &rw::SAMPLE_IDX))?;
     let e_index = match &embeddings {
         Some(e) => {
-            let k = join_key(e, &emb::PROMPT_ID, &emb::SAMPLE_IDX);
-            let idx = index_rows(e, &k)?;
+            let idx = e.index_keys(&e.row_keys(&emb::PROMPT_ID, &emb::SAMPLE_IDX))?;
             if idx.len() != keys.len() {
                 return Err(Error::Join { detail: format!("{} has {} rows, the trajectories {}", e.path.display(), idx.len(), keys.len()) });
             }
