@@ -110,7 +110,8 @@ struct Args {
     /// Response-length budget (default: the rollout's --max-new-tokens from its metadata).
     #[arg(long)]
     max_response_len: Option<usize>,
-    /// Entropy bonus coefficient (0; only 0 is supported for now).
+    /// Entropy bonus coefficient (0): the loss is pg_loss - coef x entropy, the entropy of the
+    /// temperature-scaled distribution aggregated like the policy loss (verl's entropy_coeff).
     #[arg(long, default_value_t = 0.0)]
     entropy_coef: f64,
     /// AdamW learning rate (1e-6 for RL as in the paper; ~2e-3 for a tiny model's SFT).
@@ -172,7 +173,7 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
     ensure!(a.policy.is_dir(), "--policy {}: no such directory", a.policy.display());
     ensure!(a.lr > 0.0 && a.lr.is_finite(), "--lr must be > 0");
     ensure!(a.micro_batch >= 1 && a.mini_batches >= 1 && a.epochs >= 1, "--micro-batch, --mini-batches and --epochs must be at least 1");
-    ensure!(a.entropy_coef == 0.0, "--entropy-coef other than 0 is not supported yet (the entropy has no gradient path)");
+    ensure!(a.entropy_coef.is_finite(), "--entropy-coef must be a finite number");
     let optim = AdamWConfig::new(a.lr, a.weight_decay);
     let max_grad_norm = (a.max_grad_norm > 0.0).then_some(a.max_grad_norm);
     let save_dtype = match a.save_dtype {
@@ -228,6 +229,7 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
         loss,
         kl,
         kl_coef: a.kl_coef,
+        entropy_coef: a.entropy_coef,
         kl_in_reward: a.kl_in_reward,
         dynamic_sampling: a.dynamic_sampling,
         mask_truncated: a.mask_truncated,

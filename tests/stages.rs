@@ -455,6 +455,46 @@ fn micro_batches_give_the_full_batch_update_and_zero_advantages_only_decay() {
     }
 }
 
+/// Token-mean entropy of `policy` over the response positions of `traj`.
+fn mean_entropy(policy: &Path, traj: &Path) -> f64 {
+    let t = read_table(traj, &all_columns(), &[]).unwrap();
+    let model = clipo::model::Model::load(policy, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
+    let u32s = |a: arrow::array::ArrayRef| a.as_any().downcast_ref::<arrow::array::UInt32Array>().unwrap().values().to_vec();
+    let (ps, rs): (Vec<Vec<u32>>, Vec<Vec<u32>>) =
+        (0..t.num_rows()).map(|i| (u32s(t.list(&tr::PROMPT_TOKEN_IDS).value(i)), u32s(t.list(&tr::RESPONSE_TOKEN_IDS).value(i)))).unzip();
+    let seqs: Vec<clipo::model::Sequence> = ps.iter().zip(&rs).map(|(p, r)| clipo::model::Sequence { prompt: p, response: r }).collect();
+    let sc = model.response_logprobs_nograd(&seqs, 1.0, 8).unwrap();
+    let tokens: usize = rs.iter().map(Vec::len).sum();
+    f64::from(sc.entropy.sum_all().unwrap().to_scalar::<f32>().unwrap()) / tokens as f64
+}
+
+#[test]
+fn the_entropy_bonus_alone_raises_the_entropy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, _) = fixture();
+    let (t, r) = (dir.path().join("t.parquet"), dir.path().join("r.parquet"));
+    assert!(rollout(&t, &["--limit", "2", "--n", "3", "--hidden", "none"]).status.success());
+    // All rewards equal -> advantages 0, KL off: the entropy bonus is the whole loss.
+    write_rewards(&t, &r, |_, _| true);
+    let (with, without) = (dir.path().join("with"), dir.path().join("without"));
+    let common = ["--policy", s(policy), "--trajectories", s(&t), "--rewards", s(&r), "--lr", "1e-3", "--kl", "off", "--step", "1"];
+    let mut args = common.to_vec();
+    args.extend(["--entropy-coef", "0.1", "--out", s(&with)]);
+    let o = update(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // loss = pg_loss (0) - 0.1 x entropy: the metric is the entropy before the step.
+    let h0 = mean_entropy(policy, &t);
+    assert!((m["actor/entropy"].as_f64().unwrap() - h0).abs() < 1e-4, "{m} vs {h0}");
+    let h1 = mean_entropy(&with, &t);
+    assert!(h1 > h0 + 1e-3, "entropy {h0} -> {h1}");
+    let mut args = common.to_vec();
+    args.extend(["--out", s(&without)]);
+    assert!(update(&args).status.success());
+    let h2 = mean_entropy(&without, &t);
+    assert!((h2 - h0).abs() < (h1 - h0) / 10.0, "without the bonus: {h0} -> {h2}, with: {h1}");
+}
+
 #[test]
 fn two_updates_resumed_from_disk_equal_one_run_with_two_mini_batches() {
     let dir = tempfile::tempdir().unwrap();

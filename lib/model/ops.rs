@@ -13,7 +13,8 @@
 //! - [`silu_mul`]: `silu(gate) * up`.
 //! - [`token_logprobs`]: for logits (N, V) and targets (N,): (N, 3) = [log p(target),
 //!   entropy, logsumexp] of softmax(logits / temperature), one pass over the vocabulary; the
-//!   backward pass `g (onehot - p) / temperature` reuses the stored logsumexp.
+//!   backward pass (`g (onehot - p) / temperature` for the log-prob, `-p (log p + H) /
+//!   temperature` for the entropy) reuses the stored logsumexp and entropy.
 //!
 //! Matrix products inside attention go through the `gemm` crate single-threaded, one
 //! (row, kv head) unit per rayon task.
@@ -864,20 +865,33 @@ impl CustomOp2 for LogprobOp {
                     read::<T, _>(dy, |d| {
                         let mut dz = vec![T::zero(); n * v];
                         dz.par_chunks_mut(v).enumerate().for_each(|(i, out)| {
-                            // only the log-prob column carries a gradient
-                            let gi = f(d[i * 3]) * inv_t;
-                            if gi == 0.0 {
+                            // With s = z / T, log p_j = s_j - lse, H = -sum_j p_j log p_j:
+                            //   d log p_t / d s_j = [j = t] - p_j
+                            //   d H / d s_j       = -p_j (log p_j + H)
+                            //   d lse / d s_j     = p_j
+                            // and d s_j / d z_j = 1 / T.
+                            let (g_lp, g_h, g_lse) = (f(d[i * 3]) * inv_t, f(d[i * 3 + 1]) * inv_t, f(d[i * 3 + 2]) * inv_t);
+                            if g_lp == 0.0 && g_h == 0.0 && g_lse == 0.0 {
                                 return;
                             }
                             let it: T = c(inv_t);
-                            let lse = r[i * 3 + 2];
-                            let g: T = c(-gi);
+                            let (h, lse) = (r[i * 3 + 1], r[i * 3 + 2]);
                             let row = &z[i * v..(i + 1) * v];
-                            for (o, &x) in out.iter_mut().zip(row) {
-                                *o = g * (x * it - lse).exp();
+                            if g_h == 0.0 {
+                                let g: T = c(g_lse - g_lp);
+                                for (o, &x) in out.iter_mut().zip(row) {
+                                    *o = g * (x * it - lse).exp();
+                                }
+                            } else {
+                                let (g, gh): (T, T) = (c(g_lse - g_lp), c(g_h));
+                                for (o, &x) in out.iter_mut().zip(row) {
+                                    let lp = x * it - lse;
+                                    let p = lp.exp();
+                                    *o = g * p - gh * p * (lp + h);
+                                }
                             }
                             let t = tg[i] as usize;
-                            out[t] = out[t] + c(gi);
+                            out[t] = out[t] + c(g_lp);
                         });
                         Ok(dz)
                     })
@@ -895,7 +909,8 @@ impl CustomOp2 for LogprobOp {
 }
 
 /// logits (N, V), targets (N,) u32 -> (N, 3): [log p(target), entropy, logsumexp] under
-/// softmax(logits / temperature). Differentiable in column 0 only.
+/// softmax(logits / temperature). Differentiable in every column (the entropy's gradient serves
+/// the entropy bonus).
 pub(crate) fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<Tensor> {
     logits.contiguous()?.apply_op2(
         &targets.contiguous()?,
@@ -1222,6 +1237,9 @@ mod tests {
         let got = out.narrow(1, 1, 1).unwrap().squeeze(1).unwrap();
         let d: f64 = (got - ent).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
         assert!(d < 1e-12, "{d}");
-        check_grad(&[z], &|t| token_logprobs(&t[0], &tg, 0.7).unwrap().narrow(1, 0, 1).unwrap());
+        check_grad(&[z.clone()], &|t| token_logprobs(&t[0], &tg, 0.7).unwrap().narrow(1, 0, 1).unwrap());
+        // entropy alone, and all three columns at once
+        check_grad(&[z.clone()], &|t| token_logprobs(&t[0], &tg, 0.7).unwrap().narrow(1, 1, 1).unwrap());
+        check_grad(&[z], &|t| token_logprobs(&t[0], &tg, 0.7).unwrap());
     }
 }

@@ -35,7 +35,7 @@ pub struct Scored {
     /// end of a row's response. Carries the graph in [`Model::response_logprobs`].
     pub logprobs: Tensor,
     /// (B, R) f32 entropy (nats) of the same distribution at each response position; 0 past the
-    /// end of a row. Never carries a graph (a metric).
+    /// end of a row. Carries the graph in [`Model::response_logprobs`] (the entropy bonus).
     pub entropy: Tensor,
     /// (B, R) f32: 1 on response tokens, 0 on padding.
     pub mask: Tensor,
@@ -108,14 +108,14 @@ impl Layout {
     }
 }
 
-/// logits (N, V), targets (N,) u32 -> (log-probs (N,) with the graph of `logits`, entropy (N,)
-/// f32 without). `z = logits / temperature`.
+/// logits (N, V), targets (N,) u32 -> (log-probs (N,), entropy (N,) f32), both with the graph of
+/// `logits`. `z = logits / temperature`.
 fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<(Tensor, Tensor)> {
     if super::ops::supported(logits) {
         // One fused pass (f32/f64 on the CPU): [log p, entropy, logsumexp] per row.
         let out = super::ops::token_logprobs(logits, targets, temperature)?;
         let lp = out.narrow(1, 0, 1)?.squeeze(1)?;
-        let ent = out.narrow(1, 1, 1)?.squeeze(1)?.detach().to_dtype(DType::F32)?;
+        let ent = out.narrow(1, 1, 1)?.squeeze(1)?.to_dtype(DType::F32)?;
         return Ok((lp, ent));
     }
     // Half-precision logits are upcast (differentiably) so the logsumexp runs in f32.
@@ -133,13 +133,9 @@ fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?; // (N, 1)
     let target = shifted.gather(&targets.unsqueeze(1)?, D::Minus1)?; // (N, 1)
     let logprobs = (target - &lse)?.squeeze(1)?;
-    // H = lse - sum(p * shifted), p = exp(shifted - lse); no graph.
-    let (shifted, lse) = (
-        shifted.detach().to_dtype(DType::F32)?,
-        lse.detach().to_dtype(DType::F32)?,
-    );
+    // H = lse - sum(p * shifted), p = exp(shifted - lse), with the graph (the entropy bonus).
     let p = shifted.broadcast_sub(&lse)?.exp()?;
-    let entropy = (lse.squeeze(1)? - (p * shifted)?.sum(D::Minus1)?)?;
+    let entropy = (lse.squeeze(1)? - (p * shifted)?.sum(D::Minus1)?)?.to_dtype(DType::F32)?;
     Ok((logprobs, entropy))
 }
 

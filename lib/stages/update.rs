@@ -76,6 +76,8 @@ pub struct UpdateConfig {
     /// KL estimator; None turns the KL off.
     pub kl: Option<KlEstimator>,
     pub kl_coef: f64,
+    /// Entropy bonus: the loss is pg_loss - entropy_coef x entropy (aggregated like the loss).
+    pub entropy_coef: f64,
     pub kl_in_reward: bool,
     pub dynamic_sampling: bool,
     pub mask_truncated: bool,
@@ -388,6 +390,12 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
                         total = (total + (kl_loss * cfg.kl_coef)?)?;
                         kl_tok = Some(kl.detach().to_vec2::<f32>()?);
                     }
+                    ent_sum += aggregate(&scored.entropy.detach(), &lmask, crate::rl::Aggregation::TokenMean, &norm)?.to_scalar::<f32>()? as f64;
+                    if cfg.entropy_coef != 0.0 {
+                        // verl: policy_loss = pg_loss - entropy_coeff * agg_loss(entropy, loss_agg_mode)
+                        let ent_loss = aggregate(&scored.entropy, &lmask, cfg.loss.agg, &norm)?;
+                        total = (total - (ent_loss * cfg.entropy_coef)?)?;
+                    }
                     let value = total.to_scalar::<f32>()?;
                     if !value.is_finite() {
                         return Err(Error::Other(format!("the loss is {value} at step {} (epoch {epoch}): refusing to update", cfg.step)));
@@ -397,7 +405,6 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
                     clip_sum += f64::from(st.clipfrac) * weight;
                     clip_lo_sum += f64::from(st.clipfrac_lower) * weight;
                     ppo_kl_sum += f64::from(st.ppo_kl) * weight;
-                    ent_sum += aggregate(&scored.entropy, &lmask, crate::rl::Aggregation::TokenMean, &norm)?.to_scalar::<f32>()? as f64;
                     let store = total.backward()?;
                     collect_grads(&vars, &store, &mut grads)?;
                     if epoch == 0 {
