@@ -140,7 +140,7 @@ impl TryFrom<Args> for RolloutConfig {
 
 fn main() -> ExitCode {
     let result = RolloutConfig::try_from(Args::parse())
-        .and_then(|cfg| run(&cfg).with_context(|| format!("clipo-rollout {}", cfg.out.display())));
+        .and_then(|cfg| clipo::threads::on_pool(|| run(&cfg)).with_context(|| format!("clipo-rollout {}", cfg.out.display())));
     match result {
         Ok(s) if s.up_to_date => {
             eprintln!("clipo-rollout: output up to date, nothing written");

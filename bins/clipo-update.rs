@@ -253,7 +253,7 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
 fn main() -> ExitCode {
     let result = checked(Args::parse()).and_then(|cfg| match cfg {
         Ok(cfg) => {
-            let out = run(&cfg).with_context(|| format!("clipo-update {}", cfg.out.display()))?;
+            let out = clipo::threads::on_pool(|| run(&cfg)).with_context(|| format!("clipo-update {}", cfg.out.display()))?;
             if out.up_to_date {
                 eprintln!("clipo-update: {} is up to date, nothing written", cfg.out.display());
             } else {
@@ -270,7 +270,7 @@ fn main() -> ExitCode {
                     eprintln!("clipo-update sft: step {step:>5} loss {loss:.4}");
                 }
             };
-            let loss = run_sft(&cfg, &mut log).with_context(|| format!("clipo-update --objective sft {}", cfg.out.display()))?;
+            let loss = clipo::threads::on_pool(|| run_sft(&cfg, &mut log)).with_context(|| format!("clipo-update --objective sft {}", cfg.out.display()))?;
             eprintln!("clipo-update sft: {} steps, final loss {loss:.4}, wrote {}", cfg.steps, cfg.out.display());
             Ok(())
         }

@@ -8,7 +8,7 @@
 //!   templates, Hugging Face directories. [`policy`]: a model directory as the stages use it.
 //! - [`rl`]: advantages, policy losses, KL (REFERENCE.md §6); [`optim`]: AdamW.
 //! - [`task`]: the embedded arithmetic task; [`seed`]: every random draw's seed.
-//! - [`stages`]: one module per binary: checked configs and a `run`.
+//! - [`stages`]: one module per binary: checked configs and a `run`; [`threads`]: where it runs.
 
 pub mod contrastive;
 pub mod error;
@@ -25,6 +25,7 @@ pub mod seed;
 pub mod stages;
 pub mod table;
 pub mod task;
+pub mod threads;
 pub mod tiny;
 pub mod trajectories;
 pub mod verify;

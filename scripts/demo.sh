@@ -44,7 +44,7 @@ loop() {
     EVAL_DIR="$BASE/data" EVAL_SETS="test test_p1 test_p2" EVAL_EVERY="$EVAL_EVERY" STEPS="$STEPS" ALGO="$ALGO" SEED="$SEED" \
     PER_STEP="$PER_STEP" N="$N" MAX_NEW="$MAX_NEW" EMBED_ARGS="--dim 64" \
     ROLLOUT_ARGS="--batch-size $PER_STEP" EVAL_ARGS="" \
-    UPDATE_ARGS="--lr $LR --kl off --micro-batch 64" "$@"
+    UPDATE_ARGS="--lr $LR --kl off --micro-batch 128 --old-logprobs rollout" "$@"
 }
 
 echo "demo: $ALGO, $STEPS steps of $PER_STEP prompts x $N samples, evaluation every $EVAL_EVERY steps ($RUN)"
