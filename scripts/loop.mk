@@ -33,11 +33,15 @@ EVAL_SETS ?= test
 EVAL_EVERY ?= 5
 EVAL_ARGS ?=
 
-pad = $(shell printf %06d $(1))
+# Step numbers and their zero-padded names from one shell call: make expands every step's
+# rules on each invocation, so per-step $(shell) calls would cost seconds at a few hundred steps.
+numbers := $(shell seq 0 $(STEPS))
+padded := $(shell seq 0 $(STEPS) | awk '{ printf "%d:%06d ", $$1, $$1 }')
+pad = $(patsubst $(1):%,%,$(filter $(1):%,$(padded)))
 step_dir = $(RUN)/step-$(call pad,$(1))
 policy_dir = $(if $(filter 0,$(1)),$(POLICY),$(call step_dir,$(1))/policy)
-prev = $(shell echo $$(( $(1) - 1 )))
-steps := $(shell seq 1 $(STEPS))
+prev = $(word $(1),$(numbers))
+steps := $(wordlist 2,$(words $(numbers)),$(numbers))
 eval_steps := 0 $(shell seq $(EVAL_EVERY) $(EVAL_EVERY) $(STEPS)) $(if $(filter 0,$(shell echo $$(( $(STEPS) % $(EVAL_EVERY) )))),,$(STEPS))
 
 # One RL step: $(1) = step, $(2) = previous step.
