@@ -34,23 +34,67 @@ impl AdamWConfig {
     }
 }
 
+/// AdamW's per-step constants at step `t` (1-based).
+#[derive(Clone, Copy)]
+struct StepConsts {
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    bc2_sqrt: f64,
+    step_size: f64,
+    decay: f64,
+    scale: f64,
+}
+
+impl StepConsts {
+    fn new(t: u64, scale: f64, hp: &AdamWConfig) -> Self {
+        let t = t as i32;
+        StepConsts {
+            b1: hp.beta1,
+            b2: hp.beta2,
+            eps: hp.eps,
+            bc2_sqrt: (1.0 - hp.beta2.powi(t)).sqrt(),
+            step_size: hp.lr / (1.0 - hp.beta1.powi(t)),
+            decay: 1.0 - hp.lr * hp.weight_decay,
+            scale,
+        }
+    }
+
+    /// One element: updates the moments in place and returns the new value.
+    #[inline]
+    fn apply(&self, p: f32, g: f32, m: &mut f32, v: &mut f32) -> f32 {
+        let g = f64::from(g) * self.scale;
+        let mk = self.b1 * f64::from(*m) + (1.0 - self.b1) * g;
+        let vk = self.b2 * f64::from(*v) + (1.0 - self.b2) * g * g;
+        let w = f64::from(p) * self.decay;
+        *m = mk as f32;
+        *v = vk as f32;
+        (w - self.step_size * mk / (vk.sqrt() / self.bc2_sqrt + self.eps)) as f32
+    }
+}
+
 /// One AdamW update of `value` at step `t` (1-based) with gradient `grad` scaled by `scale`.
 pub fn adamw_update(value: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], t: u64, scale: f64, hp: &AdamWConfig) {
     assert!(value.len() == grad.len() && m.len() == grad.len() && v.len() == grad.len());
-    let t = t as i32;
-    let bc1 = 1.0 - hp.beta1.powi(t);
-    let bc2_sqrt = (1.0 - hp.beta2.powi(t)).sqrt();
-    let step_size = hp.lr / bc1;
-    let decay = 1.0 - hp.lr * hp.weight_decay;
+    let c = StepConsts::new(t, scale, hp);
     for k in 0..grad.len() {
-        let g = f64::from(grad[k]) * scale;
-        let mk = hp.beta1 * f64::from(m[k]) + (1.0 - hp.beta1) * g;
-        let vk = hp.beta2 * f64::from(v[k]) + (1.0 - hp.beta2) * g * g;
-        let w = f64::from(value[k]) * decay;
-        value[k] = (w - step_size * mk / (vk.sqrt() / bc2_sqrt + hp.eps)) as f32;
-        m[k] = mk as f32;
-        v[k] = vk as f32;
+        value[k] = c.apply(value[k], grad[k], &mut m[k], &mut v[k]);
     }
+}
+
+/// Elements per rayon task of the optimizer's loops (a few hundred KB of each buffer).
+const PAR_CHUNK: usize = 1 << 16;
+
+/// Runs `f` over the contiguous f32 data of a CPU tensor without copying it; None for other
+/// devices, dtypes or layouts.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if !t.device().is_cpu() || t.dtype() != DType::F32 {
+        return None;
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else { return None };
+    let (start, end) = layout.contiguous_offsets()?;
+    Some(f(&cpu.as_slice::<f32>().ok()?[start..end]))
 }
 
 /// What one optimiser step saw.
@@ -97,9 +141,16 @@ fn to_f32_vec(t: &Tensor) -> Result<Vec<f32>> {
 impl Optimizer {
     /// Global L2 norm of the gradients (missing gradients count as zero).
     pub fn grad_norm(grads: &Grads) -> Result<f64> {
+        use rayon::prelude::*;
+        let sum_sq = |xs: &[f32]| -> f64 {
+            xs.par_chunks(PAR_CHUNK).map(|c| c.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>()).sum()
+        };
         let mut sq = 0f64;
         for g in grads.values() {
-            sq += to_f32_vec(g)?.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>();
+            sq += match with_cpu_f32(g, sum_sq) {
+                Some(s) => s,
+                None => sum_sq(&to_f32_vec(g)?),
+            };
         }
         Ok(sq.sqrt())
     }
@@ -117,14 +168,46 @@ impl Optimizer {
             None => 1.0,
         };
         self.step += 1;
+        let c = StepConsts::new(self.step, clip_scale, hp);
         for (name, var) in vars {
             let Some(g) = grads.get(name) else { continue };
-            let grad = to_f32_vec(g)?;
-            let mut value = to_f32_vec(var.as_tensor())?;
-            let (m, v) = self.state.entry(name.clone()).or_insert_with(|| (vec![0.0; grad.len()], vec![0.0; grad.len()]));
-            adamw_update(&mut value, &grad, m, v, self.step, clip_scale, hp);
-            let t = Tensor::from_vec(value, var.as_tensor().shape(), var.as_tensor().device())?.to_dtype(var.as_tensor().dtype())?;
-            var.set(&t)?;
+            let p = var.as_tensor();
+            let n = p.elem_count();
+            let (m, v) = self.state.entry(name.clone()).or_insert_with(|| (vec![0.0; n], vec![0.0; n]));
+            if m.len() != n || v.len() != n || g.elem_count() != n {
+                return Err(Error::Other(format!("{name}: {n} weights, {} gradients, {} optimizer moments", g.elem_count(), m.len())));
+            }
+            // CPU f32: read the weights and the gradient where they are and write the new
+            // weights once, in parallel chunks (the same arithmetic as `adamw_update`).
+            let fast = with_cpu_f32(g, |gs| {
+                with_cpu_f32(p, |ps| {
+                    use rayon::prelude::*;
+                    let mut out = vec![0f32; n];
+                    out.par_chunks_mut(PAR_CHUNK)
+                        .zip(ps.par_chunks(PAR_CHUNK))
+                        .zip(gs.par_chunks(PAR_CHUNK))
+                        .zip(m.par_chunks_mut(PAR_CHUNK).zip(v.par_chunks_mut(PAR_CHUNK)))
+                        .for_each(|(((o, ps), gs), (ms, vs))| {
+                            for k in 0..o.len() {
+                                o[k] = c.apply(ps[k], gs[k], &mut ms[k], &mut vs[k]);
+                            }
+                        });
+                    out
+                })
+            })
+            .flatten();
+            let value = match fast {
+                Some(out) => out,
+                None => {
+                    let grad = to_f32_vec(g)?;
+                    let mut value = to_f32_vec(p)?;
+                    for k in 0..n {
+                        value[k] = c.apply(value[k], grad[k], &mut m[k], &mut v[k]);
+                    }
+                    value
+                }
+            };
+            var.set(&Tensor::from_vec(value, p.shape(), p.device())?.to_dtype(p.dtype())?)?;
         }
         Ok(StepStats { grad_norm, clip_scale })
     }
