@@ -402,7 +402,12 @@ fn scale_table(model: &Model, vocab: u32) -> Value {
     json!(rows)
 }
 
+/// The benchmark runs on a rayon worker, as the stages do (clipo::threads).
 fn main() {
+    clipo::threads::on_pool(bench);
+}
+
+fn bench() {
     let dir = PathBuf::from(std::env::var("MODEL_BENCH_DIR").unwrap_or_else(|_| "models/smollm2-135m-instruct".into()));
     let inputs_path = PathBuf::from(
         std::env::var("MODEL_BENCH_INPUTS").unwrap_or_else(|_| "../shared/bench/torch/torch_baseline_inputs.json".into()),

@@ -33,7 +33,12 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
     (out, t0.elapsed().as_secs_f64(), cpu_seconds() - c0)
 }
 
+/// The benchmark runs on a rayon worker, as the stages do (clipo::threads).
 fn main() {
+    clipo::threads::on_pool(bench);
+}
+
+fn bench() {
     let runs: usize = std::env::var("TINY_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
     let dir = std::env::temp_dir().join(format!("clipo-tiny-bench-{}", std::process::id()));
     clipo::tiny::init_tiny(&dir, &clipo::tiny::TinyPreset::tiny(), 0).expect("init tiny");

@@ -19,12 +19,13 @@ TEST=${TEST:-400}
 SFT_STEPS=${SFT_STEPS:-160}
 SFT_LR=${SFT_LR:-2e-3}
 # RL loop.
-STEPS=${STEPS:-40}
+STEPS=${STEPS:-300}
 PER_STEP=${PER_STEP:-16}
 N=${N:-8}
 MAX_NEW=${MAX_NEW:-40}
 LR=${LR:-1e-4}
-EVAL_EVERY=${EVAL_EVERY:-10}
+TEMPERATURE=${TEMPERATURE:-1.0}
+EVAL_EVERY=${EVAL_EVERY:-50}
 EVAL_SETS=${EVAL_SETS:-test test_p1 test_p2}
 
 mkdir -p "$BASE" "$RUN"
@@ -42,7 +43,7 @@ fi
 
 loop() {
   make --no-print-directory -s -f scripts/loop.mk BIN="$BIN" RUN="$RUN" POLICY="$BASE/warm" PROMPTS="$BASE/data/train.parquet" \
-    EVAL_DIR="$BASE/data" EVAL_SETS="$EVAL_SETS" EVAL_EVERY="$EVAL_EVERY" STEPS="$STEPS" ALGO="$ALGO" SEED="$SEED" \
+    EVAL_DIR="$BASE/data" EVAL_SETS="$EVAL_SETS" EVAL_EVERY="$EVAL_EVERY" STEPS="$STEPS" TEMPERATURE="$TEMPERATURE" ALGO="$ALGO" SEED="$SEED" \
     PER_STEP="$PER_STEP" N="$N" MAX_NEW="$MAX_NEW" EMBED_ARGS="--dim 64" \
     ROLLOUT_ARGS="--batch-size $PER_STEP" EVAL_ARGS="" \
     UPDATE_ARGS="--lr $LR --kl off --micro-batch 128 --old-logprobs rollout" "$@"
