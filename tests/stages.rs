@@ -363,15 +363,19 @@ fn update(args: &[&str]) -> std::process::Output {
     run("clipo-update", args)
 }
 
-fn sum_logprobs(policy: &Path, traj: &Path) -> Vec<f32> {
+/// A no-grad scoring pass of `policy` over the trajectories of `traj`.
+fn score(policy: &Path, traj: &Path) -> clipo::model::Scored {
     let t = read_table(traj, &all_columns(), &[]).unwrap();
     let model = clipo::model::Model::load(policy, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
     let u32s = |a: arrow::array::ArrayRef| a.as_any().downcast_ref::<arrow::array::UInt32Array>().unwrap().values().to_vec();
     let (ps, rs): (Vec<Vec<u32>>, Vec<Vec<u32>>) =
         (0..t.num_rows()).map(|i| (u32s(t.list(&tr::PROMPT_TOKEN_IDS).value(i)), u32s(t.list(&tr::RESPONSE_TOKEN_IDS).value(i)))).unzip();
     let seqs: Vec<clipo::model::Sequence> = ps.iter().zip(&rs).map(|(p, r)| clipo::model::Sequence { prompt: p, response: r }).collect();
-    let sc = model.response_logprobs_nograd(&seqs, 1.0, 8).unwrap();
-    sc.logprobs.sum(1).unwrap().to_vec1::<f32>().unwrap()
+    model.response_logprobs_nograd(&seqs, 1.0, 8).unwrap()
+}
+
+fn sum_logprobs(policy: &Path, traj: &Path) -> Vec<f32> {
+    score(policy, traj).logprobs.sum(1).unwrap().to_vec1::<f32>().unwrap()
 }
 
 #[test]
@@ -457,14 +461,8 @@ fn micro_batches_give_the_full_batch_update_and_zero_advantages_only_decay() {
 
 /// Token-mean entropy of `policy` over the response positions of `traj`.
 fn mean_entropy(policy: &Path, traj: &Path) -> f64 {
-    let t = read_table(traj, &all_columns(), &[]).unwrap();
-    let model = clipo::model::Model::load(policy, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
-    let u32s = |a: arrow::array::ArrayRef| a.as_any().downcast_ref::<arrow::array::UInt32Array>().unwrap().values().to_vec();
-    let (ps, rs): (Vec<Vec<u32>>, Vec<Vec<u32>>) =
-        (0..t.num_rows()).map(|i| (u32s(t.list(&tr::PROMPT_TOKEN_IDS).value(i)), u32s(t.list(&tr::RESPONSE_TOKEN_IDS).value(i)))).unzip();
-    let seqs: Vec<clipo::model::Sequence> = ps.iter().zip(&rs).map(|(p, r)| clipo::model::Sequence { prompt: p, response: r }).collect();
-    let sc = model.response_logprobs_nograd(&seqs, 1.0, 8).unwrap();
-    let tokens: usize = rs.iter().map(Vec::len).sum();
+    let sc = score(policy, traj);
+    let tokens: usize = sc.lens.iter().sum();
     f64::from(sc.entropy.sum_all().unwrap().to_scalar::<f32>().unwrap()) / tokens as f64
 }
 
