@@ -983,18 +983,118 @@ unsafe fn small_mm_rows_avx2(x: &[f32], w: &[f32], m: usize, k: usize, n: usize,
     }
 }
 
+/// out[i][j] = x_i . w_j for M rows x_i (stride k) of x and J rows w_j (stride k) of w, with
+/// AVX-512: each 16-float chunk of the J weight rows is loaded once and multiplied into M x J
+/// accumulators (J > 1 gives M = 1 independent FMA chains). Each output sums its chunks in order,
+/// then its 16 lanes in a fixed tree, then the tail: the result depends on neither M nor J.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_dot_avx512<const M: usize, const J: usize>(x: *const f32, w: *const f32, k: usize, out: &mut [[f32; J]; M]) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); J]; M];
+    let mut ch = 0;
+    while ch + 16 <= k {
+        let mut wv = [_mm512_setzero_ps(); J];
+        for (j, v) in wv.iter_mut().enumerate() {
+            *v = _mm512_loadu_ps(w.add(j * k + ch));
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            let xv = _mm512_loadu_ps(x.add(i * k + ch));
+            for (a, v) in row.iter_mut().zip(&wv) {
+                *a = _mm512_fmadd_ps(xv, *v, *a);
+            }
+        }
+        ch += 16;
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (j, a) in row.iter().enumerate() {
+            let mut l = [0f32; 16];
+            _mm512_storeu_ps(l.as_mut_ptr(), *a);
+            let h: [f32; 8] = std::array::from_fn(|q| l[q] + l[q + 8]);
+            let mut tot = ((h[0] + h[4]) + (h[1] + h[5])) + ((h[2] + h[6]) + (h[3] + h[7]));
+            for c in ch..k {
+                tot += *x.add(i * k + c) * *w.add(j * k + c);
+            }
+            out[i][j] = tot;
+        }
+    }
+}
+
+/// y[i, j] = x_i . w_j for the rows j of one task, with AVX-512 (f32 only): up to 8 rows of x at
+/// a time against 4 (M <= 4) or 2 (M > 4) rows of w, at most 16 accumulators.
+#[cfg(target_arch = "x86_64")]
+unsafe fn small_mm_rows_avx512(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, js: std::ops::Range<usize>, y: *mut f32) {
+    unsafe fn block<const M: usize, const J: usize>(x: *const f32, w: *const f32, k: usize, n: usize, g: usize, j: usize, y: *mut f32) {
+        let mut out = [[0f32; J]; M];
+        rows_dot_avx512::<M, J>(x, w, k, &mut out);
+        for (i, row) in out.iter().enumerate() {
+            for (jj, v) in row.iter().enumerate() {
+                *y.add((g + i) * n + j + jj) = *v;
+            }
+        }
+    }
+    macro_rules! by_m {
+        ($mm:expr, $jb:literal, $xg:expr, $wj:expr, $g:expr, $j:expr) => {
+            match $mm {
+                1 => block::<1, $jb>($xg, $wj, k, n, $g, $j, y),
+                2 => block::<2, $jb>($xg, $wj, k, n, $g, $j, y),
+                3 => block::<3, $jb>($xg, $wj, k, n, $g, $j, y),
+                4 => block::<4, $jb>($xg, $wj, k, n, $g, $j, y),
+                5 => block::<5, $jb>($xg, $wj, k, n, $g, $j, y),
+                6 => block::<6, $jb>($xg, $wj, k, n, $g, $j, y),
+                7 => block::<7, $jb>($xg, $wj, k, n, $g, $j, y),
+                _ => block::<8, $jb>($xg, $wj, k, n, $g, $j, y),
+            }
+        };
+    }
+    let mut g = 0;
+    while g < m {
+        let mm = (m - g).min(8);
+        let xg = x.as_ptr().add(g * k);
+        let jb = if mm <= 4 { 4 } else { 2 };
+        let mut j = js.start;
+        while j < js.end {
+            let wj = w.as_ptr().add(j * k);
+            if j + jb <= js.end && jb == 4 {
+                by_m!(mm, 4, xg, wj, g, j);
+                j += 4;
+            } else if j + 2 <= js.end {
+                by_m!(mm, 2, xg, wj, g, j);
+                j += 2;
+            } else {
+                by_m!(mm, 1, xg, wj, g, j);
+                j += 1;
+            }
+        }
+        g += mm;
+    }
+}
+
 fn small_mm<T: Flt>(x: &[T], w: &[T], m: usize, k: usize, n: usize) -> Vec<T> {
     let mut y = vec![T::zero(); m * n];
     let yp = SendPtr(y.as_mut_ptr());
     #[cfg(target_arch = "x86_64")]
-    let avx2 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma");
+    let (avx512, avx2) = {
+        let f32s = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
+        let avx512 = f32s && is_x86_feature_detected!("avx512f");
+        (avx512, !avx512 && f32s && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    let avx2 = false;
+    let (avx512, avx2) = (false, false);
     let rows_per_task = 64;
     (0..n.div_ceil(rows_per_task)).into_par_iter().for_each(|task| {
         let js = task * rows_per_task..((task + 1) * rows_per_task).min(n);
+        if avx512 {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: T is f32 (checked above), the CPU has AVX-512F, tasks write disjoint
+            // columns of y.
+            unsafe {
+                let xf = std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len());
+                let wf = std::slice::from_raw_parts(w.as_ptr() as *const f32, w.len());
+                small_mm_rows_avx512(xf, wf, m, k, n, js, yp.get() as *mut f32);
+            }
+            return;
+        }
         if avx2 {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: T is f32 (checked above), the CPU has AVX2 and FMA, tasks write disjoint
@@ -1203,7 +1303,7 @@ mod tests {
 
     #[test]
     fn small_matmul_matches() {
-        for (m, k, n) in [(1, 5, 3), (3, 67, 70), (8, 576, 40)] {
+        for (m, k, n) in [(1, 5, 3), (3, 67, 70), (8, 576, 40), (5, 33, 7), (13, 100, 9), (16, 576, 41)] {
             for dt in [DType::F32, DType::F64] {
                 let x = Tensor::randn(0f64, 1.0, (m, k), &Device::Cpu).unwrap().to_dtype(dt).unwrap();
                 let w = Tensor::randn(0f64, 1.0, (n, k), &Device::Cpu).unwrap().to_dtype(dt).unwrap();
@@ -1211,6 +1311,23 @@ mod tests {
                 let r = x.matmul(&w.t().unwrap()).unwrap().to_dtype(DType::F64).unwrap();
                 let d: f64 = (a - r).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
                 assert!(d < 1e-3, "{m} {k} {n} {dt:?}: {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn small_matmul_rows_do_not_depend_on_the_batch() {
+        // Row i of x W^T has the same bits alone and inside any batch of up to SMALL_M rows.
+        let (k, n) = (147, 23);
+        let x = Tensor::randn(0f32, 1.0, (SMALL_M, k), &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+        let full: Vec<Vec<f32>> = matmul_small_m(&x, &w).unwrap().to_vec2().unwrap();
+        for m in [1, 2, 3, 5, 8, 11] {
+            for start in [0, SMALL_M - m] {
+                let part: Vec<Vec<f32>> = matmul_small_m(&x.narrow(0, start, m).unwrap(), &w).unwrap().to_vec2().unwrap();
+                for (i, row) in part.iter().enumerate() {
+                    assert_eq!(row, &full[start + i], "m {m}, row {}", start + i);
+                }
             }
         }
     }
