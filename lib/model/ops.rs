@@ -15,6 +15,9 @@
 //!   entropy, logsumexp] of softmax(logits / temperature), one pass over the vocabulary; the
 //!   backward pass (`g (onehot - p) / temperature` for the log-prob, `-p (log p + H) /
 //!   temperature` for the entropy) reuses the stored logsumexp and entropy.
+//! - [`matmul_small_m`]: `x W^T` for up to 16 rows of x (decoding), no graph: W streamed once
+//!   through AVX-512 (or AVX2/FMA) dot products, each output summed in a fixed order so that a
+//!   row's bits do not depend on its batch.
 //!
 //! Matrix products inside attention go through the `gemm` crate single-threaded, one
 //! (row, kv head) unit per rayon task.
@@ -1073,36 +1076,29 @@ unsafe fn small_mm_rows_avx512(x: &[f32], w: &[f32], m: usize, k: usize, n: usiz
 fn small_mm<T: Flt>(x: &[T], w: &[T], m: usize, k: usize, n: usize) -> Vec<T> {
     let mut y = vec![T::zero(); m * n];
     let yp = SendPtr(y.as_mut_ptr());
+    // The widest kernel this CPU runs, for f32 (f64 takes the portable loop).
+    type Kernel = unsafe fn(&[f32], &[f32], usize, usize, usize, std::ops::Range<usize>, *mut f32);
+    let f32s = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
     #[cfg(target_arch = "x86_64")]
-    let (avx512, avx2) = {
-        let f32s = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
-        let avx512 = f32s && is_x86_feature_detected!("avx512f");
-        (avx512, !avx512 && f32s && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    let kernel: Option<Kernel> = if f32s && is_x86_feature_detected!("avx512f") {
+        Some(small_mm_rows_avx512)
+    } else if f32s && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        Some(small_mm_rows_avx2)
+    } else {
+        None
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let (avx512, avx2) = (false, false);
+    let kernel: Option<Kernel> = None;
     let rows_per_task = 64;
     (0..n.div_ceil(rows_per_task)).into_par_iter().for_each(|task| {
         let js = task * rows_per_task..((task + 1) * rows_per_task).min(n);
-        if avx512 {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: T is f32 (checked above), the CPU has AVX-512F, tasks write disjoint
-            // columns of y.
+        if let Some(kernel) = kernel {
+            // SAFETY: T is f32 (checked with the kernel's choice), the CPU has the kernel's
+            // features, tasks write disjoint columns of y.
             unsafe {
                 let xf = std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len());
                 let wf = std::slice::from_raw_parts(w.as_ptr() as *const f32, w.len());
-                small_mm_rows_avx512(xf, wf, m, k, n, js, yp.get() as *mut f32);
-            }
-            return;
-        }
-        if avx2 {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: T is f32 (checked above), the CPU has AVX2 and FMA, tasks write disjoint
-            // columns of y.
-            unsafe {
-                let xf = std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len());
-                let wf = std::slice::from_raw_parts(w.as_ptr() as *const f32, w.len());
-                small_mm_rows_avx2(xf, wf, m, k, n, js, yp.get() as *mut f32);
+                kernel(xf, wf, m, k, n, js, yp.get() as *mut f32);
             }
             return;
         }
