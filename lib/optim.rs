@@ -199,11 +199,8 @@ impl Optimizer {
             let value = match fast {
                 Some(out) => out,
                 None => {
-                    let grad = to_f32_vec(g)?;
                     let mut value = to_f32_vec(p)?;
-                    for k in 0..n {
-                        value[k] = c.apply(value[k], grad[k], &mut m[k], &mut v[k]);
-                    }
+                    adamw_update(&mut value, &to_f32_vec(g)?, m, v, self.step, clip_scale, hp);
                     value
                 }
             };

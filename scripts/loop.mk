@@ -33,8 +33,8 @@ EVAL_SETS ?= test
 EVAL_EVERY ?= 5
 EVAL_ARGS ?=
 
-# Step numbers and their zero-padded names from one shell call: make expands every step's
-# rules on each invocation, so per-step $(shell) calls would cost seconds at a few hundred steps.
+# Step numbers and their zero-padded names, computed once per invocation: make expands every
+# step's rules each time, so per-step $(shell) calls would cost seconds at a few hundred steps.
 numbers := $(shell seq 0 $(STEPS))
 padded := $(shell seq 0 $(STEPS) | awk '{ printf "%d:%06d ", $$1, $$1 }')
 pad = $(patsubst $(1):%,%,$(filter $(1):%,$(padded)))

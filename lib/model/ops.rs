@@ -1054,11 +1054,10 @@ unsafe fn small_mm_rows_avx512(x: &[f32], w: &[f32], m: usize, k: usize, n: usiz
     while g < m {
         let mm = (m - g).min(8);
         let xg = x.as_ptr().add(g * k);
-        let jb = if mm <= 4 { 4 } else { 2 };
         let mut j = js.start;
         while j < js.end {
             let wj = w.as_ptr().add(j * k);
-            if j + jb <= js.end && jb == 4 {
+            if mm <= 4 && j + 4 <= js.end {
                 by_m!(mm, 4, xg, wj, g, j);
                 j += 4;
             } else if j + 2 <= js.end {
