@@ -13,8 +13,9 @@
 //!   split into forward (+ loss), backward (+ gradient collection) and optimizer.
 //! - `floor`: the `gemm` matmul rate here (candle's matmul on a (2048, 576) x (576, 1536) product,
 //!   the MLP's shape) and the read bandwidth (a 512 MiB sum), for the floors in the README.
-//! - `scale` (off by default): the train step and the no-grad pass over batch 1/2/4/8 x
-//!   sequence 128/256/512/1024 of random tokens (one run each).
+//! - `scale` (off by default): the train step and the no-grad pass over batch 1/2/4/8 at
+//!   sequence 256 and sequence 512/1024 at batch 8, in torch_baseline.py's layout at those
+//!   sizes (one run each, after `MODEL_BENCH_WARMUP` warm-ups).
 //!
 //! Peak RSS is VmHWM after each phase. Output: one JSON line on stdout (progress on stderr).
 //! Environment: `MODEL_BENCH_DIR` (default models/smollm2-135m-instruct), `MODEL_BENCH_INPUTS`
@@ -373,20 +374,30 @@ fn flop_counts(model: &Model) -> Value {
            "weight_bytes": weight_bytes})
 }
 
-fn scale_table(model: &Model, vocab: u32) -> Value {
+/// The batch / sequence-length grid of the scaling table, shared with run_side_by_side.sh's torch
+/// runs. Sequence 128 is absent: the GSM8K chat prompts are up to 158 tokens long.
+const SCALE_GRID: [(usize, usize); 6] = [(1, 256), (2, 256), (4, 256), (8, 256), (8, 512), (8, 1024)];
+
+/// torch_baseline.py's layout at `--batch b --seq-len t`: the first b GSM8K prompts, left-padded
+/// to the longest (P tokens), each followed by t - P random response tokens, so every row is
+/// exactly t tokens and the two implementations do the same work.
+fn scale_table(model: &Model, prompts: &[Vec<u32>], vocab: u32, warmup: usize) -> Value {
     let mut rows = vec![];
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    for &(b, t) in &[(1usize, 256usize), (2, 256), (4, 256), (8, 256), (8, 128), (8, 512), (8, 1024)] {
-        // prompt = first 62% of the tokens, response the rest (as 158 / 256 in the main batch)
-        let p = t * 158 / 256;
-        let prompts: Vec<Vec<u32>> = (0..b).map(|_| (0..p).map(|_| rng.random_range(3..vocab)).collect()).collect();
+    for &(b, t) in &SCALE_GRID {
+        let prompts = &prompts[..b];
+        let p = prompts.iter().map(|x| x.len()).max().unwrap_or(0);
         let resps: Vec<Vec<u32>> = (0..b).map(|_| (0..t - p).map(|_| rng.random_range(3..vocab)).collect()).collect();
-        let seqs = seqs_of(&prompts, &resps);
-        let lp = timed(|| model.response_logprobs_nograd(&seqs, 1.0, b).unwrap());
-        let logp = lp.out.logprobs;
+        let seqs = seqs_of(prompts, &resps);
         let adv = Tensor::from_vec((0..b).map(|i| if i % 2 == 0 { 1f32 } else { -1.0 }).collect::<Vec<_>>(), (b, 1), &Device::Cpu).unwrap();
-        let mut opt = Optimizer::default();
-        let st = train_step(model, &seqs, &logp, &adv, &mut opt, &AdamWConfig::new(0.0, 0.0));
+        // The last of warmup + 1 runs is the one reported (torch_baseline.py's --warmup, --runs 1).
+        let measure = || {
+            let lp = timed(|| model.response_logprobs_nograd(&seqs, 1.0, b).unwrap());
+            let mut opt = Optimizer::default();
+            let st = train_step(model, &seqs, &lp.out.logprobs, &adv, &mut opt, &AdamWConfig::new(0.0, 0.0));
+            (lp, st)
+        };
+        let (lp, st) = (0..warmup).fold(measure(), |_, _| measure());
         log(&format!(
             "[scale] batch {b} seq {t}: logprob {:.3}s, train {:.3}s (fwd {:.3}, bwd {:.3}, adamw {:.3}), peak rss {:.0} MiB",
             lp.wall,
@@ -461,7 +472,7 @@ fn bench() {
     }
     if has("scale") {
         log("scaling ...");
-        res["scale"] = scale_table(&model, model.config().vocab_size as u32);
+        res["scale"] = scale_table(&model, &inputs.prompts, model.config().vocab_size as u32, warmup);
     }
     if has("floor") {
         log("floor ...");

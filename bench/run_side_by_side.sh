@@ -5,7 +5,7 @@
 #
 #   bench/run_side_by_side.sh            # RUNS=3 WARMUP=1 by default
 #   RUNS=2 PHASES=gen,logprob,train bench/run_side_by_side.sh
-#   SCALE=1 bench/run_side_by_side.sh    # adds clipo's batch / sequence-length scaling table
+#   SCALE=1 bench/run_side_by_side.sh    # adds the batch / sequence-length scaling table (both)
 #
 # Environment: TORCH_VENV (a virtualenv with torch, transformers, pyarrow; default
 # /work/venv-torch), WAIT_IDLE (seconds the torch script waits for an idle machine; default 60),
@@ -30,6 +30,18 @@ echo "== PyTorch ($(date -u +%H:%M:%S)), load $(cut -d' ' -f1-3 /proc/loadavg)" 
     --threads 2 --runs "$RUNS" --warmup "$WARMUP" --phases "$PHASES" \
     --wait-idle "${WAIT_IDLE:-60}" --retries "${RETRIES:-1}" ${TORCH_ARGS:-} >"$OUT/torch.json" 2>"$OUT/torch.log"
 
+# The scaling grid (model_bench.rs's SCALE_GRID): one torch process per size, one timed run after
+# WARMUP warm-ups, each result one JSON line of torch_scale.jsonl.
+if [ -n "${SCALE:-}" ]; then
+  : >"$OUT/torch_scale.jsonl"
+  for bt in 1:256 2:256 4:256 8:256 8:512 8:1024; do
+    echo "== PyTorch scale batch ${bt%:*} seq ${bt#*:} ($(date -u +%H:%M:%S))" >&2
+    "$VENV/bin/python" ../shared/bench/torch/torch_baseline.py --model-dir "$MODEL" --data "$DATA" \
+        --threads 2 --runs 1 --warmup "$WARMUP" --phases logprob,train --batch "${bt%:*}" --seq-len "${bt#*:}" \
+        --wait-idle "${WAIT_IDLE:-60}" --retries "${RETRIES:-1}" 2>>"$OUT/torch.log" | grep '^{' | tail -n 1 >>"$OUT/torch_scale.jsonl"
+  done
+fi
+
 echo "== clipo ($(date -u +%H:%M:%S)), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 CLIPO_PHASES="$PHASES,floor"
 [ -n "${SCALE:-}" ] && CLIPO_PHASES="$CLIPO_PHASES,scale"
@@ -37,4 +49,4 @@ MODEL_BENCH_RUNS=$RUNS MODEL_BENCH_WARMUP=$WARMUP MODEL_BENCH_PHASES=$CLIPO_PHAS
     cargo bench --bench model_bench >"$OUT/clipo.json" 2>"$OUT/clipo.log"
 
 echo "== table ($(date -u +%H:%M:%S))" >&2
-python3 bench/side_by_side_table.py "$OUT/torch.json" "$OUT/clipo.json" bench/README.md
+python3 bench/side_by_side_table.py "$OUT/torch.json" "$OUT/clipo.json" bench/README.md ${SCALE:+"$OUT/torch_scale.jsonl"}

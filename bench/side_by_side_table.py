@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the results section of bench/README.md from torch_baseline.py's and model_bench's JSON.
 
-usage: side_by_side_table.py TORCH.json CLIPO.json README.md
+usage: side_by_side_table.py TORCH.json CLIPO.json README.md [TORCH_SCALE.jsonl]
 The section between `<!-- results -->` and `<!-- /results -->` is replaced (appended if absent).
 """
 import datetime
@@ -17,6 +17,13 @@ def last_json(path):
 
 def main():
     tp, cp, readme = sys.argv[1:4]
+    torch_scale = {}
+    if len(sys.argv) > 4:
+        with open(sys.argv[4]) as f:
+            for line in f:
+                if line.startswith("{"):
+                    r = json.loads(line)
+                    torch_scale[(r["train_batch"]["B"], r["train_batch"]["seq_len"])] = r
     t, c = last_json(tp), last_json(cp)
     n = c["counts"]
     fl = c.get("floor", {})
@@ -94,10 +101,23 @@ def main():
     ]
     sc = c.get("scale")
     if sc:
-        out += ["#### clipo scaling (one run each; random tokens, 62% prompt / 38% response)", "",
-                "| batch | seq | log-prob pass (s) | train step (s) | forward | backward | AdamW |", "|---|---|---|---|---|---|---|"]
+        out += ["#### Scaling (one timed run per size after the warm-up; torch_baseline.py's layout at "
+                "`--batch B --seq-len T`: the first B GSM8K prompts left-padded, then random response tokens)", "",
+                "| batch x seq | log-prob pass: PyTorch | clipo | speed-up | train step: PyTorch | clipo | speed-up "
+                "| clipo fwd / bwd / AdamW | train floor | clipo vs floor |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for r in sc:
-            out.append(f"| {r['batch']} | {r['seq_len']} | {r['logprob_s']:.2f} | {r['train_s']:.2f} | {r['fwd_s']:.2f} | {r['bwd_s']:.2f} | {r['adamw_s']:.2f} |")
+            b, T = r["batch"], r["seq_len"]
+            tr = torch_scale.get((b, T), {})
+            tl, tt = _get(tr, ("logprob", "s_median")), _get(tr, ("train", "s_per_step_median"))
+            Pb = _get(tr, ("train_batch", "prompt_len_padded"))
+            resp = (T - Pb) if Pb else T * 98 // 256
+            fl = 3 * (2 * lin * b * T + attn(b, T, T) + 2 * head * b * resp) / (gf * 1e9)
+            f = lambda x: f"{x:.2f} s" if x is not None else "-"
+            sp = lambda a, c: f"**{a / c:.2f}x**" if a else "-"
+            out.append(f"| {b} x {T} | {f(tl)} | {f(r['logprob_s'])} | {sp(tl, r['logprob_s'])} | {f(tt)} | {f(r['train_s'])} "
+                       f"| {sp(tt, r['train_s'])} | {r['fwd_s']:.2f} / {r['bwd_s']:.2f} / {r['adamw_s']:.2f} | {fl:.2f} s "
+                       f"| {r['train_s'] / fl:.1f}x |")
         out.append("")
     out.append("<!-- /results -->")
     section = "\n".join(out)

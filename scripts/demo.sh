@@ -16,7 +16,7 @@ SEED=${SEED:-0}
 # Task and warm start.
 TRAIN=${TRAIN:-20000}
 TEST=${TEST:-400}
-SFT_STEPS=${SFT_STEPS:-160}
+SFT_STEPS=${SFT_STEPS:-260}
 SFT_LR=${SFT_LR:-2e-3}
 # RL loop.
 STEPS=${STEPS:-300}
