@@ -390,14 +390,16 @@ fn scale_table(model: &Model, prompts: &[Vec<u32>], vocab: u32, warmup: usize) -
         let resps: Vec<Vec<u32>> = (0..b).map(|_| (0..t - p).map(|_| rng.random_range(3..vocab)).collect()).collect();
         let seqs = seqs_of(prompts, &resps);
         let adv = Tensor::from_vec((0..b).map(|i| if i % 2 == 0 { 1f32 } else { -1.0 }).collect::<Vec<_>>(), (b, 1), &Device::Cpu).unwrap();
-        // The last of warmup + 1 runs is the one reported (torch_baseline.py's --warmup, --runs 1).
-        let measure = || {
+        // The last of warmup + 1 runs is the one reported (torch_baseline.py's --warmup, --runs 1);
+        // one optimizer throughout, so the timed AdamW step has its moments already, as torch's.
+        let mut opt = Optimizer::default();
+        let mut measure = || {
             let lp = timed(|| model.response_logprobs_nograd(&seqs, 1.0, b).unwrap());
-            let mut opt = Optimizer::default();
             let st = train_step(model, &seqs, &lp.out.logprobs, &adv, &mut opt, &AdamWConfig::new(0.0, 0.0));
             (lp, st)
         };
-        let (lp, st) = (0..warmup).fold(measure(), |_, _| measure());
+        let first = measure();
+        let (lp, st) = (0..warmup).fold(first, |_, _| measure());
         log(&format!(
             "[scale] batch {b} seq {t}: logprob {:.3}s, train {:.3}s (fwd {:.3}, bwd {:.3}, adamw {:.3}), peak rss {:.0} MiB",
             lp.wall,

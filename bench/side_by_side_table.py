@@ -70,7 +70,8 @@ def main():
     row("- forward + loss (s)", _get(t, ("train", "fwd_loss_s_median")), _get(c, ("train", "fwd_loss_s_median")), "s", False, fwd_flops / (gf * 1e9))
     row("- backward (s)", _get(t, ("train", "bwd_s_median")), _get(c, ("train", "bwd_s_median")), "s", False, 2 * fwd_flops / (gf * 1e9))
     row("- AdamW (s)", _get(t, ("train", "adamw_s_median")), _get(c, ("train", "adamw_s_median")), "s", False)
-    tr, cr = t.get("rss_peak_mib"), c.get("rss_peak_mib")
+    # clipo's scaling phase runs in the same process after the train step: its peak is not this row's.
+    tr, cr = t.get("rss_peak_mib"), c.get("rss_peak_after_train_mib") or c.get("rss_peak_mib")
     if tr and cr:
         rows.append(f"| peak RSS (VmHWM / ru_maxrss) | {tr / 1024:.2f} GiB | {cr / 1024:.2f} GiB | **{tr / cr:.2f}x** less | | |")
 
