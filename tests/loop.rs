@@ -11,16 +11,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{bin, run, stderr};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(o: std::process::Output) -> std::process::Output {
-    assert!(o.status.success(), "{}", stderr(&o));
-    o
-}
+use common::{bin, ok, run, s, stderr};
 
 #[test]
 fn a_short_clipo_loop_raises_the_reward() {

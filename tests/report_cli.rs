@@ -10,7 +10,7 @@ use arrow::array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArra
 use clipo::schema::{advantages as adv, embeddings as emb, rewards as rw, trajectories as tr};
 use clipo::table::{Provenance, TableWriter};
 use clipo::trajectories::{trajectories_batch, vectors, FinishReason, Trajectory};
-use common::{run, stderr};
+use common::{run, s, stderr};
 
 /// One response of the synthetic step: (prompt, sample, data source, correct, contrastive
 /// reward, response text).
@@ -184,10 +184,6 @@ fn make_run(dir: &Path, contrastive: bool) {
     std::fs::create_dir_all(&step1).unwrap();
     write_rewards(&step1.join("rewards.parquet"), STEP2);
     write_step(&dir.join("step-000002"), STEP2, contrastive);
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

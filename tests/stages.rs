@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use arrow::array::Array;
 use clipo::schema::{rewards as rw, trajectories as tr};
 use clipo::table::{read_table, Provenance, TableWriter};
-use common::{bin, run, stderr};
+use common::{bin, run, s, stderr};
 
 /// A tiny policy and the arithmetic task, made once per test binary.
 fn fixture() -> &'static (PathBuf, PathBuf) {
@@ -29,10 +29,6 @@ fn fixture() -> &'static (PathBuf, PathBuf) {
     // Leak-free: the TempDir lives in the static for the whole test binary.
     static PATHS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     PATHS.get_or_init(|| (policy.clone(), data.clone()))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn rollout(out: &Path, extra: &[&str]) -> std::process::Output {

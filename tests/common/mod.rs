@@ -18,6 +18,17 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `o`, after asserting that its binary exited 0 (its stderr is the message otherwise).
+pub fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "{}", stderr(&o));
+    o
+}
+
+/// A path as the &str argument of a binary (the tests' paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
 /// The shared data directory (`../shared/data/clipo` next to the repo), if this machine has it.
 /// Tests that need it print why they skip when it is absent (a user's clone has no ../shared;
 /// CI has it).
