@@ -20,7 +20,9 @@
 //! Peak RSS is VmHWM after each phase. Output: one JSON line on stdout (progress on stderr).
 //! Environment: `MODEL_BENCH_DIR` (default models/smollm2-135m-instruct), `MODEL_BENCH_INPUTS`
 //! (default ../shared/bench/torch/torch_baseline_inputs.json), `MODEL_BENCH_PHASES`
-//! (default gen,logprob,train,floor), `MODEL_BENCH_RUNS` (3), `MODEL_BENCH_WARMUP` (1).
+//! (default gen,logprob,train,floor), `MODEL_BENCH_RUNS` (3), `MODEL_BENCH_WARMUP` (1),
+//! `MODEL_BENCH_SCALE_GRID` (the scaling sizes as `B:T` pairs; run_side_by_side.sh passes the
+//! grid it runs torch_baseline.py over).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -374,9 +376,21 @@ fn flop_counts(model: &Model) -> Value {
            "weight_bytes": weight_bytes})
 }
 
-/// The batch / sequence-length grid of the scaling table, shared with run_side_by_side.sh's torch
-/// runs. Sequence 128 is absent: the GSM8K chat prompts are up to 158 tokens long.
-const SCALE_GRID: [(usize, usize); 6] = [(1, 256), (2, 256), (4, 256), (8, 256), (8, 512), (8, 1024)];
+/// The default batch / sequence-length grid of the scaling table (`MODEL_BENCH_SCALE_GRID`).
+/// Sequence 128 is absent: the GSM8K chat prompts pad to 158 tokens.
+const SCALE_GRID: &str = "1:256 2:256 4:256 8:256 8:512 8:1024";
+
+/// `B:T` pairs separated by spaces.
+fn scale_grid() -> Vec<(usize, usize)> {
+    let grid = std::env::var("MODEL_BENCH_SCALE_GRID").unwrap_or_else(|_| SCALE_GRID.into());
+    grid.split_whitespace()
+        .map(|bt| {
+            let (b, t) = bt.split_once(':').unwrap_or_else(|| panic!("MODEL_BENCH_SCALE_GRID: {bt:?} is not B:T"));
+            let n = |x: &str| x.parse::<usize>().unwrap_or_else(|_| panic!("MODEL_BENCH_SCALE_GRID: {bt:?} is not B:T"));
+            (n(b), n(t))
+        })
+        .collect()
+}
 
 /// torch_baseline.py's layout at `--batch b --seq-len t`: the first b GSM8K prompts, left-padded
 /// to the longest (P tokens), each followed by t - P random response tokens, so every row is
@@ -384,7 +398,7 @@ const SCALE_GRID: [(usize, usize); 6] = [(1, 256), (2, 256), (4, 256), (8, 256),
 fn scale_table(model: &Model, prompts: &[Vec<u32>], vocab: u32, warmup: usize) -> Value {
     let mut rows = vec![];
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    for &(b, t) in &SCALE_GRID {
+    for (b, t) in scale_grid() {
         let prompts = &prompts[..b];
         let p = prompts.iter().map(|x| x.len()).max().unwrap_or(0);
         let resps: Vec<Vec<u32>> = (0..b).map(|_| (0..t - p).map(|_| rng.random_range(3..vocab)).collect()).collect();
@@ -398,8 +412,11 @@ fn scale_table(model: &Model, prompts: &[Vec<u32>], vocab: u32, warmup: usize) -
             let st = train_step(model, &seqs, &lp.out.logprobs, &adv, &mut opt, &AdamWConfig::new(0.0, 0.0));
             (lp, st)
         };
-        let first = measure();
-        let (lp, st) = (0..warmup).fold(first, |_, _| measure());
+        let mut last = measure();
+        for _ in 0..warmup {
+            last = measure();
+        }
+        let (lp, st) = last;
         log(&format!(
             "[scale] batch {b} seq {t}: logprob {:.3}s, train {:.3}s (fwd {:.3}, bwd {:.3}, adamw {:.3}), peak rss {:.0} MiB",
             lp.wall,

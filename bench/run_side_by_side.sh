@@ -10,7 +10,8 @@
 # Environment: TORCH_VENV (a virtualenv with torch, transformers, pyarrow; default
 # /work/venv-torch), WAIT_IDLE (seconds the torch script waits for an idle machine; default 60),
 # RETRIES (repeats of a disturbed torch run; default 1), TORCH_ARGS (more torch_baseline.py
-# options). Raw results go to bench/results/.
+# options), SCALE_GRID (the scaling sizes, batch:sequence pairs; default 1:256 2:256 4:256 8:256
+# 8:512 8:1024). Raw results go to bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -30,11 +31,13 @@ echo "== PyTorch ($(date -u +%H:%M:%S)), load $(cut -d' ' -f1-3 /proc/loadavg)" 
     --threads 2 --runs "$RUNS" --warmup "$WARMUP" --phases "$PHASES" \
     --wait-idle "${WAIT_IDLE:-60}" --retries "${RETRIES:-1}" ${TORCH_ARGS:-} >"$OUT/torch.json" 2>"$OUT/torch.log"
 
-# The scaling grid (model_bench.rs's SCALE_GRID): one torch process per size, one timed run after
-# WARMUP warm-ups, each result one JSON line of torch_scale.jsonl.
+# The scaling grid (batch:sequence pairs), run by both: one torch process per size, one timed run
+# after WARMUP warm-ups, each result one JSON line of torch_scale.jsonl; model_bench gets the same
+# grid. Sequence 128 does not fit: the GSM8K chat prompts pad to 158 tokens.
+GRID=${SCALE_GRID:-1:256 2:256 4:256 8:256 8:512 8:1024}
 if [ -n "${SCALE:-}" ]; then
   : >"$OUT/torch_scale.jsonl"
-  for bt in 1:256 2:256 4:256 8:256 8:512 8:1024; do
+  for bt in $GRID; do
     echo "== PyTorch scale batch ${bt%:*} seq ${bt#*:} ($(date -u +%H:%M:%S))" >&2
     "$VENV/bin/python" ../shared/bench/torch/torch_baseline.py --model-dir "$MODEL" --data "$DATA" \
         --threads 2 --runs 1 --warmup "$WARMUP" --phases logprob,train --batch "${bt%:*}" --seq-len "${bt#*:}" \
@@ -45,7 +48,7 @@ fi
 echo "== clipo ($(date -u +%H:%M:%S)), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 CLIPO_PHASES="$PHASES,floor"
 [ -n "${SCALE:-}" ] && CLIPO_PHASES="$CLIPO_PHASES,scale"
-MODEL_BENCH_RUNS=$RUNS MODEL_BENCH_WARMUP=$WARMUP MODEL_BENCH_PHASES=$CLIPO_PHASES \
+MODEL_BENCH_RUNS=$RUNS MODEL_BENCH_WARMUP=$WARMUP MODEL_BENCH_PHASES=$CLIPO_PHASES MODEL_BENCH_SCALE_GRID="$GRID" \
     cargo bench --bench model_bench >"$OUT/clipo.json" 2>"$OUT/clipo.log"
 
 echo "== table ($(date -u +%H:%M:%S))" >&2

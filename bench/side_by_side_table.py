@@ -107,6 +107,8 @@ def main():
                 "| batch x seq | log-prob pass: PyTorch | clipo | speed-up | train step: PyTorch | clipo | speed-up "
                 "| clipo fwd / bwd / AdamW | train floor | clipo vs floor |",
                 "|---|---|---|---|---|---|---|---|---|---|"]
+        secs = lambda x: f"{x:.2f} s" if x is not None else "-"
+        speedup = lambda torch_s, clipo_s: f"**{torch_s / clipo_s:.2f}x**" if torch_s else "-"
         for r in sc:
             b, T = r["batch"], r["seq_len"]
             tr = torch_scale.get((b, T), {})
@@ -114,10 +116,8 @@ def main():
             Pb = _get(tr, ("train_batch", "prompt_len_padded"))
             resp = (T - Pb) if Pb else T * 98 // 256
             fl = 3 * (2 * lin * b * T + attn(b, T, T) + 2 * head * b * resp) / (gf * 1e9)
-            f = lambda x: f"{x:.2f} s" if x is not None else "-"
-            sp = lambda a, c: f"**{a / c:.2f}x**" if a else "-"
-            out.append(f"| {b} x {T} | {f(tl)} | {f(r['logprob_s'])} | {sp(tl, r['logprob_s'])} | {f(tt)} | {f(r['train_s'])} "
-                       f"| {sp(tt, r['train_s'])} | {r['fwd_s']:.2f} / {r['bwd_s']:.2f} / {r['adamw_s']:.2f} | {fl:.2f} s "
+            out.append(f"| {b} x {T} | {secs(tl)} | {secs(r['logprob_s'])} | {speedup(tl, r['logprob_s'])} | {secs(tt)} "
+                       f"| {secs(r['train_s'])} | {speedup(tt, r['train_s'])} | {r['fwd_s']:.2f} / {r['bwd_s']:.2f} / {r['adamw_s']:.2f} | {fl:.2f} s "
                        f"| {r['train_s'] / fl:.1f}x |")
         out.append("")
     out.append("<!-- /results -->")
