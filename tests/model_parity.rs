@@ -126,6 +126,39 @@ fn graph_and_fused_paths_agree() {
 }
 
 #[test]
+fn packed_sequences_equal_the_padded_batch() {
+    // The scoring path packs sequences without padding; each token's hidden state must be the one
+    // the left-padded batch gives at its column, bit for bit, with and without a graph.
+    for name in FIXTURES {
+        let (m, exp) = load(name);
+        let x = exp["batch_ids"].to_dtype(DType::U32).unwrap();
+        let pads = [4, 0, 11, 3]; // prompt lengths 5, 12, 1, 9 padded to 12
+        let t = x.dim(1).unwrap();
+        let rows: Vec<Vec<u32>> = x.to_vec2().unwrap();
+        let packed: Vec<u32> = rows.iter().zip(pads).flat_map(|(r, p)| r[p..].to_vec()).collect();
+        let lens: Vec<usize> = pads.iter().map(|p| t - p).collect();
+        let packed = Tensor::new(packed.as_slice(), &Device::Cpu).unwrap();
+        let padded = [m.forward_hidden(&x, &pads).unwrap(), m.forward_hidden_nograd(&x, &pads).unwrap()];
+        let got = [
+            m.forward_hidden_packed(&packed, &lens).unwrap(),
+            m.forward_hidden_packed_nograd(&packed, &lens).unwrap(),
+        ];
+        for (want, got) in padded.iter().zip(&got) {
+            let mut off = 0;
+            for (b, &l) in lens.iter().enumerate() {
+                let w: Vec<Vec<f32>> = want.get(b).unwrap().narrow(0, t - l, l).unwrap().to_vec2().unwrap();
+                let g: Vec<Vec<f32>> = got.narrow(0, off, l).unwrap().to_vec2().unwrap();
+                assert_eq!(g, w, "{name}: row {b}");
+                off += l;
+            }
+        }
+        // lengths that do not cover the tokens are an input error, not a panic
+        assert!(m.forward_hidden_packed(&packed, &[5, 12]).is_err());
+        assert!(m.forward_hidden_packed_nograd(&packed, &[5, 12, 0, 1, 9]).is_err());
+    }
+}
+
+#[test]
 fn greedy_generation_matches_transformers() {
     for name in FIXTURES {
         let (m, exp) = load(name);

@@ -8,7 +8,8 @@
 //! - [`rope`]: rotate-half rotary embedding of a (B, T, H, hd) tensor with per-row tables.
 //! - [`attention`]: causal, left-padded, GQA softmax attention of q (B, T, H, hd) against k, v
 //!   (B, Tk, Hkv, hd); query i of row b sits at column `past + i` and sees columns
-//!   `pad[b] ..= past + i`. The probabilities are recomputed in the backward pass (nothing of
+//!   `pad[b] ..= past + i`. Or packed: sequences one after another in one row, no padding
+//!   (each token sees its own sequence up to itself). The probabilities are recomputed in the backward pass (nothing of
 //!   size T x Tk is kept). A query with no visible key (a pad column) outputs zeros.
 //! - [`silu_mul`]: `silu(gate) * up`.
 //! - [`token_logprobs`]: for logits (N, V) and targets (N,): (N, 3) = [log p(target),
@@ -324,10 +325,20 @@ pub(crate) fn rope(x: &Tensor, tables: &RopeTables) -> Result<Tensor> {
 // ------------------------------------------------------------------------------------------
 // Attention
 
+/// Which keys each query of an attention call sees.
+#[derive(Clone)]
+pub(crate) enum AttnRows {
+    /// q (B, T, H, hd) holds the queries at columns `past ..` of B left-padded rows; row b's
+    /// first `pads[b]` columns are padding.
+    Padded { pads: Arc<Vec<usize>>, past: usize },
+    /// q (1, N, H, hd) holds sequences of `lens` tokens one after another (no padding, no past):
+    /// each token sees its own sequence's tokens up to itself.
+    Packed { lens: Arc<Vec<usize>> },
+}
+
 #[derive(Clone)]
 struct AttnOp {
-    pads: Arc<Vec<usize>>,
-    past: usize,
+    rows: AttnRows,
     scale: f64,
     /// Forward with the plain-loop kernel (bit-identical rows whatever the batch: sampling).
     rows_kernel: bool,
@@ -488,33 +499,78 @@ fn attn_fwd_rows<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, pads: &[usize], past
     out
 }
 
-fn attn_fwd<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, pads: &[usize], past: usize, scale: f64) -> Vec<T> {
+/// One (sequence, kv head) unit's slice of an attention call: element offsets of its first
+/// query row in q (and out / dq), of key column 0 in k, v and in the contiguous dk / dv, and its
+/// extent: `t` queries at columns `past ..`, `tk` key columns of which `pad ..` are visible.
+#[derive(Clone, Copy)]
+struct Seg {
+    q0: usize,
+    k0: usize,
+    v0: usize,
+    dkv0: usize,
+    t: usize,
+    tk: usize,
+    pad: usize,
+    past: usize,
+}
+
+/// The sequences of a call: rows of a left-padded batch, or the segments of a packed one.
+fn segments(g: Geo, rows: &AttnRows) -> Vec<Seg> {
     let Geo { b, t, tk, h, kv, hd, kb, vb } = g;
+    match rows {
+        AttnRows::Padded { pads, past } => (0..b)
+            .map(|bi| Seg {
+                q0: bi * t * h * hd,
+                k0: bi * kb,
+                v0: bi * vb,
+                dkv0: bi * tk * kv * hd,
+                t,
+                tk,
+                pad: pads[bi].min(tk),
+                past: *past,
+            })
+            .collect(),
+        AttnRows::Packed { lens } => {
+            let mut off = 0;
+            lens.iter()
+                .map(|&n| {
+                    let s = Seg { q0: off * h * hd, k0: off * kv * hd, v0: off * kv * hd, dkv0: off * kv * hd, t: n, tk: n, pad: 0, past: 0 };
+                    off += n;
+                    s
+                })
+                .collect()
+        }
+    }
+}
+
+fn attn_fwd<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, segs: &[Seg], scale: f64) -> Vec<T> {
+    let Geo { b, t, h, kv, hd, .. } = g;
     let rep = h / kv;
     let mut out = vec![T::zero(); b * t * h * hd];
     let optr = SendPtr(out.as_mut_ptr());
-    (0..b * kv).into_par_iter().for_each_init(
-        || vec![T::zero(); t * tk],
+    let scratch = segs.iter().map(|s| s.t * s.tk).max().unwrap_or(0);
+    (0..segs.len() * kv).into_par_iter().for_each_init(
+        || vec![T::zero(); scratch],
         |p, unit| {
-            let (bi, gi) = (unit / kv, unit % kv);
+            let (s, gi) = (segs[unit / kv], unit % kv);
             // Only key columns pad.. take part (so a row's sums do not depend on its padding).
-            let pad = pads[bi].min(tk);
+            let Seg { t, tk, pad, .. } = s;
             let n = tk - pad;
             if n == 0 {
                 return;
             }
-            let kp = unsafe { k.as_ptr().add(bi * kb + pad * kv * hd + gi * hd) };
-            let vp = unsafe { v.as_ptr().add(bi * vb + pad * kv * hd + gi * hd) };
+            let kp = unsafe { k.as_ptr().add(s.k0 + pad * kv * hd + gi * hd) };
+            let vp = unsafe { v.as_ptr().add(s.v0 + pad * kv * hd + gi * hd) };
             for r in 0..rep {
                 let hi = gi * rep + r;
-                let qp = unsafe { q.as_ptr().add(bi * t * h * hd + hi * hd) };
+                let qp = unsafe { q.as_ptr().add(s.q0 + hi * hd) };
                 unsafe {
                     // S = scale * Q K^T over the columns pad..tk (row stride tk)
                     mm(t, n, hd, p.as_mut_ptr().add(pad), tk, false, qp, h * hd, 1, kp, 1, kv * hd, T::one(), c(scale));
                 }
-                softmax_rows(p, t, tk, pad, past);
+                softmax_rows(p, t, tk, pad, s.past);
                 unsafe {
-                    let op = optr.get().add(bi * t * h * hd + hi * hd);
+                    let op = optr.get().add(s.q0 + hi * hd);
                     mm(t, hd, n, op, h * hd, false, p.as_ptr().add(pad), tk, 1, vp, kv * hd, 1, T::one(), T::one());
                 }
             }
@@ -524,45 +580,36 @@ fn attn_fwd<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, pads: &[usize], past: usi
 }
 
 /// (dq, dk, dv) with dq like q and dk, dv contiguous (B, Tk, KV, hd).
-#[allow(clippy::too_many_arguments)]
-fn attn_bwd<T: Flt>(
-    q: &[T],
-    k: &[T],
-    v: &[T],
-    dout: &[T],
-    g: Geo,
-    pads: &[usize],
-    past: usize,
-    scale: f64,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let Geo { b, t, tk, h, kv, hd, kb, vb } = g;
+fn attn_bwd<T: Flt>(q: &[T], k: &[T], v: &[T], dout: &[T], g: Geo, segs: &[Seg], scale: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let Geo { b, t, tk, h, kv, hd, .. } = g;
     let rep = h / kv;
     let mut dq = vec![T::zero(); b * t * h * hd];
     let mut dk = vec![T::zero(); b * tk * kv * hd];
     let mut dv = vec![T::zero(); b * tk * kv * hd];
     let (dqp, dkp, dvp) = (SendPtr(dq.as_mut_ptr()), SendPtr(dk.as_mut_ptr()), SendPtr(dv.as_mut_ptr()));
-    (0..b * kv).into_par_iter().for_each_init(
-        || (vec![T::zero(); t * tk], vec![T::zero(); t * tk]),
+    let scratch = segs.iter().map(|s| s.t * s.tk).max().unwrap_or(0);
+    (0..segs.len() * kv).into_par_iter().for_each_init(
+        || (vec![T::zero(); scratch], vec![T::zero(); scratch]),
         |(p, dp), unit| {
-            let (bi, gi) = (unit / kv, unit % kv);
-            let pad = pads[bi].min(tk);
+            let (s, gi) = (segs[unit / kv], unit % kv);
+            let Seg { t, tk, pad, .. } = s;
             let n = tk - pad;
             if n == 0 {
                 return;
             }
-            let kp = unsafe { k.as_ptr().add(bi * kb + pad * kv * hd + gi * hd) };
-            let vp = unsafe { v.as_ptr().add(bi * vb + pad * kv * hd + gi * hd) };
-            let dkg = unsafe { dkp.get().add(bi * tk * kv * hd + pad * kv * hd + gi * hd) };
-            let dvg = unsafe { dvp.get().add(bi * tk * kv * hd + pad * kv * hd + gi * hd) };
+            let kp = unsafe { k.as_ptr().add(s.k0 + pad * kv * hd + gi * hd) };
+            let vp = unsafe { v.as_ptr().add(s.v0 + pad * kv * hd + gi * hd) };
+            let dkg = unsafe { dkp.get().add(s.dkv0 + pad * kv * hd + gi * hd) };
+            let dvg = unsafe { dvp.get().add(s.dkv0 + pad * kv * hd + gi * hd) };
             for r in 0..rep {
                 let hi = gi * rep + r;
-                let off = bi * t * h * hd + hi * hd;
+                let off = s.q0 + hi * hd;
                 let qp = unsafe { q.as_ptr().add(off) };
                 let dop = unsafe { dout.as_ptr().add(off) };
                 unsafe {
                     mm(t, n, hd, p.as_mut_ptr().add(pad), tk, false, qp, h * hd, 1, kp, 1, kv * hd, T::one(), c(scale));
                 }
-                softmax_rows(p, t, tk, pad, past);
+                softmax_rows(p, t, tk, pad, s.past);
                 unsafe {
                     // dP = dO V^T
                     mm(t, n, hd, dp.as_mut_ptr().add(pad), tk, false, dop, h * hd, 1, vp, 1, kv * hd, T::one(), T::one());
@@ -604,8 +651,12 @@ impl AttnOp {
         }
         let (b, t, h, hd) = (qd[0], qd[1], qd[2], qd[3]);
         let (tk, kv) = (kd[1], kd[2]);
-        if kd[0] != b || kd[3] != hd || h % kv != 0 || self.pads.len() != b || self.past + t > tk {
-            bail!("attention: shapes q {:?} k {:?}, {} pads, past {}", qd, kd, self.pads.len(), self.past);
+        let rows_fit = match &self.rows {
+            AttnRows::Padded { pads, past } => pads.len() == b && past + t <= tk,
+            AttnRows::Packed { lens } => b == 1 && t == tk && lens.iter().sum::<usize>() == t,
+        };
+        if kd[0] != b || kd[3] != hd || h % kv != 0 || !rows_fit {
+            bail!("attention: shapes q {:?} k {:?} do not fit the rows", qd, kd);
         }
         let (_, kb) = kv_view(lk)?;
         let (_, vb) = kv_view(lv)?;
@@ -638,10 +689,9 @@ impl CustomOp3 for AttnOp {
             let q = contig::<T>(sq, lq)?;
             let k = &sk.as_slice::<T>()?[lk.start_offset()..];
             let v = &sv.as_slice::<T>()?[lv.start_offset()..];
-            Ok(storage(if op.rows_kernel {
-                attn_fwd_rows(q, k, v, g, &op.pads, op.past, op.scale)
-            } else {
-                attn_fwd(q, k, v, g, &op.pads, op.past, op.scale)
+            Ok(storage(match (&op.rows, op.rows_kernel) {
+                (AttnRows::Padded { pads, past }, true) => attn_fwd_rows(q, k, v, g, pads, *past, op.scale),
+                (rows, _) => attn_fwd(q, k, v, g, &segments(g, rows), op.scale),
             }))
         }
         let out = match sq.dtype() {
@@ -665,7 +715,7 @@ impl CustomOp3 for AttnOp {
             let g = op.geo(q.layout(), k.layout(), v.layout())?;
             let (dq, dk, dv) = read::<T, _>(q, |qs| {
                 read::<T, _>(&k, |ks| {
-                    read::<T, _>(&v, |vs| read::<T, _>(dout, |ds| Ok(attn_bwd(qs, ks, vs, ds, g, &op.pads, op.past, op.scale))))
+                    read::<T, _>(&v, |vs| read::<T, _>(dout, |ds| Ok(attn_bwd(qs, ks, vs, ds, g, &segments(g, &op.rows), op.scale))))
                 })
             })?;
             Ok((
@@ -683,22 +733,15 @@ impl CustomOp3 for AttnOp {
     }
 }
 
-/// Causal left-padded softmax attention: q (B, T, H, hd) contiguous, k/v (B, Tk, KV, hd) with
-/// contiguous rows (a batch-strided view of a KV cache is fine) -> (B, T, H, hd).
-/// `rows_kernel`: the plain-loop forward whose rows do not depend on the batch (sampling);
-/// otherwise `gemm` per (row, kv head) (teacher-forced scoring and training).
-pub(crate) fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    pads: Arc<Vec<usize>>,
-    past: usize,
-    rows_kernel: bool,
-) -> Result<Tensor> {
+/// Causal softmax attention: q (B, T, H, hd) contiguous, k/v (B, Tk, KV, hd) with contiguous
+/// rows (a batch-strided view of a KV cache is fine) -> (B, T, H, hd); `rows` says whether the
+/// batch is left-padded or packed (B = 1, T = Tk = the sum of the sequence lengths).
+/// `rows_kernel`: the plain-loop forward whose rows do not depend on the batch (sampling, padded
+/// rows only); otherwise `gemm` per (sequence, kv head) (teacher-forced scoring and training).
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rows: AttnRows, rows_kernel: bool) -> Result<Tensor> {
     let hd = q.dim(3)?;
     let op = AttnOp {
-        pads,
-        past,
+        rows,
         scale: 1.0 / (hd as f64).sqrt(),
         rows_kernel,
     };
@@ -1274,8 +1317,8 @@ mod tests {
         let q = randn(&[b, t, h, hd], 1);
         let k = randn(&[b, t, kv, hd], 2);
         let v = randn(&[b, t, kv, hd], 3);
-        let a = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), pads.clone(), 0, false).unwrap();
-        let a2 = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), pads.clone(), 0, true).unwrap();
+        let a = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), padded(&pads, 0), false).unwrap();
+        let a2 = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), padded(&pads, 0), true).unwrap();
         let d2: f64 = (&a - a2).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
         assert!(d2 < 1e-12, "{d2}");
         let r = attn_ref(q.as_tensor(), k.as_tensor(), v.as_tensor(), &pads, 0);
@@ -1288,7 +1331,50 @@ mod tests {
             let d: f64 = d.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
             assert!(d < 1e-12, "{d}");
         }
-        check_grad(&[q, k, v], &|ts| attention(&ts[0], &ts[1], &ts[2], pads.clone(), 0, false).unwrap());
+        check_grad(&[q, k, v], &|ts| attention(&ts[0], &ts[1], &ts[2], padded(&pads, 0), false).unwrap());
+    }
+
+    fn padded(pads: &Arc<Vec<usize>>, past: usize) -> AttnRows {
+        AttnRows::Padded { pads: pads.clone(), past }
+    }
+
+    #[test]
+    fn packed_attention_matches_padded_and_grad() {
+        // Sequences of 4, 1 and 3 tokens: packed one after another, and left-padded to 4.
+        let (h, kv, hd, lens) = (4, 2, 6, [4usize, 1, 3]);
+        let (b, t, n) = (lens.len(), 4, lens.iter().sum::<usize>());
+        let q = randn(&[1, n, h, hd], 1);
+        let k = randn(&[1, n, kv, hd], 2);
+        let v = randn(&[1, n, kv, hd], 3);
+        let packed = AttnRows::Packed { lens: Arc::new(lens.to_vec()) };
+        let a = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), packed.clone(), false).unwrap();
+        // The padded batch: row b holds its tokens in its last lens[b] columns, zeros before.
+        let pads = Arc::new(lens.iter().map(|&l| t - l).collect::<Vec<_>>());
+        let pad_rows = |x: &Tensor| {
+            let mut rows = vec![];
+            let mut off = 0;
+            for &l in &lens {
+                let seq = x.narrow(1, off, l).unwrap();
+                rows.push(seq.pad_with_zeros(1, t - l, 0).unwrap());
+                off += l;
+            }
+            Tensor::cat(&rows, 0).unwrap()
+        };
+        let (qp, kp, vp) = (pad_rows(q.as_tensor()), pad_rows(k.as_tensor()), pad_rows(v.as_tensor()));
+        let r = attention(&qp, &kp, &vp, padded(&pads, 0), false).unwrap();
+        assert_eq!(r.dims(), &[b, t, h, hd]);
+        let mut off = 0;
+        for (bi, &l) in lens.iter().enumerate() {
+            // the same bits: each sequence's sums run over the same keys in the same order
+            let want: Vec<f64> = r.get(bi).unwrap().narrow(0, t - l, l).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let got: Vec<f64> = a.get(0).unwrap().narrow(0, off, l).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(got, want, "sequence {bi}");
+            off += l;
+        }
+        check_grad(&[q, k, v], &|ts| attention(&ts[0], &ts[1], &ts[2], packed.clone(), false).unwrap());
+        // lengths that do not add up to the packed rows are refused
+        let bad = AttnRows::Packed { lens: Arc::new(vec![4, 1]) };
+        assert!(attention(&qp.narrow(0, 0, 1).unwrap(), &kp.narrow(0, 0, 1).unwrap(), &vp.narrow(0, 0, 1).unwrap(), bad, false).is_err());
     }
 
     #[test]
@@ -1300,8 +1386,8 @@ mod tests {
         let full = randn(&[b, cap, kv, hd], 2);
         let k = full.as_tensor().narrow(1, 0, past + t).unwrap();
         let v = (full.as_tensor().narrow(1, 0, past + t).unwrap() * 0.7).unwrap().contiguous().unwrap();
-        let a = attention(q.as_tensor(), &k, &v, pads.clone(), past, false).unwrap();
-        let a2 = attention(q.as_tensor(), &k, &v, pads.clone(), past, true).unwrap();
+        let a = attention(q.as_tensor(), &k, &v, padded(&pads, past), false).unwrap();
+        let a2 = attention(q.as_tensor(), &k, &v, padded(&pads, past), true).unwrap();
         let d2: f64 = (&a - a2).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
         assert!(d2 < 1e-12, "{d2}");
         let r = attn_ref(q.as_tensor(), &k, &v, &pads, past);

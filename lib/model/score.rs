@@ -2,12 +2,14 @@
 //!
 //! REFERENCE.md §6 needs `logp_theta` (with a graph, for the loss), `logp_old` and `logp_ref`
 //! (without one); §2's `mean` pooling needs the final-norm hidden states of the response tokens.
-//! One forward over `[left pad | prompt | response | right pad]` gives all three.
+//! One forward over the packed sequences `prompt_0 response_0 prompt_1 response_1 ...` gives
+//! all three, with no padding computed (as verl's `use_remove_padding`).
 //!
-//! Layout of a batch of B sequences: P = longest prompt, R = longest response, T = P + R. Row b
-//! is `P - |prompt_b|` pad columns, the prompt, the response, then `R - |response_b|` pad columns.
-//! Response token i of row b sits at column P + i and is predicted by the logits at column
-//! P + i - 1, so `lm_head` runs only on columns P-1 .. P+R-2 (never on the rest of the prompt).
+//! Layout of a batch of B sequences, N tokens, M of them response tokens: response token i of
+//! row b sits at packed row `off_b + |prompt_b| + i` and is predicted by the hidden state of the
+//! row before it, so `lm_head` runs on those M rows only (never on the rest of the prompt, never
+//! on padding). Results come back as (B, R) tensors, R = the longest response, zeros past each
+//! row's end.
 //!
 //! Log-probs are `z[target] - logsumexp(z)` with `z = logits / temperature` (the sampler's
 //! distribution before top-p/top-k truncation; see [`super::sample`]); no full log-softmax is
@@ -56,15 +58,23 @@ impl Scored {
 
 /// Token layout of a batch (see the module doc).
 struct Layout {
-    /// (B, T) u32
-    ids: Tensor,
-    left_pad: Vec<usize>,
-    /// longest prompt
-    p: usize,
+    /// (N,) u32: every row's prompt and response one after another, no padding.
+    packed: Tensor,
+    /// Row b's token count in `packed`: |prompt_b| + |response_b|.
+    seq_lens: Vec<usize>,
     /// longest response
     r: usize,
-    /// (B, R) u32 response tokens, 0 on padding
+    /// (M,) u32, M = the number of response tokens: the row of `packed` whose hidden state
+    /// predicts each response token (the token before it).
+    pred: Tensor,
+    /// (M,) u32 the response tokens.
     targets: Tensor,
+    /// (B*R,) u32: for response slot (b, i), its token's row of `packed`, or N (a zero row) past
+    /// the end of the response.
+    resp: Tensor,
+    /// (B*R,) u32: for response slot (b, i), its index among the M response tokens, or M (a
+    /// zero) past the end of the response.
+    slot: Tensor,
     /// (B, R) f32 1/0
     mask: Tensor,
     lens: Vec<usize>,
@@ -79,32 +89,52 @@ impl Layout {
             return Err(Error::Input(format!("sequence {i} has an empty prompt")));
         }
         let b = seqs.len();
-        let p = seqs.iter().map(|s| s.prompt.len()).max().unwrap();
         let r = seqs.iter().map(|s| s.response.len()).max().unwrap();
-        let mut ids = Vec::with_capacity(b * (p + r));
-        let mut targets = Vec::with_capacity(b * r);
-        let mut mask = Vec::with_capacity(b * r);
-        let mut left_pad = Vec::with_capacity(b);
-        for s in seqs {
-            let (pl, rl) = (s.prompt.len(), s.response.len());
-            left_pad.push(p - pl);
-            ids.extend(std::iter::repeat_n(0u32, p - pl));
-            ids.extend_from_slice(s.prompt);
-            ids.extend_from_slice(s.response);
-            ids.extend(std::iter::repeat_n(0u32, r - rl));
+        let n: usize = seqs.iter().map(|s| s.prompt.len() + s.response.len()).sum();
+        let m: usize = seqs.iter().map(|s| s.response.len()).sum();
+        let mut packed = Vec::with_capacity(n);
+        let (mut pred, mut targets) = (Vec::with_capacity(m), Vec::with_capacity(m));
+        let (mut resp, mut slot, mut mask) = (vec![n as u32; b * r], vec![m as u32; b * r], vec![0f32; b * r]);
+        for (bi, s) in seqs.iter().enumerate() {
+            // response token i of row b: at packed row off + pl + i, predicted by the row before
+            let (off, pl) = (packed.len(), s.prompt.len());
+            for i in 0..s.response.len() {
+                resp[bi * r + i] = (off + pl + i) as u32;
+                slot[bi * r + i] = pred.len() as u32;
+                mask[bi * r + i] = 1.0;
+                pred.push((off + pl + i - 1) as u32);
+            }
+            packed.extend_from_slice(s.prompt);
+            packed.extend_from_slice(s.response);
             targets.extend_from_slice(s.response);
-            targets.extend(std::iter::repeat_n(0u32, r - rl));
-            mask.extend((0..r).map(|i| if i < rl { 1f32 } else { 0f32 }));
         }
         Ok(Self {
-            ids: Tensor::from_vec(ids, (b, p + r), device)?,
-            left_pad,
-            p,
+            packed: Tensor::from_vec(packed, n, device)?,
+            seq_lens: seqs.iter().map(|s| s.prompt.len() + s.response.len()).collect(),
             r,
-            targets: Tensor::from_vec(targets, (b, r), device)?,
+            pred: Tensor::from_vec(pred, m, device)?,
+            targets: Tensor::from_vec(targets, m, device)?,
+            resp: Tensor::from_vec(resp, b * r, device)?,
+            slot: Tensor::from_vec(slot, b * r, device)?,
             mask: Tensor::from_vec(mask, (b, r), device)?,
             lens: seqs.iter().map(|s| s.response.len()).collect(),
         })
+    }
+
+    /// Per-response-token values (M,) -> (B, R), zeros past each row's end (with the graph).
+    fn unpack(&self, x: &Tensor) -> Result<Tensor> {
+        let zero = Tensor::zeros(1, x.dtype(), x.device())?;
+        let b = self.lens.len();
+        Ok(Tensor::cat(&[x, &zero], 0)?.index_select(&self.slot, 0)?.reshape((b, self.r))?)
+    }
+
+    /// Packed hidden states (N, d) -> (B, R, d) at the response tokens, zeros past each row's
+    /// end. No graph.
+    fn response_hidden(&self, hidden: &Tensor) -> Result<Tensor> {
+        let d = hidden.dim(1)?;
+        let zero = Tensor::zeros((1, d), hidden.dtype(), hidden.device())?;
+        let h = Tensor::cat(&[&hidden.detach(), &zero], 0)?.index_select(&self.resp, 0)?;
+        Ok(h.reshape((self.lens.len(), self.r, d))?)
     }
 }
 
@@ -139,9 +169,9 @@ fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result
     Ok((logprobs, entropy))
 }
 
-/// Mean over each row's response columns of hidden (B, T, d) -> (B, d) f32, no graph.
+/// Mean over each row's response tokens of packed hidden states (N, d) -> (B, d) f32, no graph.
 fn mean_response_hidden(hidden: &Tensor, l: &Layout) -> Result<Tensor> {
-    let h = hidden.detach().narrow(1, l.p, l.r)?.to_dtype(DType::F32)?; // (B, R, d)
+    let h = l.response_hidden(hidden)?.to_dtype(DType::F32)?; // (B, R, d)
     let denom: Vec<f32> = l.lens.iter().map(|&n| 1.0 / n.max(1) as f32).collect();
     let denom = Tensor::from_vec(denom, (l.lens.len(), 1), hidden.device())?;
     let summed = h.broadcast_mul(&l.mask.unsqueeze(2)?)?.sum(1)?; // (B, d)
@@ -160,16 +190,12 @@ impl Model {
         if l.r == 0 {
             return self.empty_scored(&l, b);
         }
-        let hidden = self.forward_hidden(&l.ids, &l.left_pad)?; // (B, T, d)
-        let d = hidden.dim(2)?;
-        let h = hidden.narrow(1, l.p - 1, l.r)?.reshape((b * l.r, d))?; // (B*R, d)
-        let logits = self.lm_head(&h)?; // (B*R, V)
-        let (lp, ent) = token_logprobs(&logits, &l.targets.flatten_all()?, temperature)?;
-        let mask = &l.mask;
-        let logprobs = lp
-            .reshape((b, l.r))?
-            .broadcast_mul(&mask.to_dtype(lp.dtype())?)?;
-        let entropy = (ent.reshape((b, l.r))? * mask)?;
+        let hidden = self.forward_hidden_packed(&l.packed, &l.seq_lens)?; // (N, d)
+        let h = hidden.index_select(&l.pred, 0)?; // (M, d)
+        let logits = self.lm_head(&h)?; // (M, V)
+        let (lp, ent) = token_logprobs(&logits, &l.targets, temperature)?;
+        let logprobs = l.unpack(&lp)?; // (B, R)
+        let entropy = l.unpack(&ent)?;
         let mean_hidden = mean_response_hidden(&hidden, &l)?;
         Ok(Scored {
             logprobs,
@@ -197,29 +223,25 @@ impl Model {
         for chunk in seqs.chunks(chunk_rows.max(1)) {
             let l = Layout::new(chunk, self.device())?;
             let b = chunk.len();
-            let hidden = self.forward_hidden_nograd(&l.ids, &l.left_pad)?; // (b, T, d)
-            let d = hidden.dim(2)?;
+            let hidden = self.forward_hidden_packed_nograd(&l.packed, &l.seq_lens)?; // (N, d)
             means.push(mean_response_hidden(&hidden, &l)?);
             let (lp, ent) = if l.r == 0 {
                 let z = Tensor::zeros((b, 0), DType::F32, self.device())?;
                 (z.clone(), z)
             } else {
-                let h = hidden.narrow(1, l.p - 1, l.r)?.reshape((b * l.r, d))?;
-                let targets = l.targets.flatten_all()?;
-                let n = b * l.r;
+                let h = hidden.index_select(&l.pred, 0)?; // (M, d)
+                let m = h.dim(0)?;
                 let slab = (LOGIT_CHUNK_ELEMS / self.config().vocab_size).max(1);
                 let (mut lp, mut ent) = (vec![], vec![]);
-                for start in (0..n).step_by(slab) {
-                    let len = slab.min(n - start);
+                for start in (0..m).step_by(slab) {
+                    let len = slab.min(m - start);
                     let logits = self.lm_head_nograd(&h.narrow(0, start, len)?)?;
                     let (a, e) =
-                        token_logprobs(&logits, &targets.narrow(0, start, len)?, temperature)?;
+                        token_logprobs(&logits, &l.targets.narrow(0, start, len)?, temperature)?;
                     lp.push(a.to_dtype(DType::F32)?);
                     ent.push(e);
                 }
-                let lp = (Tensor::cat(&lp, 0)?.reshape((b, l.r))? * &l.mask)?;
-                let ent = (Tensor::cat(&ent, 0)?.reshape((b, l.r))? * &l.mask)?;
-                (lp, ent)
+                (l.unpack(&Tensor::cat(&lp, 0)?)?, l.unpack(&Tensor::cat(&ent, 0)?)?)
             };
             // Chunks have their own R; pad to the batch's.
             lps.push(lp.pad_with_zeros(1, 0, r_all - l.r)?);
@@ -241,7 +263,7 @@ impl Model {
         let mut out = vec![];
         for chunk in seqs.chunks(chunk_rows.max(1)) {
             let l = Layout::new(chunk, self.device())?;
-            let hidden = self.forward_hidden_nograd(&l.ids, &l.left_pad)?;
+            let hidden = self.forward_hidden_packed_nograd(&l.packed, &l.seq_lens)?;
             out.push(mean_response_hidden(&hidden, &l)?);
         }
         if out.is_empty() {

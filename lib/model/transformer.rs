@@ -36,7 +36,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::config::Config;
-use super::ops::{self, RopeTables};
+use super::ops::{self, AttnRows, RopeTables};
 use super::{Error, Result};
 
 /// The additive mask value: exp(-1e9 - x) is exactly 0 in f32/bf16/f64. (f16 would overflow.)
@@ -159,9 +159,8 @@ struct Ctx {
 /// Per-call state of the fused path.
 struct Fused {
     rope: RopeTables,
-    pads: Arc<Vec<usize>>,
-    /// Columns already in the KV cache (0 without one).
-    past: usize,
+    /// Left-padded rows (with the columns already in the KV cache) or packed sequences.
+    rows: AttnRows,
     /// No graph is wanted (the detached decoder).
     fast: bool,
     b: usize,
@@ -379,7 +378,7 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k, v),
         };
-        let out = ops::attention(&q, &k, &v, fu.pads.clone(), fu.past, rows_kernel)?;
+        let out = ops::attention(&q, &k, &v, fu.rows.clone(), rows_kernel)?;
         self.o_proj.forward2(&out.reshape((b * t, h * hd))?, f)
     }
 }
@@ -593,38 +592,13 @@ impl Decoder {
         let dtype = self.embed_tokens.dtype();
 
         let d = self.embed_tokens.dim(1)?;
-        if device.is_cpu() && matches!(dtype, DType::F32 | DType::F64) {
+        if ops::supported(&self.embed_tokens) {
             let mut positions = Vec::with_capacity(b * t);
             for &pad in left_pad {
                 positions.extend((0..t).map(|i| (past + i).saturating_sub(pad) as u32));
             }
-            let rope = self.rope_tables_f64(&positions, dtype);
-            let placeholder = Tensor::zeros((), dtype, device)?;
-            let ctx = Ctx {
-                cos: placeholder.clone(),
-                sin: placeholder.clone(),
-                cos2: placeholder.clone(),
-                sin2: placeholder.clone(),
-                mask: placeholder,
-                fast: self.fast,
-                fused: Some(Fused {
-                    rope,
-                    pads: Arc::new(left_pad.to_vec()),
-                    past,
-                    fast: self.fast,
-                    b,
-                    t,
-                }),
-            };
-            let mut xs = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?; // (B*T, d)
-            for (i, layer) in self.layers.iter().enumerate() {
-                let c = cache.as_deref_mut().map(|c| (c, i));
-                xs = layer.forward(&xs, &ctx, c)?;
-            }
-            if let Some(c) = cache {
-                c.len += t;
-            }
-            let xs = ops::rms_norm(&xs, &self.norm.weight, self.norm.eps)?;
+            let rows = AttnRows::Padded { pads: Arc::new(left_pad.to_vec()), past };
+            let xs = self.forward_fused(&ids.flatten_all()?, &positions, rows, (b, t), cache)?;
             return Ok(xs.reshape((b, t, d))?);
         }
         let mut positions = Vec::with_capacity(b * t);
@@ -669,6 +643,71 @@ impl Decoder {
             c.len += t;
         }
         self.norm.forward(&xs, self.fast)
+    }
+
+    /// The fused CPU path: ids (B*T,) at rope `positions` -> (B*T, d) final-norm hidden states;
+    /// `bt` = (B, T) is the layout `rows` describes ((1, N) for packed sequences).
+    fn forward_fused(
+        &self,
+        ids: &Tensor,
+        positions: &[u32],
+        rows: AttnRows,
+        (b, t): (usize, usize),
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let rope = self.rope_tables_f64(positions, self.embed_tokens.dtype());
+        let placeholder = Tensor::zeros((), self.embed_tokens.dtype(), ids.device())?;
+        let ctx = Ctx {
+            cos: placeholder.clone(),
+            sin: placeholder.clone(),
+            cos2: placeholder.clone(),
+            sin2: placeholder.clone(),
+            mask: placeholder,
+            fast: self.fast,
+            fused: Some(Fused { rope, rows, fast: self.fast, b, t }),
+        };
+        let mut xs = self.embed_tokens.index_select(ids, 0)?; // (B*T, d)
+        for (i, layer) in self.layers.iter().enumerate() {
+            let c = cache.as_deref_mut().map(|c| (c, i));
+            xs = layer.forward(&xs, &ctx, c)?;
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        Ok(ops::rms_norm(&xs, &self.norm.weight, self.norm.eps)?)
+    }
+
+    /// Packed sequences: ids (N,) u32 holding sequences of `lens` tokens one after another ->
+    /// (N, d) final-norm hidden states, each sequence on its own (positions from 0, attention
+    /// within the sequence). On the fused path no padding is computed at all; elsewhere the
+    /// sequences are left-padded into a batch and their rows gathered back.
+    fn forward_packed(&self, ids: &Tensor, lens: &[usize]) -> Result<Tensor> {
+        let n = ids.dim(0)?;
+        if lens.iter().sum::<usize>() != n || lens.contains(&0) {
+            return Err(Error::Input(format!(
+                "packed sequences of lengths {lens:?} for {n} tokens (each sequence needs a token)"
+            )));
+        }
+        if ops::supported(&self.embed_tokens) {
+            let positions: Vec<u32> = lens.iter().flat_map(|&l| 0..l as u32).collect();
+            let rows = AttnRows::Packed { lens: Arc::new(lens.to_vec()) };
+            return self.forward_fused(ids, &positions, rows, (1, n), None);
+        }
+        let t = lens.iter().copied().max().unwrap_or(0);
+        let flat: Vec<u32> = ids.to_vec1()?;
+        let (mut padded, mut pads, mut keep) = (Vec::with_capacity(lens.len() * t), vec![], vec![]);
+        let mut off = 0;
+        for (bi, &l) in lens.iter().enumerate() {
+            padded.extend(std::iter::repeat_n(0u32, t - l));
+            padded.extend_from_slice(&flat[off..off + l]);
+            pads.push(t - l);
+            keep.extend((bi * t + t - l..(bi + 1) * t).map(|i| i as u32));
+            off += l;
+        }
+        let padded = Tensor::from_vec(padded, (lens.len(), t), ids.device())?;
+        let hidden = self.forward(&padded, &pads, None)?; // (B, T, d)
+        let keep = Tensor::from_vec(keep, n, ids.device())?;
+        Ok(hidden.flatten_to(1)?.index_select(&keep, 0)?)
     }
 
     /// (N, d) -> (N, V)
@@ -799,6 +838,19 @@ impl Model {
     /// The same without a graph, with fused kernels.
     pub fn forward_hidden_nograd(&self, ids: &Tensor, left_pad: &[usize]) -> Result<Tensor> {
         self.nograd.forward(ids, left_pad, None)
+    }
+
+    /// Differentiable forward over packed sequences: ids (N,) u32 holding sequences of `lens`
+    /// tokens one after another (no padding) -> (N, d) final-norm hidden states. The same
+    /// values as [`Model::forward_hidden`] at the sequences' columns of a left-padded batch, for
+    /// the work of the real tokens only (on the CPU in f32/f64; elsewhere it pads internally).
+    pub fn forward_hidden_packed(&self, ids: &Tensor, lens: &[usize]) -> Result<Tensor> {
+        self.graph.forward_packed(ids, lens)
+    }
+
+    /// The same without a graph.
+    pub fn forward_hidden_packed_nograd(&self, ids: &Tensor, lens: &[usize]) -> Result<Tensor> {
+        self.nograd.forward_packed(ids, lens)
     }
 
     /// Differentiable `lm_head`: (..., d) -> (..., V) logits.
