@@ -22,6 +22,7 @@
 
 pub mod chat;
 pub mod config;
+pub(crate) mod exp;
 pub mod gguf;
 pub mod hf;
 pub(crate) mod ops;

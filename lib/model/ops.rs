@@ -34,9 +34,21 @@ use num_traits::Float;
 use rayon::prelude::*;
 
 /// The float types the kernels are written for.
-pub(crate) trait Flt: WithDType + Float + Send + Sync + 'static {}
-impl Flt for f32 {}
-impl Flt for f64 {}
+pub(crate) trait Flt: WithDType + Float + Send + Sync + 'static {
+    /// `x = exp(x)` for every element: vectorised for f32 ([`super::exp`]), the standard
+    /// library's for f64.
+    fn exp_in_place(xs: &mut [Self]);
+}
+impl Flt for f32 {
+    fn exp_in_place(xs: &mut [f32]) {
+        super::exp::exp_in_place(xs)
+    }
+}
+impl Flt for f64 {
+    fn exp_in_place(xs: &mut [f64]) {
+        xs.iter_mut().for_each(|x| *x = x.exp())
+    }
+}
 
 #[inline]
 fn c<T: Flt>(x: f64) -> T {
@@ -423,10 +435,13 @@ fn softmax_rows<T: Flt>(p: &mut [T], t: usize, tk: usize, pad: usize, past: usiz
         for &v in &row[pad..=hi] {
             m = Float::max(m, v);
         }
-        let mut s = T::zero();
         for v in &mut row[pad..=hi] {
-            *v = (*v - m).exp();
-            s = s + *v;
+            *v = *v - m;
+        }
+        T::exp_in_place(&mut row[pad..=hi]);
+        let mut s = T::zero();
+        for &v in &row[pad..=hi] {
+            s = s + v;
         }
         let inv = T::one() / s;
         for v in &mut row[pad..=hi] {
@@ -479,10 +494,13 @@ fn attn_fwd_rows<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, pads: &[usize], past
                     p[j] = dot(qr, kr) * sc;
                     m = Float::max(m, p[j]);
                 }
+                for x in &mut p[pad..=hi] {
+                    *x = *x - m;
+                }
+                T::exp_in_place(&mut p[pad..=hi]);
                 let mut s = T::zero();
-                for j in pad..=hi {
-                    p[j] = (p[j] - m).exp();
-                    s = s + p[j];
+                for &x in &p[pad..=hi] {
+                    s = s + x;
                 }
                 let inv = T::one() / s;
                 let o = &mut ob[i * h * hd + hh * hd..][..hd];
@@ -753,11 +771,6 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rows: AttnRows, rows
 
 struct SiluMulOp;
 
-#[inline]
-fn sigmoid<T: Flt>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp())
-}
-
 impl CustomOp2 for SiluMulOp {
     fn name(&self) -> &'static str {
         "clipo-silu-mul"
@@ -778,8 +791,14 @@ impl CustomOp2 for SiluMulOp {
             y.par_chunks_mut(16384)
                 .zip(g.par_chunks(16384).zip(u.par_chunks(16384)))
                 .for_each(|(yc, (gc, uc))| {
+                    // sigmoid(g) = 1 / (1 + exp(-g)), the exponentials first (vectorised)
+                    for (o, &gv) in yc.iter_mut().zip(gc) {
+                        *o = -gv;
+                    }
+                    T::exp_in_place(yc);
                     for ((o, &gv), &uv) in yc.iter_mut().zip(gc).zip(uc) {
-                        *o = gv * sigmoid(gv) * uv;
+                        let sig = T::one() / (T::one() + *o);
+                        *o = gv * sig * uv;
                     }
                 });
             y
@@ -811,8 +830,12 @@ impl CustomOp2 for SiluMulOp {
                             .for_each(|(ci, (dgc, duc))| {
                                 let o = ci * 16384;
                                 for i in 0..dgc.len() {
+                                    dgc[i] = -gs[o + i];
+                                }
+                                T::exp_in_place(dgc);
+                                for i in 0..dgc.len() {
                                     let (x, up, d) = (gs[o + i], us[o + i], ds[o + i]);
-                                    let s = sigmoid(x);
+                                    let s = T::one() / (T::one() + dgc[i]);
                                     let silu = x * s;
                                     duc[i] = d * silu;
                                     dgc[i] = d * up * s * (T::one() + x * (T::one() - s));
@@ -848,7 +871,8 @@ struct LogprobOp {
 fn lp_fwd<T: Flt>(z: &[T], tg: &[u32], v: usize, inv_t: f64) -> Vec<T> {
     let n = tg.len();
     let mut out = vec![T::zero(); n * 3];
-    out.par_chunks_mut(3).enumerate().for_each(|(i, o)| {
+    const BLOCK: usize = 1024;
+    out.par_chunks_mut(3).enumerate().for_each_init(|| vec![T::zero(); 2 * BLOCK], |buf, (i, o)| {
         let row = &z[i * v..(i + 1) * v];
         let it: T = c(inv_t);
         let mut m = T::neg_infinity();
@@ -856,11 +880,19 @@ fn lp_fwd<T: Flt>(z: &[T], tg: &[u32], v: usize, inv_t: f64) -> Vec<T> {
             m = Float::max(m, x * it);
         }
         let (mut s, mut sz) = (0f64, 0f64);
-        for &x in row {
-            let zs = x * it - m;
-            let e = f(zs.exp());
-            s += e;
-            sz += e * f(zs);
+        let (zb, eb) = buf.split_at_mut(BLOCK);
+        for block in row.chunks(BLOCK) {
+            let n = block.len();
+            for (k, &x) in block.iter().enumerate() {
+                zb[k] = x * it - m;
+            }
+            eb[..n].copy_from_slice(&zb[..n]);
+            T::exp_in_place(&mut eb[..n]);
+            for k in 0..n {
+                let e = f(eb[k]);
+                s += e;
+                sz += e * f(zb[k]);
+            }
         }
         let lse_s = s.ln();
         let target = f(row[tg[i] as usize] * it - m);
@@ -923,16 +955,20 @@ impl CustomOp2 for LogprobOp {
                             let it: T = c(inv_t);
                             let (h, lse) = (r[i * 3 + 1], r[i * 3 + 2]);
                             let row = &z[i * v..(i + 1) * v];
+                            // p_j = exp(log p_j), the exponentials first (vectorised)
+                            for (o, &x) in out.iter_mut().zip(row) {
+                                *o = x * it - lse;
+                            }
+                            T::exp_in_place(out);
                             if g_h == 0.0 {
                                 let g: T = c(g_lse - g_lp);
-                                for (o, &x) in out.iter_mut().zip(row) {
-                                    *o = g * (x * it - lse).exp();
+                                for o in out.iter_mut() {
+                                    *o = g * *o;
                                 }
                             } else {
                                 let (g, gh): (T, T) = (c(g_lse - g_lp), c(g_h));
                                 for (o, &x) in out.iter_mut().zip(row) {
-                                    let lp = x * it - lse;
-                                    let p = lp.exp();
+                                    let (lp, p) = (x * it - lse, *o);
                                     *o = g * p - gh * p * (lp + h);
                                 }
                             }
