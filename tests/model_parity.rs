@@ -125,6 +125,20 @@ fn graph_and_fused_paths_agree() {
     }
 }
 
+/// Asserts that packed hidden states (N, d) hold, bit for bit, the rows of the left-padded batch
+/// `want` (B, T, d) at each sequence's last `lens[b]` columns.
+fn assert_packed_rows(want: &Tensor, got: &Tensor, lens: &[usize], what: &str) {
+    let (want, got) = (want.to_dtype(DType::F32).unwrap(), got.to_dtype(DType::F32).unwrap());
+    let t = want.dim(1).unwrap();
+    let mut off = 0;
+    for (b, &l) in lens.iter().enumerate() {
+        let w: Vec<Vec<f32>> = want.get(b).unwrap().narrow(0, t - l, l).unwrap().to_vec2().unwrap();
+        let g: Vec<Vec<f32>> = got.narrow(0, off, l).unwrap().to_vec2().unwrap();
+        assert_eq!(g, w, "{what}: row {b}");
+        off += l;
+    }
+}
+
 #[test]
 fn packed_sequences_equal_the_padded_batch() {
     // The scoring path packs sequences without padding; each token's hidden state must be the one
@@ -144,28 +158,16 @@ fn packed_sequences_equal_the_padded_batch() {
             m.forward_hidden_packed_nograd(&packed, &lens).unwrap(),
         ];
         for (want, got) in padded.iter().zip(&got) {
-            let mut off = 0;
-            for (b, &l) in lens.iter().enumerate() {
-                let w: Vec<Vec<f32>> = want.get(b).unwrap().narrow(0, t - l, l).unwrap().to_vec2().unwrap();
-                let g: Vec<Vec<f32>> = got.narrow(0, off, l).unwrap().to_vec2().unwrap();
-                assert_eq!(g, w, "{name}: row {b}");
-                off += l;
-            }
+            assert_packed_rows(want, got, &lens, name);
         }
         // lengths that do not cover the tokens are an input error, not a panic
         assert!(m.forward_hidden_packed(&packed, &[5, 12]).is_err());
         assert!(m.forward_hidden_packed_nograd(&packed, &[5, 12, 0, 1, 9]).is_err());
         // bf16 has no fused kernels: the packed call pads internally and gathers the rows back
         let m16 = Model::load(&fixture(name), &Device::Cpu, DType::BF16).unwrap();
-        let want = m16.forward_hidden(&x, &pads).unwrap().to_dtype(DType::F32).unwrap();
-        let got = m16.forward_hidden_packed(&packed, &lens).unwrap().to_dtype(DType::F32).unwrap();
-        let mut off = 0;
-        for (b, &l) in lens.iter().enumerate() {
-            let w: Vec<Vec<f32>> = want.get(b).unwrap().narrow(0, t - l, l).unwrap().to_vec2().unwrap();
-            let g: Vec<Vec<f32>> = got.narrow(0, off, l).unwrap().to_vec2().unwrap();
-            assert_eq!(g, w, "{name} bf16: row {b}");
-            off += l;
-        }
+        let want = m16.forward_hidden(&x, &pads).unwrap();
+        let got = m16.forward_hidden_packed(&packed, &lens).unwrap();
+        assert_packed_rows(&want, &got, &lens, &format!("{name} bf16"));
     }
 }
 
