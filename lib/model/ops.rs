@@ -9,8 +9,9 @@
 //! - [`attention`]: causal, left-padded, GQA softmax attention of q (B, T, H, hd) against k, v
 //!   (B, Tk, Hkv, hd); query i of row b sits at column `past + i` and sees columns
 //!   `pad[b] ..= past + i`. Or packed: sequences one after another in one row, no padding
-//!   (each token sees its own sequence up to itself). The probabilities are recomputed in the backward pass (nothing of
-//!   size T x Tk is kept). A query with no visible key (a pad column) outputs zeros.
+//!   (each token sees its own sequence up to itself). The probabilities are recomputed in the
+//!   backward pass (nothing of size T x Tk is kept). A query with no visible key (a pad
+//!   column) outputs zeros.
 //! - [`silu_mul`]: `silu(gate) * up`.
 //! - [`token_logprobs`]: for logits (N, V) and targets (N,): (N, 3) = [log p(target),
 //!   entropy, logsumexp] of softmax(logits / temperature), one pass over the vocabulary; the
@@ -421,6 +422,16 @@ unsafe fn mm<T: 'static>(
     )
 }
 
+/// `x = exp(x - m)` for every element (vectorised exponentials), returning the sum in order:
+/// the unnormalised softmax of scores whose maximum is m.
+fn exp_shifted<T: Flt>(xs: &mut [T], m: T) -> T {
+    for x in xs.iter_mut() {
+        *x = *x - m;
+    }
+    T::exp_in_place(xs);
+    xs.iter().fold(T::zero(), |s, &x| s + x)
+}
+
 /// Scores -> probabilities in place for one (row, head): p (T, Tk), masked as documented.
 /// Returns nothing; rows with no visible key become zeros.
 fn softmax_rows<T: Flt>(p: &mut [T], t: usize, tk: usize, pad: usize, past: usize) {
@@ -435,15 +446,7 @@ fn softmax_rows<T: Flt>(p: &mut [T], t: usize, tk: usize, pad: usize, past: usiz
         for &v in &row[pad..=hi] {
             m = Float::max(m, v);
         }
-        for v in &mut row[pad..=hi] {
-            *v = *v - m;
-        }
-        T::exp_in_place(&mut row[pad..=hi]);
-        let mut s = T::zero();
-        for &v in &row[pad..=hi] {
-            s = s + v;
-        }
-        let inv = T::one() / s;
+        let inv = T::one() / exp_shifted(&mut row[pad..=hi], m);
         for v in &mut row[pad..=hi] {
             *v = *v * inv;
         }
@@ -494,15 +497,7 @@ fn attn_fwd_rows<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, pads: &[usize], past
                     p[j] = dot(qr, kr) * sc;
                     m = Float::max(m, p[j]);
                 }
-                for x in &mut p[pad..=hi] {
-                    *x = *x - m;
-                }
-                T::exp_in_place(&mut p[pad..=hi]);
-                let mut s = T::zero();
-                for &x in &p[pad..=hi] {
-                    s = s + x;
-                }
-                let inv = T::one() / s;
+                let inv = T::one() / exp_shifted(&mut p[pad..=hi], m);
                 let o = &mut ob[i * h * hd + hh * hd..][..hd];
                 for j in pad..=hi {
                     let w = p[j] * inv;
