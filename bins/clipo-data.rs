@@ -54,7 +54,11 @@ fn main() -> ExitCode {
     let result = match args.cmd {
         Cmd::Arith { out, train, test, steps, max_number, distractor_prob, seed } => {
             if !(0.0..=1.0).contains(&distractor_prob) {
-                eprintln!("error: --distractor-prob must be within 0..1");
+                eprintln!("error: --distractor-prob {distractor_prob}: expected a number in [0, 1]");
+                return ExitCode::from(2);
+            }
+            if train == 0 || test == 0 {
+                eprintln!("error: --train and --test must be at least 1");
                 return ExitCode::from(2);
             }
             let job = ArithJob { out_dir: out, n_train: train, n_test: test, task: ArithConfig { steps, max_number, distractor_prob, seed } };
@@ -68,7 +72,7 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Cmd::Convert { input, output } => run_convert(&input, &output).map(|n| {
+        Cmd::Convert { input, output } => clipo::paths::refuse_aliases(&[("INPUT", &input)], &[("OUTPUT", &output)]).and_then(|()| run_convert(&input, &output)).map(|n| {
             if n == 0 {
                 eprintln!("clipo-data: {} is up to date", output.display());
             } else {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{ensure, Context};
+use clipo::args;
 use clap::Parser;
 use clipo::contrastive::{ContrastiveConfig, HeadKind, Level, LossKind, MaskedLabel, Similarity};
 use clipo::stages::embed::{run, EmbedConfig};
@@ -97,8 +98,18 @@ impl TryFrom<Args> for EmbedConfig {
     fn try_from(a: Args) -> anyhow::Result<Self> {
         ensure!(a.trajectories.is_file(), "--trajectories {}: no such file", a.trajectories.display());
         ensure!(a.rewards.is_file(), "--rewards {}: no such file", a.rewards.display());
-        ensure!(a.dim >= 1, "--dim must be at least 1");
-        ensure!(a.temperature > 0.0, "--temperature must be > 0");
+        let mut inputs = vec![("--trajectories", a.trajectories.as_path()), ("--rewards", a.rewards.as_path())];
+        if let Some(h) = &a.head {
+            inputs.push(("--head", h.as_path()));
+        }
+        clipo::paths::refuse_aliases(&inputs, &[("--out", &a.out), ("--head-out", &a.head_out)])?;
+        args::count("--dim", a.dim)?;
+        args::positive("--temperature", a.temperature)?;
+        args::non_negative("--lambda", a.lambda)?;
+        args::finite("--constant", a.constant)?;
+        args::finite("--floor", a.floor)?;
+        args::non_negative("--lr", a.lr)?;
+        args::non_negative("--weight-decay", a.weight_decay)?;
         let contrastive = ContrastiveConfig {
             head: a.head_type,
             proj_dim: a.dim,

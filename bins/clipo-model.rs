@@ -30,6 +30,9 @@ enum Command {
         /// Weight dtype in model.safetensors: f32 (default) or bf16.
         #[arg(long, default_value = "f32")]
         dtype: SaveDtype,
+        /// Replace OUT_DIR when it already exists (refused otherwise).
+        #[arg(long)]
+        force: bool,
     },
     /// Print a model directory's architecture, sizes, parameter count, vocabulary, stop
     /// tokens and whether it has a chat template.
@@ -49,7 +52,21 @@ enum Command {
         /// Seed of the weights and of the tokenizer's training text.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Replace OUT_DIR when it already exists (refused otherwise).
+        #[arg(long)]
+        force: bool,
     },
+}
+
+/// No command replaces a directory it did not make without --force.
+fn refuse_existing(out_dir: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    let non_empty = out_dir.is_file() || std::fs::read_dir(out_dir).is_ok_and(|mut d| d.next().is_some());
+    anyhow::ensure!(
+        force || !non_empty,
+        "{} already exists and is not empty: pass --force to replace it (everything inside is removed), or choose another directory",
+        out_dir.display()
+    );
+    Ok(())
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -58,7 +75,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             gguf,
             out_dir,
             dtype,
+            force,
         } => {
+            refuse_existing(&out_dir, force)?;
+            clipo::paths::refuse_aliases(&[("GGUF", &gguf)], &[("OUT_DIR", &out_dir)])?;
             let s = import_gguf(&gguf, &out_dir, dtype).with_context(|| {
                 format!("importing {} into {}", gguf.display(), out_dir.display())
             })?;
@@ -69,7 +89,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                 s.read_s + s.write_s, s.read_s, s.write_s
             );
         }
-        Command::Init { out_dir, preset, seed } => {
+        Command::Init { out_dir, preset, seed, force } => {
+            refuse_existing(&out_dir, force)?;
             anyhow::ensure!(preset == "tiny", "--preset {preset}: the only preset is `tiny`");
             let p = clipo::tiny::TinyPreset::tiny();
             clipo::tiny::init_tiny(&out_dir, &p, seed).with_context(|| format!("initialising {}", out_dir.display()))?;

@@ -67,6 +67,17 @@ impl TryFrom<Args> for Mode {
             return Ok(Mode::Audit { run_dir: a.run_dir, step, prompts, limit: a.limit });
         }
         let out = a.out.unwrap_or_else(|| a.run_dir.join(report::REPORT_FILE));
+        // The report goes beside the run's files, never over them: not over its metrics, not
+        // over a step directory, not over the run itself.
+        let metrics = a.run_dir.join(report::METRICS_FILE);
+        anyhow::ensure!(!out.is_dir(), "--out {} is a directory: give a file name (default RUN/{})", out.display(), report::REPORT_FILE);
+        clipo::paths::refuse_aliases(&[("RUN/metrics.jsonl", &metrics)], &[("--out", &out)])?;
+        let (o, r) = (clipo::paths::canonical(&out), clipo::paths::canonical(&a.run_dir));
+        anyhow::ensure!(
+            !r.starts_with(&o) && o.parent().is_none_or(|p| p == r || !p.starts_with(&r)),
+            "--out {} would write over the run directory's files: put the report in RUN itself or outside it",
+            out.display()
+        );
         Ok(Mode::Report { run_dir: a.run_dir, out })
     }
 }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
+use clipo::args;
 use clipo::stages::rollout::{run, HiddenMode, RolloutConfig, Selection, SystemPrompt};
 
 /// Sample responses with a policy: prompts (verl parquet or JSONL) -> trajectories.parquet.
@@ -59,8 +60,10 @@ struct Args {
     /// Take at most this many prompts (file order).
     #[arg(long, conflicts_with = "per_step")]
     limit: Option<usize>,
-    /// Take the N prompts of RL step --step from a per-epoch shuffle of the file (seeded by
-    /// --seed; without replacement within an epoch).
+    /// Take the N prompts of RL step --step (numbered from 1) from a per-epoch shuffle of the
+    /// file (seeded by --seed), as verl's dataloader with drop_last: an epoch is
+    /// floor(prompts / N) steps, a step never straddles two epochs, the prompts of one epoch are
+    /// distinct, and the n % N prompts left at the end of each shuffle sit that epoch out.
     #[arg(long)]
     per_step: Option<usize>,
     /// Shard K/N: this process takes every N-th selected prompt starting at the K-th
@@ -92,19 +95,23 @@ impl TryFrom<Args> for RolloutConfig {
     fn try_from(a: Args) -> anyhow::Result<Self> {
         ensure!(a.prompts.is_file(), "--prompts {}: no such file", a.prompts.display());
         ensure!(a.policy.is_dir(), "--policy {}: no such directory", a.policy.display());
-        let n = a.n.unwrap_or(if a.greedy { 1 } else { 16 });
-        ensure!(n >= 1, "--n must be at least 1");
-        ensure!(a.temperature > 0.0 && a.temperature.is_finite(), "--temperature must be > 0");
-        ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p must be in (0, 1]");
-        ensure!(a.max_new_tokens >= 1, "--max-new-tokens must be at least 1");
-        ensure!(a.batch_size >= 1, "--batch-size must be at least 1");
+        clipo::paths::refuse_aliases(&[("--policy", &a.policy), ("--prompts", &a.prompts)], &[("--out", &a.out)])?;
+        let n = args::count("--n", a.n.unwrap_or(if a.greedy { 1 } else { 16 }))?;
+        args::positive("--temperature", a.temperature)?;
+        ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p {}: expected a number in (0, 1]", a.top_p);
+        args::count("--max-new-tokens", a.max_new_tokens)?;
+        args::count("--max-prompt-tokens", a.max_prompt_tokens)?;
+        args::count("--batch-size", a.batch_size)?;
+        if let Some(l) = a.limit {
+            args::count("--limit", l)?;
+        }
         let shard = match a.shard.split_once('/').map(|(k, n)| (k.parse::<usize>(), n.parse::<usize>())) {
             Some((Ok(k), Ok(n))) if n >= 1 && k < n => (k, n),
             _ => bail!("--shard {}: expected K/N with 0 <= K < N", a.shard),
         };
         let selection = match a.per_step {
             Some(p) => {
-                ensure!(p >= 1, "--per-step must be at least 1");
+                args::count("--per-step", p)?;
                 Selection::Step { per_step: p }
             }
             None => Selection::Range { offset: a.offset, limit: a.limit },
@@ -147,6 +154,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(s) => {
+            if let Some(e) = s.epoch {
+                eprintln!("clipo-rollout: epoch {} step {}/{} of the epoch", e.epoch, e.step_in_epoch + 1, e.steps_per_epoch);
+            }
             eprintln!(
                 "clipo-rollout: {} prompts ({} skipped as too long), {} responses, {} tokens, {:.1}% truncated, {:.1} tok/s, {:.1}s{}",
                 s.prompts,

@@ -13,6 +13,8 @@ use anyhow::{bail, ensure, Context};
 use clap::{Parser, ValueEnum};
 use clipo::model::hf::SaveDtype;
 use clipo::optim::AdamWConfig;
+use clipo::args;
+use clipo::schedule::{KlControl, LrSchedule, LrStyle};
 use clipo::rl::{Aggregation, AdvantageEstimator, KlEstimator, PolicyLoss, PolicyLossConfig};
 use clipo::stages::update::{run, run_sft, OldLogprobs, Overlong, SftConfig, UpdateConfig};
 
@@ -117,7 +119,34 @@ struct Args {
     /// AdamW learning rate (1e-6 for RL as in the paper; ~2e-3 for a tiny model's SFT).
     #[arg(long, default_value_t = 1e-6)]
     lr: f64,
-    /// AdamW weight decay (0.01).
+    /// Learning-rate warm-up in actor updates (verl's lr_warmup_steps): the rate rises
+    /// linearly from 0 (constant) or from --min-lr-ratio (cosine). Default: --lr-warmup-ratio.
+    #[arg(long)]
+    lr_warmup_steps: Option<u64>,
+    /// Warm-up as a fraction of --total-steps (verl's lr_warmup_steps_ratio).
+    #[arg(long, default_value_t = 0.0)]
+    lr_warmup_ratio: f64,
+    /// Learning-rate schedule after the warm-up (verl's warmup_style): constant or cosine.
+    #[arg(long, default_value = "constant")]
+    lr_style: LrStyle,
+    /// The cosine's floor as a fraction of --lr (verl's min_lr_ratio).
+    #[arg(long, default_value_t = 0.0)]
+    min_lr_ratio: f64,
+    /// The run's total RL steps (the cosine's length and the base of --lr-warmup-ratio). The
+    /// schedule is a function of --step, so a resumed run continues it.
+    #[arg(long)]
+    total_steps: Option<u64>,
+    /// KL coefficient control: fixed, or adaptive (verl's AdaptiveKLController; needs
+    /// --kl-in-reward, as in verl). The adaptive value is carried in the policy directory.
+    #[arg(long, default_value = "fixed")]
+    kl_ctrl: String,
+    /// Adaptive KL: target KL per token (verl's target_kl).
+    #[arg(long, default_value_t = 0.1)]
+    kl_target: f64,
+    /// Adaptive KL: horizon in responses (verl's horizon).
+    #[arg(long, default_value_t = 10000.0)]
+    kl_horizon: f64,
+    /// AdamW weight decay.
     #[arg(long, default_value_t = 0.01)]
     weight_decay: f64,
     /// Gradient-norm clip (1.0); 0 turns clipping off.
@@ -171,9 +200,40 @@ struct Args {
 
 fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
     ensure!(a.policy.is_dir(), "--policy {}: no such directory", a.policy.display());
-    ensure!(a.lr > 0.0 && a.lr.is_finite(), "--lr must be > 0");
-    ensure!(a.micro_batch >= 1 && a.mini_batches >= 1 && a.epochs >= 1, "--micro-batch, --mini-batches and --epochs must be at least 1");
-    ensure!(a.entropy_coef.is_finite(), "--entropy-coef must be a finite number");
+    {
+        let mut inputs = vec![("--policy", a.policy.as_path())];
+        for (flag, p) in [("--ref", &a.reference), ("--trajectories", &a.trajectories), ("--rewards", &a.rewards), ("--embeddings", &a.embeddings), ("--prompts", &a.prompts)] {
+            if let Some(p) = p {
+                inputs.push((flag, p.as_path()));
+            }
+        }
+        clipo::paths::refuse_aliases(&inputs, &[("--out", &a.out)])?;
+    }
+    args::positive("--lr", a.lr)?;
+    args::non_negative("--weight-decay", a.weight_decay)?;
+    args::non_negative("--max-grad-norm", a.max_grad_norm)?;
+    args::count("--micro-batch", a.micro_batch)?;
+    args::count("--mini-batches", a.mini_batches)?;
+    args::count("--epochs", a.epochs)?;
+    args::non_negative("--entropy-coef", a.entropy_coef)?;
+    args::non_negative("--kl-coef", a.kl_coef)?;
+    args::non_negative("--overlong-factor", a.overlong_factor)?;
+    if let Some(b) = a.overlong_buffer {
+        args::count("--overlong-buffer", b)?;
+    }
+    if let Some(m) = a.max_response_len {
+        args::count("--max-response-len", m)?;
+    }
+    if let Some(t) = a.temperature {
+        args::positive("--temperature", t)?;
+    }
+    if let Some(t) = a.total_steps {
+        args::count("--total-steps", t)?;
+    }
+    args::unit("--lr-warmup-ratio", a.lr_warmup_ratio)?;
+    args::unit("--min-lr-ratio", a.min_lr_ratio)?;
+    args::positive("--kl-target", a.kl_target)?;
+    args::positive("--kl-horizon", a.kl_horizon)?;
     let optim = AdamWConfig::new(a.lr, a.weight_decay);
     let max_grad_norm = (a.max_grad_norm > 0.0).then_some(a.max_grad_norm);
     let save_dtype = match a.save_dtype {
@@ -182,7 +242,8 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
     };
     if let Objective::Sft = a.objective {
         let prompts = a.prompts.context("--prompts is required with --objective sft")?;
-        ensure!(a.steps >= 1 && a.batch_size >= 1, "--steps and --batch-size must be at least 1");
+        args::count("--steps", a.steps)?;
+        args::count("--batch-size", a.batch_size)?;
         return Ok(Err(SftConfig {
             policy: a.policy,
             prompts,
@@ -210,13 +271,29 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
         dual_clip: (!a.no_dual_clip).then_some(a.dual_clip),
         agg: a.agg.unwrap_or(if matches!(a.loss, PolicyLoss::Gspo) { Aggregation::SeqMeanTokenMean } else { Aggregation::TokenMean }),
     };
-    ensure!(loss.dual_clip.is_none_or(|c| c > 1.0), "--dual-clip must be > 1");
+    // 1 - eps_low must stay a ratio > 0 (PPO, GSPO); GMPO clips in log space.
+    if gmpo {
+        args::positive("--clip-low", loss.clip_low)?;
+    } else {
+        args::open("--clip-low", loss.clip_low, 0.0, 1.0)?;
+    }
+    args::positive("--clip-high", loss.clip_high)?;
+    ensure!(a.dual_clip.is_finite() && a.dual_clip > 1.0, "--dual-clip {}: expected a finite number > 1", a.dual_clip);
     let old_logprobs = match a.old_logprobs.as_str() {
         "recompute" => OldLogprobs::Recompute,
         "rollout" => OldLogprobs::Rollout,
         s => bail!("--old-logprobs {s}: expected recompute or rollout"),
     };
     let estimator = if a.no_std { AdvantageEstimator::GrpoNoStd } else { a.adv };
+    let lr_schedule = LrSchedule::new(a.lr_style, a.lr_warmup_steps, a.lr_warmup_ratio, a.total_steps, a.min_lr_ratio)?;
+    let kl_ctrl = match a.kl_ctrl.as_str() {
+        "fixed" => KlControl::Fixed,
+        "adaptive" => {
+            ensure!(a.kl_in_reward, "--kl-ctrl adaptive needs --kl-in-reward (verl adapts the coefficient of the KL in the reward only)");
+            KlControl::Adaptive { target: a.kl_target, horizon: a.kl_horizon }
+        }
+        s => bail!("--kl-ctrl {s}: expected fixed or adaptive"),
+    };
     Ok(Ok(UpdateConfig {
         policy: a.policy,
         reference: a.reference,
@@ -236,6 +313,8 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
         overlong: a.overlong_buffer.map(|buffer| Overlong { buffer, factor: a.overlong_factor }),
         max_response_len: a.max_response_len,
         optim,
+        lr_schedule,
+        kl_ctrl,
         max_grad_norm,
         mini_batches: a.mini_batches,
         micro_batch: a.micro_batch,

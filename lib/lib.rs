@@ -6,20 +6,26 @@
 //! - [`verify`]: the reference verifier (REFERENCE.md §5).
 //! - [`model`]: Llama/Qwen2 in candle, trainable, with sampling; GGUF import, tokenizers, chat
 //!   templates, Hugging Face directories. [`policy`]: a model directory as the stages use it.
-//! - [`rl`]: advantages, policy losses, KL (REFERENCE.md §6); [`optim`]: AdamW.
+//! - [`rl`]: advantages, policy losses, KL (REFERENCE.md §6); [`optim`]: AdamW; [`schedule`]:
+//!   the learning-rate schedule and the adaptive KL coefficient.
 //! - [`task`]: the embedded arithmetic task; [`seed`]: every random draw's seed.
+//! - [`args`], [`paths`]: numeric flags in range, outputs never aliasing inputs.
 //! - [`stages`]: one module per binary: checked configs and a `run`; [`threads`]: where it runs.
 
+pub mod args;
+pub mod checkpoint;
 pub mod contrastive;
 pub mod error;
 pub mod model;
 pub mod optim;
+pub mod paths;
 pub mod policy;
 pub mod progress;
 pub mod prompts;
 pub mod report;
 pub mod rl;
 pub mod runlog;
+pub mod schedule;
 pub mod schema;
 pub mod seed;
 pub mod stages;

@@ -104,10 +104,13 @@ pub struct StepStats {
     pub grad_norm: f64,
     /// The factor the gradient was multiplied by (1 when not clipped).
     pub clip_scale: f64,
+    /// The gradient norm was not finite: nothing changed, not even the step count (verl's
+    /// `_optimizer_step` skips such a step the same way).
+    pub skipped: bool,
 }
 
-/// Gradients by parameter name.
-pub type Grads = HashMap<String, Tensor>;
+/// Gradients by parameter name, in name order (so the norm sums in one order every run).
+pub type Grads = BTreeMap<String, Tensor>;
 
 /// The gradients of `vars` in a backward pass, by name; with `acc`, added to what it holds
 /// (micro-batches whose losses share the mini-batch's normalisers add up to its gradient).
@@ -157,11 +160,11 @@ impl Optimizer {
 
     /// One step: clip the global gradient norm to `max_norm` (torch's clip_grad_norm_: scale by
     /// max_norm / (norm + 1e-6) when that is below 1), then AdamW every var that has a gradient.
-    /// A non-finite gradient norm is refused before anything changes.
+    /// A non-finite gradient norm skips the step: weights, moments and step count unchanged.
     pub fn step(&mut self, vars: &[(String, Var)], grads: &Grads, max_norm: Option<f64>, hp: &AdamWConfig) -> Result<StepStats> {
         let grad_norm = Self::grad_norm(grads)?;
         if !grad_norm.is_finite() {
-            return Err(Error::Other(format!("the gradient norm is {grad_norm}: refusing to step (lower the learning rate or check the inputs)")));
+            return Ok(StepStats { grad_norm, clip_scale: 0.0, skipped: true });
         }
         let clip_scale = match max_norm {
             Some(c) => (c / (grad_norm + 1e-6)).min(1.0),
@@ -206,13 +209,15 @@ impl Optimizer {
             };
             var.set(&Tensor::from_vec(value, p.shape(), p.device())?.to_dtype(p.dtype())?)?;
         }
-        Ok(StepStats { grad_norm, clip_scale })
+        Ok(StepStats { grad_norm, clip_scale, skipped: false })
     }
 
     /// Save the moments as `{name}.exp_avg` / `{name}.exp_avg_sq` and the step in the metadata.
     pub fn save(&self, path: &Path, shapes: &HashMap<String, Vec<usize>>) -> Result<()> {
         let mut bufs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for (name, (m, v)) in &self.state {
+            crate::checkpoint::ensure_finite("optimizer moment", &format!("{name}.exp_avg"), m, self.step)?;
+            crate::checkpoint::ensure_finite("optimizer moment", &format!("{name}.exp_avg_sq"), v, self.step)?;
             let shape = shapes.get(name).cloned().unwrap_or_else(|| vec![m.len()]);
             for (suffix, data) in [("exp_avg", m), ("exp_avg_sq", v)] {
                 bufs.push((format!("{name}.{suffix}"), shape.clone(), data.iter().flat_map(|x| x.to_le_bytes()).collect()));
@@ -222,10 +227,8 @@ impl Optimizer {
             .iter()
             .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| Error::Other(e.to_string()))?)))
             .collect::<Result<_>>()?;
-        let meta = HashMap::from([("step".to_string(), self.step.to_string()), ("format".to_string(), "pt".to_string())]);
-        let tmp = crate::table::tmp_path(path);
-        safetensors::tensor::serialize_to_file(views, Some(meta), &tmp).map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        let meta = BTreeMap::from([("step".to_string(), self.step.to_string()), ("format".to_string(), "pt".to_string())]);
+        crate::checkpoint::write_safetensors(path, views, &meta)
     }
 
     /// Load what [`save`](Self::save) wrote.
@@ -312,15 +315,17 @@ mod tests {
     }
 
     #[test]
-    fn a_nan_gradient_is_refused_and_nothing_changes() {
+    fn a_nan_gradient_skips_the_step_and_nothing_changes() {
         let dev = Device::Cpu;
         let vars = vec![("w".to_string(), Var::from_vec(vec![1.0f32, 2.0], 2, &dev).unwrap())];
         let loss = (vars[0].1.as_tensor().log().unwrap() * f64::NAN).unwrap().sum_all().unwrap();
         let mut g = Grads::new();
         collect_grads(&vars, &loss.backward().unwrap(), &mut g).unwrap();
         let mut opt = Optimizer::default();
-        assert!(opt.step(&vars, &g, Some(1.0), &AdamWConfig::new(0.1, 0.0)).is_err());
+        let st = opt.step(&vars, &g, Some(1.0), &AdamWConfig::new(0.1, 0.0)).unwrap();
+        assert!(st.skipped && st.grad_norm.is_nan());
         assert_eq!(opt.step, 0);
+        assert!(opt.state.is_empty(), "no moments were made");
         assert_eq!(vars[0].1.as_tensor().to_vec1::<f32>().unwrap(), vec![1.0, 2.0]);
     }
 }

@@ -110,6 +110,30 @@ fn kv_map(kv: Option<&Vec<KeyValue>>) -> HashMap<String, String> {
     .unwrap_or_default()
 }
 
+/// Checks that `table` was made from `parent` as it is now: one of the inputs stamped in its
+/// provenance has the SHA-256 `parent_sha`. A table made from an older `parent` (the rollout
+/// was rerun since) is stale: the error names both files and the command that remakes it.
+pub fn check_lineage(table: &Path, metadata: &HashMap<String, String>, parent_flag: &str, parent: &Path, parent_sha: &str, remake: &str) -> Result<()> {
+    let stamped: Vec<String> = metadata
+        .get(meta::INPUTS)
+        .and_then(|s| serde_json::from_str::<Vec<serde_json::Value>>(s).ok())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.get("sha256").and_then(|s| s.as_str()).map(str::to_string))
+        .collect();
+    if stamped.is_empty() || stamped.iter().any(|s| s == parent_sha) {
+        // A table without provenance (written by another tool) cannot be checked.
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{} is stale: it was made from another {parent_flag} than {} (whose SHA-256 is {}, not one of the stamped {}); remake it with {remake}",
+        table.display(),
+        parent.display(),
+        &parent_sha[..16.min(parent_sha.len())],
+        stamped.iter().map(|s| &s[..16.min(s.len())]).collect::<Vec<_>>().join(", ")
+    )))
+}
+
 /// Check that `schema` holds every required column with an accepted type.
 pub fn check_columns(path: &Path, schema: &arrow::datatypes::Schema, required: &[Column]) -> Result<()> {
     for c in required {
@@ -335,6 +359,22 @@ pub fn up_to_date(out: &Path, provenance: &Provenance) -> bool {
 
 // ---------------------------------------------------------------------------------------------
 // Atomic writer
+
+/// Writes `bytes` to `<out>.tmp`, flushes it and renames it to `out`; on any error the
+/// temporary file is removed and `out` is left as it was.
+pub fn write_file_atomic(out: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = tmp_path(out);
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
+}
 
 /// `<out>.tmp`, next to `out` so the final rename stays on one file system.
 pub fn tmp_path(out: &Path) -> PathBuf {

@@ -28,5 +28,5 @@ cd "$ROOT"
 # Build as `make test` does (tests and binaries in one profile and one feature set), so the test
 # run that follows compiles nothing again.
 cargo test --release --no-run --quiet
-target/release/clipo-model import-gguf "$GGUF" "$OUT" --dtype "$DTYPE"
+target/release/clipo-model import-gguf "$GGUF" "$OUT" --dtype "$DTYPE" --force
 target/release/clipo-model info "$OUT"

@@ -147,9 +147,9 @@ fn shards_concatenate_to_the_unsharded_output_and_steps_select_without_replaceme
         merged.extend(rows_by_key(&out));
     }
     assert_eq!(merged, rows_by_key(&all));
-    // 200 prompts, 8 per step: steps 0..24 make one epoch without repeats.
+    // 200 prompts, 8 per step: steps 1..=25 make one epoch without repeats.
     let mut seen = std::collections::HashSet::new();
-    for step in 0..25u64 {
+    for step in 1..=25u64 {
         let cfg = clipo::stages::rollout::RolloutConfig {
             policy: PathBuf::new(),
             prompts: fixture().1.join("train.parquet"),

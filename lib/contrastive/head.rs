@@ -21,7 +21,6 @@
 //! step 0.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -329,20 +328,19 @@ impl ContrastiveHead {
                 },
             ));
         }
-        let meta = HashMap::from([
+        let meta = std::collections::BTreeMap::from([
             ("format".to_string(), "pt".to_string()),
             ("step".to_string(), self.step.to_string()),
             ("clipo.head".to_string(), self.kind.as_str().to_string()),
         ]);
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        safetensors::tensor::serialize_to_file(views, Some(meta), &tmp)
-            .map_err(|e| ck(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|source| ContrastiveError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        for p in &self.params {
+            for (suffix, data) in [("", &p.value), (".exp_avg", &p.exp_avg), (".exp_avg_sq", &p.exp_avg_sq)] {
+                crate::checkpoint::ensure_finite("contrastive head tensor", &format!("{}{suffix}", p.name), data, self.step)
+                    .map_err(|e| ck(e.to_string()))?;
+            }
+        }
+        crate::checkpoint::write_safetensors(path, views, &meta)
+            .map_err(|e| ck(e.to_string()))
     }
 
     /// Reads a head written by [`save`](Self::save), or a bare file with the weights only

@@ -16,7 +16,7 @@ use arrow::array::{Array, ArrayRef, BooleanArray, Float32Array, RecordBatch, Str
 use crate::contrastive::{embed_step, Batch, ContrastiveConfig, ContrastiveHead, HeadSidecar, Hidden};
 use crate::error::{Error, Result};
 use crate::schema::{embeddings as emb, rewards as rw, trajectories as tr};
-use crate::table::{file_sha256, read_table, up_to_date, Provenance, TableWriter};
+use crate::table::{check_lineage, file_sha256, read_table, up_to_date, Provenance, TableWriter};
 use crate::trajectories::vectors;
 
 const STAGE: &str = "clipo-embed";
@@ -59,7 +59,23 @@ pub fn sidecar_path(head: &Path) -> PathBuf {
 pub fn run(cfg: &EmbedConfig) -> Result<EmbedSummary> {
     let traj = read_table(&cfg.trajectories, &[tr::PROMPT_ID, tr::SAMPLE_IDX, tr::HIDDEN], &[])?;
     let rewards = read_table(&cfg.rewards, &[rw::PROMPT_ID, rw::SAMPLE_IDX, rw::CORRECT], &[])?;
+    check_lineage(&cfg.rewards, &rewards.metadata, "--trajectories", &cfg.trajectories, &file_sha256(&cfg.trajectories)?, "clipo-verify")?;
     let existing_head = cfg.head.as_ref().filter(|h| h.exists());
+    if let Some(h) = existing_head {
+        // The head given must be the one the previous RL step left.
+        let stamped: Option<u64> = std::fs::read(sidecar_path(h))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("rl_step").and_then(|s| s.as_u64()));
+        if let Some(prev) = stamped.filter(|&p| cfg.step > 0 && p + 1 != cfg.step) {
+            return Err(Error::Config(format!(
+                "--head {} is the head of step {prev}, not of step {} (the step before --step {}): pass the previous step's head.safetensors",
+                h.display(),
+                cfg.step - 1,
+                cfg.step
+            )));
+        }
+    }
     if existing_head.is_none() && !cfg.init_head {
         return Err(Error::Config(match &cfg.head {
             Some(h) => format!("--head {}: no such file (pass --init-head to create a head from --seed)", h.display()),
@@ -76,7 +92,13 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedSummary> {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(sidecar_path(p)).ok()?).ok()?;
         v.get("fingerprint")?.as_str().map(str::to_string)
     };
-    if !cfg.force && up_to_date(&cfg.out, &prov) && sidecar_fp(&cfg.head_out).as_deref() == Some(prov.fingerprint().as_str()) {
+    // Up to date means whole too: the head's bytes must be the ones the sidecar recorded.
+    let head_whole = |p: &Path| -> bool {
+        let v: Option<serde_json::Value> = std::fs::read(sidecar_path(p)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let recorded = v.as_ref().and_then(|v| v.get("head_sha256")).and_then(|s| s.as_str()).map(str::to_string);
+        recorded.is_some() && recorded == file_sha256(p).ok()
+    };
+    if !cfg.force && up_to_date(&cfg.out, &prov) && sidecar_fp(&cfg.head_out).as_deref() == Some(prov.fingerprint().as_str()) && head_whole(&cfg.head_out) {
         return Ok(EmbedSummary { rows: 0, anchors: 0, stepped: false, head_loss: 0.0, up_to_date: true, metrics: BTreeMap::new() });
     }
 

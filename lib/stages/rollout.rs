@@ -120,6 +120,45 @@ pub struct RolloutSummary {
     pub up_to_date: bool,
     /// Batches found complete from an earlier, interrupted run.
     pub resumed_batches: usize,
+    /// With --per-step: the epoch and the step within it.
+    pub epoch: Option<EpochPos>,
+}
+
+/// Where RL step `step` falls in the epochs of a file of `n` prompts taken `per_step` at a time.
+///
+/// As verl's training dataloader (`drop_last=True`, reshuffled each epoch): an epoch is
+/// `floor(n / per_step)` steps, the last `n % per_step` prompts of each epoch's shuffle are not
+/// used in that epoch, and a step never straddles two epochs. Steps are numbered from 1
+/// (verl's `global_steps`): step s is batch `s - 1` of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct EpochPos {
+    /// 0-based epoch.
+    pub epoch: u64,
+    /// 0-based step within the epoch.
+    pub step_in_epoch: u64,
+    pub steps_per_epoch: u64,
+}
+
+impl EpochPos {
+    pub fn of(step: u64, per_step: usize, n: usize) -> Result<EpochPos> {
+        if step == 0 {
+            return Err(Error::Config("--step 0 with --per-step: RL steps are numbered from 1 (verl's global_steps)".into()));
+        }
+        if per_step > n {
+            return Err(Error::Config(format!("--per-step {per_step} is larger than the file's {n} prompts: an epoch would have no step")));
+        }
+        let steps_per_epoch = (n / per_step) as u64;
+        let b = step - 1;
+        Ok(EpochPos { epoch: b / steps_per_epoch, step_in_epoch: b % steps_per_epoch, steps_per_epoch })
+    }
+}
+
+/// The shuffle of epoch `epoch`: a permutation of 0..n seeded by the run seed and the epoch.
+fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut p: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(EPOCH_SHUFFLE, seed, epoch, "", 0));
+    p.shuffle(&mut rng);
+    p
 }
 
 /// The prompts this run takes, in order, after selection and sharding.
@@ -131,32 +170,20 @@ pub fn select(prompts: Vec<Prompt>, cfg: &RolloutConfig) -> Result<Vec<Prompt>> 
             (offset.min(n)..end).collect()
         }
         Selection::Step { per_step } => {
-            // Global position k of the step's j-th prompt; epoch e = k / n; position k % n of the
-            // epoch's own shuffle.
-            let mut perm_of: std::collections::HashMap<u64, Vec<usize>> = Default::default();
-            (0..per_step as u64)
-                .map(|j| {
-                    let k = cfg.step * per_step as u64 + j;
-                    let epoch = k / n as u64;
-                    let perm = perm_of.entry(epoch).or_insert_with(|| {
-                        let mut p: Vec<usize> = (0..n).collect();
-                        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(EPOCH_SHUFFLE, cfg.seed, epoch, "", 0));
-                        p.shuffle(&mut rng);
-                        p
-                    });
-                    perm[(k % n as u64) as usize]
-                })
-                .collect()
+            // Positions [j * P, (j + 1) * P) of epoch e's shuffle, j the step within the epoch:
+            // distinct prompts by construction.
+            let pos = EpochPos::of(cfg.step, per_step, n)?;
+            let start = pos.step_in_epoch as usize * per_step;
+            epoch_order(n, cfg.seed, pos.epoch)[start..start + per_step].to_vec()
         }
     };
     let (k, of) = cfg.shard;
-    let mut prompts: Vec<Option<Prompt>> = prompts.into_iter().map(Some).collect();
-    let out: Vec<Prompt> = chosen
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| i % of == k)
-        .map(|(_, idx)| prompts[idx].take().ok_or_else(|| Error::Config(format!("prompt {idx} selected twice: --per-step is larger than the file"))))
-        .collect::<Result<_>>()?;
+    let out: Vec<Prompt> = {
+        let take: std::collections::BTreeMap<usize, usize> = chosen.iter().enumerate().filter(|(i, _)| i % of == k).map(|(i, &idx)| (idx, i)).collect();
+        let mut picked: Vec<(usize, Prompt)> = prompts.into_iter().enumerate().filter_map(|(idx, p)| take.get(&idx).map(|&i| (i, p))).collect();
+        picked.sort_by_key(|(i, _)| *i);
+        picked.into_iter().map(|(_, p)| p).collect()
+    };
     if out.is_empty() {
         return Err(Error::Empty { path: cfg.prompts.clone(), detail: "the selection (offset/limit/step/shard) takes no prompt".into() });
     }
@@ -199,11 +226,16 @@ struct Ready {
 pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
     let start = Instant::now();
     let device = parse_device(&cfg.device)?;
-    let prompts = select(read_prompts(&cfg.prompts)?, cfg)?;
+    let all_prompts = read_prompts(&cfg.prompts)?;
+    let epoch = match cfg.selection {
+        Selection::Step { per_step } => Some(EpochPos::of(cfg.step, per_step, all_prompts.len())?),
+        Selection::Range { .. } => None,
+    };
+    let prompts = select(all_prompts, cfg)?;
     let policy = Policy::load(&cfg.policy, &device)?;
     let prov = Provenance::new(tr::TABLE, STAGE, config_json(cfg, &policy.id), &[cfg.prompts.as_path()])?;
     if !cfg.force && up_to_date(&cfg.out, &prov) {
-        return Ok(RolloutSummary { up_to_date: true, seconds: start.elapsed().as_secs_f64(), ..Default::default() });
+        return Ok(RolloutSummary { up_to_date: true, seconds: start.elapsed().as_secs_f64(), epoch, ..Default::default() });
     }
 
     // Render and tokenise everything first: a template error stops the run before any output.
@@ -354,5 +386,90 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
         seconds: start.elapsed().as_secs_f64(),
         up_to_date: false,
         resumed_batches: resumed,
+        epoch,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prompts(n: usize) -> Vec<Prompt> {
+        (0..n)
+            .map(|i| Prompt {
+                prompt_id: format!("p{i}"),
+                data_source: "t".into(),
+                messages: vec![],
+                ability: None,
+                ground_truth: "0".into(),
+                style: None,
+                index: Some(i as i64),
+                split: None,
+                solution: None,
+            })
+            .collect()
+    }
+
+    fn cfg(seed: u64, step: u64, per_step: usize, shard: (usize, usize)) -> RolloutConfig {
+        RolloutConfig {
+            policy: PathBuf::new(),
+            prompts: PathBuf::from("prompts.parquet"),
+            out: PathBuf::new(),
+            n: 1,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_new_tokens: 1,
+            max_prompt_tokens: 1,
+            batch_prompts: 1,
+            seed,
+            step,
+            selection: Selection::Step { per_step },
+            shard,
+            hidden: HiddenMode::None,
+            system_prompt: SystemPrompt::Keep,
+            greedy: false,
+            device: "cpu".into(),
+            force: false,
+        }
+    }
+
+    fn ids(step: u64, seed: u64, per_step: usize, n: usize, shard: (usize, usize)) -> Vec<String> {
+        select(prompts(n), &cfg(seed, step, per_step, shard)).unwrap().into_iter().map(|p| p.prompt_id).collect()
+    }
+
+    #[test]
+    fn steps_never_straddle_an_epoch_with_any_seed() {
+        // 10 prompts, 4 a step: an epoch is floor(10 / 4) = 2 steps; 2 prompts sit each epoch out.
+        for seed in 0..200 {
+            for epoch in 0..5u64 {
+                let a = ids(2 * epoch + 1, seed, 4, 10, (0, 1));
+                let b = ids(2 * epoch + 2, seed, 4, 10, (0, 1));
+                let all: std::collections::HashSet<&String> = a.iter().chain(&b).collect();
+                assert_eq!((a.len(), b.len(), all.len()), (4, 4, 8), "seed {seed} epoch {epoch}: {a:?} {b:?}");
+                assert_eq!(EpochPos::of(2 * epoch + 2, 4, 10).unwrap(), EpochPos { epoch, step_in_epoch: 1, steps_per_epoch: 2 });
+            }
+        }
+        // Each epoch reshuffles: the first steps of epochs 0 and 1 differ for some seed.
+        assert!((0..10).any(|seed| ids(1, seed, 4, 10, (0, 1)) != ids(3, seed, 4, 10, (0, 1))));
+    }
+
+    #[test]
+    fn shards_split_a_step_without_overlap() {
+        let whole = ids(5, 3, 7, 20, (0, 1));
+        let mut parts: Vec<String> = (0..3).flat_map(|k| ids(5, 3, 7, 20, (k, 3))).collect();
+        parts.sort();
+        let mut whole_sorted = whole.clone();
+        whole_sorted.sort();
+        assert_eq!(parts, whole_sorted);
+        // Shard 0 takes the step's prompts 0, 3, 6 in the step's order.
+        assert_eq!(ids(5, 3, 7, 20, (0, 3)), vec![whole[0].clone(), whole[3].clone(), whole[6].clone()]);
+    }
+
+    #[test]
+    fn step_zero_and_oversized_steps_are_refused() {
+        assert!(select(prompts(10), &cfg(0, 0, 4, (0, 1))).is_err());
+        let e = select(prompts(3), &cfg(0, 1, 4, (0, 1))).unwrap_err().to_string();
+        assert!(e.contains("--per-step 4 is larger than the file's 3 prompts"), "{e}");
+    }
 }

@@ -32,9 +32,10 @@ use crate::model::score::Sequence;
 use crate::optim::{collect_grads, AdamWConfig, Grads, Optimizer};
 use crate::policy::{parse_device, policy_hash, policy_id, Policy};
 use crate::prompts::read_prompts;
+use crate::schedule::{KlControl, LrSchedule};
 use crate::rl::{advantages, aggregate, kl_penalty, policy_loss, AdvantageEstimator, KlEstimator, Norm, PgStats, PolicyLossConfig};
 use crate::schema::{advantages as adv_schema, embeddings as emb, meta, rewards as rw, trajectories as tr};
-use crate::table::{file_sha256, read_table, Provenance, Table, TableWriter};
+use crate::table::{check_lineage, file_sha256, read_table, Provenance, Table, TableWriter};
 
 const STAGE: &str = "clipo-update";
 pub const STATE_FILE: &str = "clipo_state.json";
@@ -85,7 +86,11 @@ pub struct UpdateConfig {
     /// The response-length budget (overlong shaping, seq-mean-token-sum-norm); None: from the
     /// trajectories' metadata (`max_new_tokens`), else the longest response.
     pub max_response_len: Option<usize>,
+    /// AdamW; its `lr` is the peak rate of `lr_schedule`.
     pub optim: AdamWConfig,
+    pub lr_schedule: LrSchedule,
+    /// How the KL coefficient moves between steps (adaptive: with the KL in the reward, as verl).
+    pub kl_ctrl: KlControl,
     pub max_grad_norm: Option<f64>,
     pub mini_batches: usize,
     /// Sequences per forward/backward pass.
@@ -142,6 +147,12 @@ fn read_joined(cfg: &UpdateConfig) -> Result<(Vec<Row>, Table)> {
     }
     let rewards = read_table(&cfg.rewards, &[rw::PROMPT_ID, rw::SAMPLE_IDX, rw::SCORE], &[])?;
     let embeddings = cfg.embeddings.as_ref().map(|p| read_table(p, &[emb::PROMPT_ID, emb::SAMPLE_IDX, emb::CONTRASTIVE_REWARD], &[])).transpose()?;
+    // The rewards and embeddings must belong to these trajectories.
+    let traj_sha = file_sha256(&cfg.trajectories)?;
+    check_lineage(&cfg.rewards, &rewards.metadata, "--trajectories", &cfg.trajectories, &traj_sha, "clipo-verify")?;
+    if let Some(e) = &embeddings {
+        check_lineage(&e.path, &e.metadata, "--trajectories", &cfg.trajectories, &traj_sha, "clipo-embed")?;
+    }
     let keys = traj.row_keys(&tr::PROMPT_ID, &tr::SAMPLE_IDX);
     traj.index_keys(&keys)?;
     let r_index = rewards.index_keys(&rewards.row_keys(&rw::PROMPT_ID, &rw::SAMPLE_IDX))?;
@@ -228,7 +239,9 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     let state_path = cfg.out.join(STATE_FILE);
     if !cfg.force && state_path.is_file() {
         let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?).unwrap_or_default();
-        if state.get("fingerprint").and_then(|f| f.as_str()) == Some(prov.fingerprint().as_str()) {
+        // Up to date means whole too: every file as the state recorded it.
+        let whole = state.get("outputs").is_some_and(|o| o == &serde_json::json!(dir_hashes(&cfg.out).unwrap_or_default()));
+        if whole && state.get("fingerprint").and_then(|f| f.as_str()) == Some(prov.fingerprint().as_str()) {
             return Ok(UpdateOutcome { up_to_date: true, ..Default::default() });
         }
     }
@@ -304,14 +317,28 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         }
     };
     let old_secs = t_old.elapsed().as_secs_f64();
+    // The KL coefficient of this step: the adaptive controller's value carried in the input
+    // policy's state, else --kl-coef.
+    let kl_coef = match cfg.kl_ctrl {
+        KlControl::Fixed => cfg.kl_coef,
+        KlControl::Adaptive { .. } => read_kl_coef(&cfg.policy)?.unwrap_or(cfg.kl_coef),
+    };
+    let mut next_kl_coef = kl_coef;
+    let mut reward_kl = None;
     if cfg.kl_in_reward {
         if let (Some(reflp), Some(est)) = (&ref_lp, cfg.kl) {
+            // verl's apply_kl_penalty: R -= beta sum_t kl_t; current_kl = mean_i mean_t kl_it.
+            let mut kl_means = 0f64;
             for (i, r) in reward.iter_mut().enumerate() {
                 let a = Tensor::from_slice(&old_lp[i], (1, old_lp[i].len()), &device)?;
                 let b = Tensor::from_slice(&reflp[i], (1, reflp[i].len()), &device)?;
                 let kl: f32 = kl_penalty(&a, &b, est)?.sum_all()?.to_scalar()?;
-                *r -= (cfg.kl_coef as f32) * kl;
+                *r -= (kl_coef as f32) * kl;
+                kl_means += f64::from(kl) / old_lp[i].len().max(1) as f64;
             }
+            let current_kl = kl_means / rows.len() as f64;
+            next_kl_coef = cfg.kl_ctrl.update(kl_coef, current_kl, rows.len());
+            reward_kl = Some(current_kl);
         }
     }
 
@@ -336,12 +363,15 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     let mut note = None;
     let warmup = cfg.step < cfg.actor_warmup;
     let trainable: Vec<usize> = (0..rows.len()).filter(|&i| keep[i]).collect();
+    let lr = cfg.lr_schedule.lr_at(cfg.optim.lr, cfg.step, cfg.actor_warmup);
+    let optim = AdamWConfig { lr, ..cfg.optim };
     let mut optimizer = match policy.dir.join(OPTIMIZER_FILE) {
         p if p.is_file() => Optimizer::load(&p)?,
         _ => Optimizer::default(),
     };
     let (mut pg_sum, mut kl_sum, mut ent_sum, mut clip_sum, mut clip_lo_sum, mut ppo_kl_sum, mut gnorm_sum, mut n_steps) =
         (0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0usize);
+    let mut skipped_steps = 0usize;
     let t_update = Instant::now();
     let updated = if warmup {
         note = Some(format!("actor warm-up: step {} < {}, the policy is copied through unchanged", cfg.step, cfg.actor_warmup));
@@ -387,7 +417,7 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
                         let kl = kl_penalty(&logp, &rl, est)?;
                         let kl_loss = aggregate(&kl, &lmask, cfg.loss.agg, &norm)?;
                         kl_sum += f64::from(kl_loss.to_scalar::<f32>()?);
-                        total = (total + (kl_loss * cfg.kl_coef)?)?;
+                        total = (total + (kl_loss * kl_coef)?)?;
                         kl_tok = Some(kl.detach().to_vec2::<f32>()?);
                     }
                     ent_sum += aggregate(&scored.entropy.detach(), &lmask, crate::rl::Aggregation::TokenMean, &norm)?.to_scalar::<f32>()? as f64;
@@ -396,10 +426,8 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
                         let ent_loss = aggregate(&scored.entropy, &lmask, cfg.loss.agg, &norm)?;
                         total = (total - (ent_loss * cfg.entropy_coef)?)?;
                     }
-                    let value = total.to_scalar::<f32>()?;
-                    if !value.is_finite() {
-                        return Err(Error::Other(format!("the loss is {value} at step {} (epoch {epoch}): refusing to update", cfg.step)));
-                    }
+                    // A non-finite loss gives a non-finite gradient norm: the optimiser skips that
+                    // mini-batch's step and the metrics count it.
                     pg_sum += f64::from(pg.to_scalar::<f32>()?);
                     let weight = micro.iter().map(|&i| loss_len(i) as f64).sum::<f64>() / norm.tokens.max(1.0);
                     clip_sum += f64::from(st.clipfrac) * weight;
@@ -425,13 +453,25 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
                         }
                     }
                 }
-                let step = optimizer.step(&vars, &grads, cfg.max_grad_norm, &cfg.optim)?;
-                gnorm_sum += step.grad_norm;
+                let step = optimizer.step(&vars, &grads, cfg.max_grad_norm, &optim)?;
+                if step.skipped {
+                    skipped_steps += 1;
+                } else {
+                    gnorm_sum += step.grad_norm;
+                }
                 n_steps += 1;
             }
         }
-        true
+        if skipped_steps == n_steps {
+            note = Some(format!("every optimiser step of step {} had a non-finite gradient norm and was skipped: the policy is unchanged", cfg.step));
+        }
+        skipped_steps < n_steps
     };
+    if updated {
+        for (name, var) in policy.model.vars() {
+            crate::checkpoint::ensure_finite_tensor("weight", &name, var.as_tensor(), cfg.step)?;
+        }
+    }
     let update_secs = t_update.elapsed().as_secs_f64();
 
     // Stage the output directory, then rename it into place.
@@ -487,8 +527,14 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     metrics.insert("actor/ppo_kl".into(), f(ppo_kl_sum / passes));
     metrics.insert("actor/kl_loss".into(), f(kl_sum / passes));
     metrics.insert("actor/entropy".into(), f(ent_sum / passes));
-    metrics.insert("actor/grad_norm".into(), f(gnorm_sum / passes));
-    metrics.insert("actor/lr".into(), f(cfg.optim.lr));
+    metrics.insert("actor/grad_norm".into(), f(gnorm_sum / (n_steps - skipped_steps).max(1) as f64));
+    metrics.insert("actor/skipped_steps".into(), serde_json::json!(skipped_steps));
+    metrics.insert("actor/lr".into(), f(lr));
+    metrics.insert("actor/kl_coef".into(), f(kl_coef));
+    if let Some(k) = reward_kl {
+        metrics.insert("actor/reward_kl_penalty".into(), f(k));
+        metrics.insert("actor/reward_kl_penalty_coeff".into(), f(kl_coef));
+    }
     metrics.insert("actor/updated".into(), serde_json::json!(updated));
     metrics.insert("critic/score/mean".into(), f(mean(&rows.iter().map(|r| f64::from(r.score)).collect::<Vec<_>>())));
     metrics.insert("critic/contrastive_reward/mean".into(), f(mean(&rows.iter().map(|r| f64::from(r.contrastive)).collect::<Vec<_>>())));
@@ -514,10 +560,12 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         "version": env!("CARGO_PKG_VERSION"),
         "updated": updated,
         "optimizer_step": optimizer.step,
+        "kl_ctrl": { "value": next_kl_coef },
         "policy_in": pid,
         "config": state_config,
         "inputs": prov.inputs.iter().map(|(p, s)| serde_json::json!({"path": p, "sha256": s})).collect::<Vec<_>>(),
         "fingerprint": prov.fingerprint(),
+        "outputs": dir_hashes(&staging)?,
     });
     let sp = staging.join(STATE_FILE);
     std::fs::write(&sp, serde_json::to_string_pretty(&state).expect("json") + "\n").map_err(|e| Error::io(&sp, e))?;
@@ -526,6 +574,31 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     }
     std::fs::rename(&staging, &cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     Ok(UpdateOutcome { metrics, updated, up_to_date: false, note })
+}
+
+/// SHA-256 of every file of an output directory but the state file, by name.
+fn dir_hashes(dir: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_file() && name != STATE_FILE {
+            out.insert(name, file_sha256(&entry.path())?);
+        }
+    }
+    Ok(out)
+}
+
+/// The KL coefficient an earlier update left for the next step (`kl_ctrl.value` of the policy
+/// directory's clipo_state.json), if any.
+fn read_kl_coef(policy: &Path) -> Result<Option<f64>> {
+    let p = policy.join(STATE_FILE);
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).map_err(|e| Error::io(&p, e))?)
+        .map_err(|e| Error::Other(format!("{}: not JSON ({e}); remake it with the clipo-update that wrote this policy", p.display())))?;
+    Ok(state.pointer("/kl_ctrl/value").and_then(|v| v.as_f64()))
 }
 
 /// Copy a model directory's files (not its clipo stage outputs) to `out`.
@@ -605,14 +678,16 @@ pub fn run_sft(cfg: &SftConfig, log: &mut dyn FnMut(usize, f64)) -> Result<f64> 
             loss_sum += f64::from(loss.to_scalar::<f32>()?);
             collect_grads(&vars, &loss.backward()?, &mut grads)?;
         }
-        if !loss_sum.is_finite() {
-            return Err(Error::Other(format!("the SFT loss is {loss_sum} at step {step}: refusing to continue")));
+        if optimizer.step(&vars, &grads, cfg.max_grad_norm, &cfg.optim)?.skipped {
+            eprintln!("clipo-update sft: step {step}: loss {loss_sum}, non-finite gradient norm: step skipped");
         }
-        optimizer.step(&vars, &grads, cfg.max_grad_norm, &cfg.optim)?;
         last = loss_sum;
         log(step, loss_sum);
     }
     let tensors: Vec<(String, Tensor)> = vars.into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+    for (name, t) in &tensors {
+        crate::checkpoint::ensure_finite_tensor("weight", name, t, cfg.steps as u64)?;
+    }
     save_hf_dir(&cfg.out, &cfg.policy, &tensors, cfg.save_dtype).map_err(|e| Error::Model { dir: cfg.out.clone(), detail: e.to_string() })?;
     let sp = cfg.out.join(STATE_FILE);
     let state = serde_json::json!({ "stage": STAGE, "objective": "sft", "config": cfg, "final_loss": last,
