@@ -85,6 +85,9 @@ struct Args {
     /// cpu, cuda or cuda:N (cuda needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute dtype: f32, bf16 or f16 (default: f32 on the CPU, bf16 on CUDA).
+    #[arg(long)]
+    dtype: Option<String>,
     /// Recompute even when the output is up to date.
     #[arg(long)]
     force: bool,
@@ -98,6 +101,7 @@ impl TryFrom<Args> for RolloutConfig {
         clipo::paths::refuse_aliases(&[("--policy", &a.policy), ("--prompts", &a.prompts)], &[("--out", &a.out)])?;
         let n = args::count("--n", a.n.unwrap_or(if a.greedy { 1 } else { 16 }))?;
         args::positive("--temperature", a.temperature)?;
+        clipo::policy::parse_dtype(a.dtype.as_deref(), &candle_core::Device::Cpu)?;
         ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p {}: expected a number in (0, 1]", a.top_p);
         args::count("--max-new-tokens", a.max_new_tokens)?;
         args::count("--max-prompt-tokens", a.max_prompt_tokens)?;
@@ -140,6 +144,7 @@ impl TryFrom<Args> for RolloutConfig {
             system_prompt,
             greedy: a.greedy,
             device: a.device,
+            dtype: a.dtype,
             force: a.force,
         })
     }

@@ -187,7 +187,14 @@ struct Args {
     /// SFT: seed of the example order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Weights dtype of the saved model.
+    /// Compute dtype of the forward and backward passes: f32, bf16 or f16 (default: f32 on
+    /// the CPU, bf16 on CUDA). Master weights and AdamW moments are f32 whatever this is: with
+    /// bf16 or f16 the optimiser keeps an f32 master copy of every weight in host memory, read
+    /// from the checkpoint, and rounds it into the model after each step.
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Weights dtype of the saved model. f32 writes the master copy (a resumed run continues
+    /// bit for bit); bf16 rounds it, and the next step's masters start from the rounded weights.
     #[arg(long, value_enum, default_value = "f32")]
     save_dtype: Dtype,
     /// cpu, cuda or cuda:N.
@@ -209,6 +216,7 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
         }
         clipo::paths::refuse_aliases(&inputs, &[("--out", &a.out)])?;
     }
+    clipo::policy::parse_dtype(a.dtype.as_deref(), &candle_core::Device::Cpu)?;
     args::positive("--lr", a.lr)?;
     args::non_negative("--weight-decay", a.weight_decay)?;
     args::non_negative("--max-grad-norm", a.max_grad_norm)?;
@@ -255,6 +263,7 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
             max_grad_norm,
             seed: a.seed,
             device: a.device,
+            dtype: a.dtype,
             save_dtype,
         }));
     }
@@ -324,6 +333,7 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
         allow_off_policy: a.allow_off_policy,
         temperature: a.temperature,
         device: a.device,
+        dtype: a.dtype,
         save_dtype,
         force: a.force,
     }))

@@ -30,7 +30,19 @@ pub fn parse_device(s: &str) -> Result<Device> {
     }
 }
 
-/// The dtype weights are held in: f32 on the CPU, bf16 on CUDA.
+/// The compute dtype of `--dtype f32|bf16|f16`; None: [`default_dtype`] of the device.
+pub fn parse_dtype(s: Option<&str>, device: &Device) -> Result<DType> {
+    match s {
+        None => Ok(default_dtype(device)),
+        Some("f32" | "float32") => Ok(DType::F32),
+        Some("bf16" | "bfloat16") => Ok(DType::BF16),
+        Some("f16" | "float16") => Ok(DType::F16),
+        Some(other) => Err(Error::Config(format!("--dtype {other}: expected f32, bf16 or f16"))),
+    }
+}
+
+/// The dtype weights are computed in by default: f32 on the CPU, bf16 on CUDA. Training keeps
+/// f32 master weights whatever this is ([`crate::optim::Optimizer::keep_masters`]).
 pub fn default_dtype(device: &Device) -> DType {
     if device.is_cuda() {
         DType::BF16
@@ -66,11 +78,12 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn load(dir: &Path, device: &Device) -> Result<Policy> {
+    /// Loads `dir` with its weights in `dtype` on `device`.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Policy> {
         let err = |detail: String| Error::Model { dir: dir.into(), detail };
         let files = ModelFiles::discover(dir).map_err(|e| err(e.to_string()))?;
         let id = policy_id(dir)?;
-        let model = Model::load(dir, device, default_dtype(device)).map_err(|e| err(e.to_string()))?;
+        let model = Model::load(dir, device, dtype).map_err(|e| err(e.to_string()))?;
         let tokenizer = load_tokenizer(&files.tokenizer).map_err(|e| err(e.to_string()))?;
         let template = ChatTemplate::from_dir(dir).map_err(|e| err(e.to_string()))?;
         let stop_tokens = read_stop_tokens(dir).map_err(|e| err(e.to_string()))?;

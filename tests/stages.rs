@@ -169,6 +169,7 @@ fn shards_concatenate_to_the_unsharded_output_and_steps_select_without_replaceme
             system_prompt: clipo::stages::rollout::SystemPrompt::Keep,
             greedy: false,
             device: "cpu".into(),
+            dtype: None,
             force: false,
         };
         let prompts = clipo::prompts::read_prompts(&cfg.prompts).unwrap();

@@ -22,7 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::{Error, Result};
 use crate::model::sample::{SampleParams, SampleRequest};
 use crate::model::score::Sequence;
-use crate::policy::{parse_device, Policy};
+use crate::policy::{parse_device, parse_dtype, Policy};
 use crate::prompts::{read_prompts, Message, Prompt};
 use crate::schema::meta;
 use crate::schema::trajectories as tr;
@@ -103,6 +103,8 @@ pub struct RolloutConfig {
     pub system_prompt: SystemPrompt,
     pub greedy: bool,
     pub device: String,
+    /// Compute dtype (`--dtype`); None: f32 on the CPU, bf16 on CUDA.
+    pub dtype: Option<String>,
     pub force: bool,
 }
 
@@ -206,7 +208,7 @@ fn config_json(cfg: &RolloutConfig, policy_id: &str) -> serde_json::Value {
         "n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
         "max_new_tokens": cfg.max_new_tokens, "max_prompt_tokens": cfg.max_prompt_tokens,
         "seed": cfg.seed, "step": cfg.step, "selection": cfg.selection, "shard": [cfg.shard.0, cfg.shard.1],
-        "hidden": cfg.hidden, "system_prompt": cfg.system_prompt, "greedy": cfg.greedy,
+        "hidden": cfg.hidden, "system_prompt": cfg.system_prompt, "greedy": cfg.greedy, "dtype": cfg.dtype,
     })
 }
 
@@ -232,7 +234,7 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
         Selection::Range { .. } => None,
     };
     let prompts = select(all_prompts, cfg)?;
-    let policy = Policy::load(&cfg.policy, &device)?;
+    let policy = Policy::load(&cfg.policy, &device, parse_dtype(cfg.dtype.as_deref(), &device)?)?;
     let prov = Provenance::new(tr::TABLE, STAGE, config_json(cfg, &policy.id), &[cfg.prompts.as_path()])?;
     if !cfg.force && up_to_date(&cfg.out, &prov) {
         return Ok(RolloutSummary { up_to_date: true, seconds: start.elapsed().as_secs_f64(), epoch, ..Default::default() });
@@ -430,6 +432,7 @@ mod tests {
             system_prompt: SystemPrompt::Keep,
             greedy: false,
             device: "cpu".into(),
+            dtype: None,
             force: false,
         }
     }

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::model::hf::{save_hf_dir, SaveDtype};
 use crate::model::score::Sequence;
 use crate::optim::{collect_grads, AdamWConfig, Grads, Optimizer};
-use crate::policy::{parse_device, policy_hash, policy_id, Policy};
+use crate::policy::{parse_device, parse_dtype, policy_hash, policy_id, Policy};
 use crate::prompts::read_prompts;
 use crate::schedule::{KlControl, LrSchedule};
 use crate::rl::{advantages, aggregate, kl_penalty, policy_loss, AdvantageEstimator, KlEstimator, Norm, PgStats, PolicyLossConfig};
@@ -102,6 +102,9 @@ pub struct UpdateConfig {
     /// Sampling temperature the log-probs are computed at; None: from the trajectories.
     pub temperature: Option<f64>,
     pub device: String,
+    /// Compute dtype (`--dtype`); None: f32 on the CPU, bf16 on CUDA. Master weights and
+    /// moments are f32 whatever it is.
+    pub dtype: Option<String>,
     #[serde(skip)]
     pub save_dtype: SaveDtype,
     pub force: bool,
@@ -289,7 +292,8 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         })
         .collect();
 
-    let policy = Policy::load(&cfg.policy, &device)?;
+    let dtype = parse_dtype(cfg.dtype.as_deref(), &device)?;
+    let policy = Policy::load(&cfg.policy, &device, dtype)?;
     let vocab = policy.model.config().vocab_size as u32;
     for (i, r) in rows.iter().enumerate() {
         if let Some(t) = r.prompt.iter().chain(&r.response).find(|&&t| t >= vocab) {
@@ -301,7 +305,7 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     let t_ref = Instant::now();
     let ref_lp: Option<Vec<Vec<f32>>> = match (&cfg.reference, cfg.kl) {
         (Some(dir), Some(_)) => {
-            let reference = crate::model::Model::load(dir, &device, crate::policy::default_dtype(&device)).map_err(model_err(dir))?;
+            let reference = crate::model::Model::load(dir, &device, dtype).map_err(model_err(dir))?;
             let s = reference.response_logprobs_nograd(&seqs, temperature, chunk).map_err(model_err(dir))?;
             Some((0..rows.len()).map(|b| s.logprobs_row(b)).collect::<std::result::Result<_, _>>().map_err(model_err(dir))?)
         }
@@ -369,6 +373,7 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         p if p.is_file() => Optimizer::load(&p)?,
         _ => Optimizer::default(),
     };
+    keep_masters(&mut optimizer, &cfg.policy, dtype)?;
     let (mut pg_sum, mut kl_sum, mut ent_sum, mut clip_sum, mut clip_lo_sum, mut ppo_kl_sum, mut gnorm_sum, mut n_steps) =
         (0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0usize);
     let mut skipped_steps = 0usize;
@@ -467,9 +472,10 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         }
         skipped_steps < n_steps
     };
+    let tensors = optimizer.weights_to_save(&policy.model.vars())?;
     if updated {
-        for (name, var) in policy.model.vars() {
-            crate::checkpoint::ensure_finite_tensor("weight", &name, var.as_tensor(), cfg.step)?;
+        for (name, t) in &tensors {
+            crate::checkpoint::ensure_finite_tensor("weight", name, t, cfg.step)?;
         }
     }
     let update_secs = t_update.elapsed().as_secs_f64();
@@ -484,7 +490,6 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
     }
     if updated {
-        let tensors: Vec<(String, Tensor)> = policy.model.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
         save_hf_dir(&staging, &cfg.policy, &tensors, cfg.save_dtype).map_err(|e| Error::Model { dir: staging.clone(), detail: e.to_string() })?;
         let shapes: HashMap<String, Vec<usize>> = tensors.iter().map(|(n, t)| (n.clone(), t.dims().to_vec())).collect();
         optimizer.save(&staging.join(OPTIMIZER_FILE), &shapes)?;
@@ -576,6 +581,17 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     Ok(UpdateOutcome { metrics, updated, up_to_date: false, note })
 }
 
+/// Mixed precision: when the model computes in a narrower dtype than f32, the optimiser keeps
+/// f32 masters read from the checkpoint as it is on disk (an f32 checkpoint keeps every bit).
+fn keep_masters(optimizer: &mut Optimizer, dir: &Path, dtype: DType) -> Result<()> {
+    if dtype == DType::F32 {
+        return Ok(());
+    }
+    let m = crate::model::Model::load(dir, &candle_core::Device::Cpu, DType::F32).map_err(model_err(dir))?;
+    let weights: Vec<(String, Tensor)> = m.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+    optimizer.keep_masters(&weights)
+}
+
 /// SHA-256 of every file of an output directory but the state file, by name.
 fn dir_hashes(dir: &Path) -> Result<std::collections::BTreeMap<String, String>> {
     let mut out = std::collections::BTreeMap::new();
@@ -633,6 +649,8 @@ pub struct SftConfig {
     pub max_grad_norm: Option<f64>,
     pub seed: u64,
     pub device: String,
+    /// Compute dtype, as [`UpdateConfig::dtype`].
+    pub dtype: Option<String>,
     #[serde(skip)]
     pub save_dtype: SaveDtype,
 }
@@ -644,7 +662,8 @@ pub fn run_sft(cfg: &SftConfig, log: &mut dyn FnMut(usize, f64)) -> Result<f64> 
     use rand::SeedableRng;
     let device = parse_device(&cfg.device)?;
     let prompts = read_prompts(&cfg.prompts)?;
-    let policy = Policy::load(&cfg.policy, &device)?;
+    let dtype = parse_dtype(cfg.dtype.as_deref(), &device)?;
+    let policy = Policy::load(&cfg.policy, &device, dtype)?;
     let stop = *policy.stop_tokens.first().ok_or_else(|| Error::Model { dir: cfg.policy.clone(), detail: "no stop token".into() })?;
     let mut examples: Vec<(Vec<u32>, Vec<u32>)> = Vec::with_capacity(prompts.len());
     for (i, p) in prompts.iter().enumerate() {
@@ -656,6 +675,7 @@ pub fn run_sft(cfg: &SftConfig, log: &mut dyn FnMut(usize, f64)) -> Result<f64> 
     }
     let vars = policy.model.vars();
     let mut optimizer = Optimizer::default();
+    keep_masters(&mut optimizer, &cfg.policy, dtype)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(crate::seed::derive_seed("sft-shuffle", cfg.seed, 0, "", 0));
     let mut order: Vec<usize> = Vec::new();
     let mut last = f64::NAN;
@@ -684,7 +704,7 @@ pub fn run_sft(cfg: &SftConfig, log: &mut dyn FnMut(usize, f64)) -> Result<f64> 
         last = loss_sum;
         log(step, loss_sum);
     }
-    let tensors: Vec<(String, Tensor)> = vars.into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+    let tensors = optimizer.weights_to_save(&vars)?;
     for (name, t) in &tensors {
         crate::checkpoint::ensure_finite_tensor("weight", name, t, cfg.steps as u64)?;
     }
