@@ -9,6 +9,13 @@
 # summaries of greedy rollouts), and the stages' JSON lines (rollout.json, verify.json,
 # embed.json). $(RUN)/metrics.jsonl collects one line per step (`clipo-report RUN --collect`).
 
+# A recipe (recipes/track1-gsm8k.mk, recipes/track2-math.mk) sets the paper's values of the
+# variables below; the command line still wins.
+RECIPE ?=
+ifneq ($(RECIPE),)
+include $(RECIPE)
+endif
+
 BIN ?= target/release
 RUN ?= runs/default
 # The policy of step 0 and the frozen KL reference.
@@ -32,6 +39,12 @@ EVAL_DIR ?= $(RUN)/data
 EVAL_SETS ?= test
 EVAL_EVERY ?= 5
 EVAL_ARGS ?=
+# Optimizer states to keep: `last` (the newest step's only: 8 bytes a parameter, 25 GB a step
+# at 3B) or `all`.
+KEEP_OPTIMIZER ?= last
+
+# A stage that finds its output up to date leaves the file as it is; the rules touch their
+# target after each stage so that make sees it newer than what it was made from.
 
 # Step numbers and their zero-padded names, computed once per invocation: make expands every
 # step's rules each time, so per-step $(shell) calls would cost seconds at a few hundred steps.
@@ -40,40 +53,56 @@ padded := $(shell seq 0 $(STEPS) | awk '{ printf "%d:%06d ", $$1, $$1 }')
 pad = $(patsubst $(1):%,%,$(filter $(1):%,$(padded)))
 step_dir = $(RUN)/step-$(call pad,$(1))
 policy_dir = $(if $(filter 0,$(1)),$(POLICY),$(call step_dir,$(1))/policy)
+# The file that stands for a policy in the rules: the starting policy's config.json (its weights
+# may be model.safetensors or shards under model.safetensors.index.json), a step's
+# clipo_state.json (clipo-update writes it last).
+policy_file = $(if $(filter 0,$(1)),$(POLICY)/config.json,$(call step_dir,$(1))/policy/clipo_state.json)
+# A stage's JSON line, written whole or not at all (an up-to-date stage prints nothing and
+# keeps the line it printed before).
+keep_json = > $(1).tmp; st=$$$$?; if [ -s $(1).tmp ]; then mv $(1).tmp $(1); else rm -f $(1).tmp; fi; exit $$$$st
 prev = $(word $(1),$(numbers))
 steps := $(wordlist 2,$(words $(numbers)),$(numbers))
 eval_steps := 0 $(shell seq $(EVAL_EVERY) $(EVAL_EVERY) $(STEPS)) $(if $(filter 0,$(shell echo $$(( $(STEPS) % $(EVAL_EVERY) )))),,$(STEPS))
 
 # One RL step: $(1) = step, $(2) = previous step.
 define STEP
-$(call step_dir,$(1))/trajectories.parquet: $(call policy_dir,$(2))/model.safetensors $(PROMPTS)
+$(call step_dir,$(1))/trajectories.parquet: $(call policy_file,$(2)) $(PROMPTS)
 	@mkdir -p $$(@D)
 	$(BIN)/clipo-rollout --policy $(call policy_dir,$(2)) --prompts $(PROMPTS) --per-step $(PER_STEP) --step $(1) --n $(N) \
-	  --max-new-tokens $(MAX_NEW) --temperature $(TEMPERATURE) --seed $(SEED) --hidden official $(ROLLOUT_ARGS) --out $$@ > $$(@D)/rollout.json
+	  --max-new-tokens $(MAX_NEW) --temperature $(TEMPERATURE) --seed $(SEED) --hidden official $(RECIPE_ROLLOUT_ARGS) $(ROLLOUT_ARGS) \
+	  --out $$@ $(call keep_json,$$(@D)/rollout.json)
+	@touch $$@
 
 $(call step_dir,$(1))/rewards.parquet: $(call step_dir,$(1))/trajectories.parquet
-	$(BIN)/clipo-verify --input $$< --output $$@ --summary > $$(@D)/verify.json 2>/dev/null
+	$(BIN)/clipo-verify --input $$< --output $$@ --summary 2>/dev/null $(call keep_json,$$(@D)/verify.json)
+	@touch $$@
 
 $(call step_dir,$(1))/embeddings.parquet: $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rewards.parquet $(if $(filter 1,$(1)),,$(call step_dir,$(2))/embeddings.parquet)
 	$(BIN)/clipo-embed --trajectories $$(word 1,$$^) --rewards $$(word 2,$$^) --step $(1) --seed $(SEED) \
 	  $(if $(filter 1,$(1)),--init-head,--head $(call step_dir,$(2))/head.safetensors) --head-out $$(@D)/head.safetensors \
-	  $(EMBED_ARGS) --out $$@ > $$(@D)/embed.json
+	  $(RECIPE_EMBED_ARGS) $(EMBED_ARGS) --out $$@ $(call keep_json,$$(@D)/embed.json)
+	@touch $$@
 
-$(call step_dir,$(1))/policy/model.safetensors: $(call policy_dir,$(2))/model.safetensors $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rewards.parquet $(if $(filter clipo,$(ALGO)),$(call step_dir,$(1))/embeddings.parquet)
+$(call step_dir,$(1))/policy/clipo_state.json: $(call policy_file,$(2)) $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rewards.parquet $(if $(filter clipo,$(ALGO)),$(call step_dir,$(1))/embeddings.parquet)
 	$(BIN)/clipo-update --policy $(call policy_dir,$(2)) --ref $(REF) --trajectories $(call step_dir,$(1))/trajectories.parquet \
 	  --rewards $(call step_dir,$(1))/rewards.parquet $(if $(filter clipo,$(ALGO)),--embeddings $(call step_dir,$(1))/embeddings.parquet) \
-	  --step $(1) $(UPDATE_ARGS) --out $(call step_dir,$(1))/policy > $(call step_dir,$(1))/update.json
+	  --step $(1) --total-steps $(STEPS) $(RECIPE_UPDATE_ARGS) $(UPDATE_ARGS) --out $(call step_dir,$(1))/policy $(call keep_json,$(call step_dir,$(1))/update.json)
+	$(if $(and $(filter last,$(KEEP_OPTIMIZER)),$(filter-out 0,$(2))),rm -f $(call policy_dir,$(2))/optimizer.safetensors)
+	@touch $$@
 
-step-$(1): $(call step_dir,$(1))/policy/model.safetensors $(if $(filter $(1),$(eval_steps)),$(foreach e,$(EVAL_SETS),$(call step_dir,$(1))/eval/$(e).json))
+# Every file of the step is a target of its own (none is intermediate): delete one and `make`
+# remakes it and everything after it.
+step-$(1): $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rewards.parquet \
+  $(if $(filter clipo,$(ALGO)),$(call step_dir,$(1))/embeddings.parquet) $(call step_dir,$(1))/policy/clipo_state.json $(if $(filter $(1),$(eval_steps)),$(foreach e,$(EVAL_SETS),$(call step_dir,$(1))/eval/$(e).json))
 .PHONY: step-$(1)
 endef
 
 # Evaluation of the policy after step $(1) on set $(2).
 define EVAL
-$(call step_dir,$(1))/eval/$(2).json: $(call policy_dir,$(1))/model.safetensors $(EVAL_DIR)/$(2).parquet
+$(call step_dir,$(1))/eval/$(2).json: $(call policy_file,$(1)) $(EVAL_DIR)/$(2).parquet
 	@mkdir -p $$(@D)
 	$(BIN)/clipo-rollout --policy $(call policy_dir,$(1)) --prompts $(EVAL_DIR)/$(2).parquet --greedy --hidden none \
-	  --max-new-tokens $(MAX_NEW) --batch-size 64 $(EVAL_ARGS) --out $$(@D)/$(2).trajectories.parquet > /dev/null
+	  --max-new-tokens $(MAX_NEW) --batch-size 64 $(RECIPE_EVAL_ARGS) $(EVAL_ARGS) --out $$(@D)/$(2).trajectories.parquet > /dev/null
 	$(BIN)/clipo-verify --input $$(@D)/$(2).trajectories.parquet --output $$(@D)/$(2).rewards.parquet --summary > $$@.tmp 2>/dev/null
 	@mv $$@.tmp $$@
 endef
@@ -89,5 +118,5 @@ all: step-0 $(foreach s,$(steps),step-$(s)) collect
 collect:
 	$(BIN)/clipo-report $(RUN) --collect --algo $(ALGO) > /dev/null
 
-# Keep every intermediate file: they are the run's record.
-.SECONDARY:
+# No `.SECONDARY:`: it would make every file intermediate, and make would leave a deleted
+# intermediate file missing. Every file here is an explicit target and is never deleted by make.
