@@ -10,6 +10,10 @@ pub enum Error {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 
+    /// The disk filled while writing: nothing partial is kept.
+    #[error("{path}: no space left on the device; nothing partial was kept: free some space and rerun (the run resumes where it stopped)")]
+    DiskFull { path: PathBuf },
+
     /// A Parquet file is truncated, corrupt or not Parquet at all.
     #[error("{path}: not a readable parquet file ({detail}); was it written completely?")]
     Parquet { path: PathBuf, detail: String },
@@ -56,10 +60,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            return Error::DiskFull { path: path.into() };
+        }
         Error::Io { path: path.into(), source }
     }
     pub fn parquet(path: impl Into<PathBuf>, detail: impl ToString) -> Self {
-        Error::Parquet { path: path.into(), detail: detail.to_string() }
+        let detail = detail.to_string();
+        if detail.contains("No space left on device") {
+            return Error::DiskFull { path: path.into() };
+        }
+        Error::Parquet { path: path.into(), detail }
     }
     pub fn bad_value(
         path: impl Into<PathBuf>,

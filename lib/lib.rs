@@ -16,6 +16,7 @@ pub mod args;
 pub mod checkpoint;
 pub mod contrastive;
 pub mod error;
+pub mod lock;
 pub mod model;
 pub mod optim;
 pub mod paths;

@@ -424,6 +424,15 @@ impl TableWriter {
     /// Close, check, rename. Returns the number of rows written.
     pub fn finish(mut self) -> Result<usize> {
         let w = self.writer.take().expect("finish called twice");
+        let result = self.close_and_rename(w);
+        if result.is_err() {
+            // The writer is gone, so Drop would not clean up: remove the partial file here.
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        result
+    }
+
+    fn close_and_rename(&self, w: ArrowWriter<File>) -> Result<usize> {
         w.close().map_err(|e| Error::parquet(&self.tmp, e))?;
         let file = File::open(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
         let reader = SerializedFileReader::new(file).map_err(|e| Error::parquet(&self.tmp, e))?;

@@ -288,3 +288,39 @@ fn checkpoints_are_the_same_bytes_run_after_run() {
     }
     assert!(files[0] == files[1], "two runs with the same seed wrote different checkpoint bytes");
 }
+
+#[test]
+fn a_second_writer_is_told_another_run_is_writing_and_stale_leftovers_are_cleared() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let (e, h) = (dir.path().join("e.parquet"), dir.path().join("h.safetensors"));
+    let embed = ["--trajectories", s(&f.traj), "--rewards", s(&f.rewards), "--init-head", "--dim", "8", "--step", "1", "--out", s(&e), "--head-out", s(&h)];
+    {
+        // Another process holds the output (this test takes its lock, as a running stage does).
+        let _held = clipo::lock::OutputLock::acquire(&h).unwrap();
+        refused("clipo-embed", &embed, "another run is writing", &[&f.traj]);
+        assert!(!e.exists() && !h.exists());
+    }
+    ok(run("clipo-embed", &embed));
+    assert!(!clipo::lock::lock_path(&e).exists(), "the lock goes with the run");
+
+    // A rollout killed while it removed its parts: the rerun finds the output whole and clears them.
+    let t = dir.path().join("t.parquet");
+    let args = ["--policy", s(&f.policy), "--prompts", s(&f.train), "--limit", "2", "--n", "2", "--max-new-tokens", "4", "--out", s(&t)];
+    ok(run("clipo-rollout", &args));
+    let parts = dir.path().join("t.parquet.parts");
+    std::fs::create_dir(&parts).unwrap();
+    std::fs::write(parts.join("part-000000.parquet"), b"half").unwrap();
+    let o = ok(run("clipo-rollout", &args));
+    assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
+    assert!(!parts.exists(), "stale parts were left");
+
+    // A policy staged completely by a run killed before its rename is put in place, not redone.
+    let p = dir.path().join("policy");
+    let update = ["--policy", s(&f.policy), "--trajectories", s(&f.traj), "--rewards", s(&f.rewards), "--kl", "off", "--step", "1", "--lr", "1e-3", "--out", s(&p)];
+    ok(run("clipo-update", &update));
+    std::fs::rename(&p, dir.path().join("policy.staging")).unwrap();
+    let o = ok(run("clipo-update", &update));
+    assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
+    assert!(p.join("model.safetensors").is_file() && !dir.path().join("policy.staging").exists());
+}

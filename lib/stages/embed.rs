@@ -60,6 +60,7 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedSummary> {
     let traj = read_table(&cfg.trajectories, &[tr::PROMPT_ID, tr::SAMPLE_IDX, tr::HIDDEN], &[])?;
     let rewards = read_table(&cfg.rewards, &[rw::PROMPT_ID, rw::SAMPLE_IDX, rw::CORRECT], &[])?;
     check_lineage(&cfg.rewards, &rewards.metadata, "--trajectories", &cfg.trajectories, &file_sha256(&cfg.trajectories)?, "clipo-verify")?;
+    let _locks = (crate::lock::OutputLock::acquire(&cfg.out)?, crate::lock::OutputLock::acquire(&cfg.head_out)?);
     let existing_head = cfg.head.as_ref().filter(|h| h.exists());
     if let Some(h) = existing_head {
         // The head given must be the one the previous RL step left.

@@ -236,7 +236,13 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
     let prompts = select(all_prompts, cfg)?;
     let policy = Policy::load(&cfg.policy, &device, parse_dtype(cfg.dtype.as_deref(), &device)?)?;
     let prov = Provenance::new(tr::TABLE, STAGE, config_json(cfg, &policy.id), &[cfg.prompts.as_path()])?;
+    let _lock = crate::lock::OutputLock::acquire(&cfg.out)?;
+    let parts = parts_dir(&cfg.out);
     if !cfg.force && up_to_date(&cfg.out, &prov) {
+        // Parts left by a run killed while it removed them are stale: the output is whole.
+        if parts.exists() {
+            std::fs::remove_dir_all(&parts).map_err(|e| Error::io(&parts, e))?;
+        }
         return Ok(RolloutSummary { up_to_date: true, seconds: start.elapsed().as_secs_f64(), epoch, ..Default::default() });
     }
 
@@ -264,7 +270,6 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
 
     // Parts of an earlier run must carry this run's fingerprint (batch size included, since it
     // sets the part boundaries).
-    let parts = parts_dir(&cfg.out);
     let parts_prov = Provenance {
         config: serde_json::json!({ "run": prov.fingerprint(), "batch_prompts": cfg.batch_prompts }),
         ..prov.clone()
@@ -278,15 +283,17 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
             if !p.exists() {
                 break;
             }
-            let m = file_metadata(&p)?;
-            if m.get(meta::FINGERPRINT) != Some(&parts_prov.fingerprint()) {
-                return Err(Error::Config(format!(
-                    "{} holds parts of a run with other arguments (policy, prompts, seed, step, sampling settings or batch size); \
-                     rerun with the same arguments, or delete the directory to start over",
-                    parts.display()
-                )));
+            // A part that does not read (a full disk, a foreign file) ends the resumption there.
+            if file_metadata(&p).ok().and_then(|m| m.get(meta::FINGERPRINT).cloned()) != Some(parts_prov.fingerprint()) {
+                break;
             }
             resumed += 1;
+        }
+        if resumed == 0 && std::fs::read_dir(&parts).map_err(|e| Error::io(&parts, e))?.next().is_some() {
+            // Parts of an interrupted run with other arguments (no other run is writing: this
+            // one holds the lock): they cannot be resumed by this run, so they are cleared.
+            eprintln!("clipo-rollout: {} held parts of an interrupted run with other arguments: removed, starting over", parts.display());
+            std::fs::remove_dir_all(&parts).map_err(|e| Error::io(&parts, e))?;
         }
     }
     std::fs::create_dir_all(&parts).map_err(|e| Error::io(&parts, e))?;

@@ -230,6 +230,7 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     let t_start = Instant::now();
     let device = parse_device(&cfg.device)?;
     let (rows, traj) = read_joined(cfg)?;
+    let _lock = crate::lock::OutputLock::acquire(&cfg.out)?;
     let mut inputs: Vec<&Path> = vec![&cfg.trajectories, &cfg.rewards];
     if let Some(e) = &cfg.embeddings {
         inputs.push(e);
@@ -239,6 +240,12 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         "config": cfg, "policy": pid,
     });
     let prov = Provenance::new(adv_schema::TABLE, STAGE, state_config.clone(), &inputs)?;
+    // A run killed between removing the old output and renaming its staged copy left a
+    // complete copy: put it in place instead of recomputing it.
+    let staged = staging_dir(&cfg.out);
+    if !cfg.force && !cfg.out.exists() && staged.join(STATE_FILE).is_file() {
+        std::fs::rename(&staged, &cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    }
     let state_path = cfg.out.join(STATE_FILE);
     if !cfg.force && state_path.is_file() {
         let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?).unwrap_or_default();
@@ -481,12 +488,9 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     let update_secs = t_update.elapsed().as_secs_f64();
 
     // Stage the output directory, then rename it into place.
-    let staging = {
-        let mut n = cfg.out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        n.push(".staging");
-        cfg.out.with_file_name(n)
-    };
+    let staging = staging_dir(&cfg.out);
     if staging.exists() {
+        // A staged copy of an earlier run (killed before its rename, or incomplete): rebuilt.
         std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
     }
     if updated {
@@ -592,6 +596,13 @@ fn keep_masters(optimizer: &mut Optimizer, dir: &Path, dtype: DType) -> Result<(
     optimizer.keep_masters(&weights)
 }
 
+/// `<out>.staging`, beside `out`: where a policy directory is written before its rename.
+fn staging_dir(out: &Path) -> PathBuf {
+    let mut n = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    n.push(".staging");
+    out.with_file_name(n)
+}
+
 /// SHA-256 of every file of an output directory but the state file, by name.
 fn dir_hashes(dir: &Path) -> Result<std::collections::BTreeMap<String, String>> {
     let mut out = std::collections::BTreeMap::new();
@@ -662,6 +673,7 @@ pub fn run_sft(cfg: &SftConfig, log: &mut dyn FnMut(usize, f64)) -> Result<f64> 
     use rand::SeedableRng;
     let device = parse_device(&cfg.device)?;
     let prompts = read_prompts(&cfg.prompts)?;
+    let _lock = crate::lock::OutputLock::acquire(&cfg.out)?;
     let dtype = parse_dtype(cfg.dtype.as_deref(), &device)?;
     let policy = Policy::load(&cfg.policy, &device, dtype)?;
     let stop = *policy.stop_tokens.first().ok_or_else(|| Error::Model { dir: cfg.policy.clone(), detail: "no stop token".into() })?;

@@ -48,6 +48,7 @@ pub fn run(cfg: &VerifyConfig) -> Result<VerifyOutcome> {
     let required = [tr::PROMPT_ID, tr::SAMPLE_IDX, tr::DATA_SOURCE, tr::GROUND_TRUTH, tr::RESPONSE_TEXT];
     // Check the input's schema (and read it) before anything is created.
     let input = read_table(&cfg.input, &required, &[])?;
+    let _lock = crate::lock::OutputLock::acquire(&cfg.output)?;
     let provenance = Provenance::new(
         rewards::TABLE,
         STAGE,
