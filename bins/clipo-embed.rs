@@ -149,6 +149,7 @@ fn main() -> ExitCode {
     match result {
         Ok(s) if s.up_to_date => {
             eprintln!("clipo-embed: outputs up to date, nothing written");
+            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&s.metrics).expect("metrics serialise"));
             ExitCode::SUCCESS
         }
         Ok(s) => {

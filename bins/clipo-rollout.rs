@@ -156,6 +156,7 @@ fn main() -> ExitCode {
     match result {
         Ok(s) if s.up_to_date => {
             eprintln!("clipo-rollout: output up to date, nothing written");
+            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&s).expect("summary serialises"));
             ExitCode::SUCCESS
         }
         Ok(s) => {
@@ -169,7 +170,7 @@ fn main() -> ExitCode {
                 s.responses,
                 s.generated_tokens,
                 100.0 * s.truncated_fraction,
-                s.tokens_per_second,
+                s.tokens_per_second.unwrap_or(0.0),
                 s.seconds,
                 if s.resumed_batches > 0 { format!(" (resumed after {} batches)", s.resumed_batches) } else { String::new() }
             );

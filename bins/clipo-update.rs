@@ -345,6 +345,7 @@ fn main() -> ExitCode {
             let out = clipo::threads::on_pool(|| run(&cfg)).with_context(|| format!("clipo-update {}", cfg.out.display()))?;
             if out.up_to_date {
                 eprintln!("clipo-update: {} is up to date, nothing written", cfg.out.display());
+                println!("{}", serde_json::Value::Object(out.metrics));
             } else {
                 if let Some(note) = &out.note {
                     eprintln!("clipo-update: {note}");

@@ -57,43 +57,52 @@ policy_dir = $(if $(filter 0,$(1)),$(POLICY),$(call step_dir,$(1))/policy)
 # may be model.safetensors or shards under model.safetensors.index.json), a step's
 # clipo_state.json (clipo-update writes it last).
 policy_file = $(if $(filter 0,$(1)),$(POLICY)/config.json,$(call step_dir,$(1))/policy/clipo_state.json)
-# A stage's JSON line, written whole or not at all (an up-to-date stage prints nothing and
-# keeps the line it printed before).
-keep_json = > $(1).tmp; st=$$$$?; if [ -s $(1).tmp ]; then mv $(1).tmp $(1); else rm -f $(1).tmp; fi; exit $$$$st
+# A stage's JSON line (stages print it again when they find their output up to date), written
+# whole or not at all.
+to_json = > $(1).tmp && mv $(1).tmp $(1)
 prev = $(word $(1),$(numbers))
 steps := $(wordlist 2,$(words $(numbers)),$(numbers))
 eval_steps := 0 $(shell seq $(EVAL_EVERY) $(EVAL_EVERY) $(STEPS)) $(if $(filter 0,$(shell echo $$(( $(STEPS) % $(EVAL_EVERY) )))),,$(STEPS))
 
-# One RL step: $(1) = step, $(2) = previous step.
+# One RL step: $(1) = step, $(2) = previous step. Each stage's rule makes its table and its JSON
+# line together (grouped targets, `&:`): a kill between the two leaves the line missing, and the
+# rerun reprints it from the up-to-date stage. The rules touch their targets after each stage,
+# so that make sees a target an up-to-date stage left as it was newer than its inputs.
 define STEP
-$(call step_dir,$(1))/trajectories.parquet: $(call policy_file,$(2)) $(PROMPTS)
-	@mkdir -p $$(@D)
+$(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rollout.json &: $(call policy_file,$(2)) $(PROMPTS)
+	@mkdir -p $(call step_dir,$(1))
 	$(BIN)/clipo-rollout --policy $(call policy_dir,$(2)) --prompts $(PROMPTS) --per-step $(PER_STEP) --step $(1) --n $(N) \
 	  --max-new-tokens $(MAX_NEW) --temperature $(TEMPERATURE) --seed $(SEED) --hidden official $(RECIPE_ROLLOUT_ARGS) $(ROLLOUT_ARGS) \
-	  --out $$@ $(call keep_json,$$(@D)/rollout.json)
-	@touch $$@
+	  --out $(call step_dir,$(1))/trajectories.parquet $(call to_json,$(call step_dir,$(1))/rollout.json)
+	@touch $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rollout.json
 
-$(call step_dir,$(1))/rewards.parquet: $(call step_dir,$(1))/trajectories.parquet
-	$(BIN)/clipo-verify --input $$< --output $$@ --summary 2>/dev/null $(call keep_json,$$(@D)/verify.json)
-	@touch $$@
+$(call step_dir,$(1))/rewards.parquet $(call step_dir,$(1))/verify.json &: $(call step_dir,$(1))/trajectories.parquet
+	$(BIN)/clipo-verify --input $(call step_dir,$(1))/trajectories.parquet --output $(call step_dir,$(1))/rewards.parquet --summary 2>/dev/null \
+	  $(call to_json,$(call step_dir,$(1))/verify.json)
+	@touch $(call step_dir,$(1))/rewards.parquet $(call step_dir,$(1))/verify.json
 
-$(call step_dir,$(1))/embeddings.parquet: $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rewards.parquet $(if $(filter 1,$(1)),,$(call step_dir,$(2))/embeddings.parquet)
-	$(BIN)/clipo-embed --trajectories $$(word 1,$$^) --rewards $$(word 2,$$^) --step $(1) --seed $(SEED) \
-	  $(if $(filter 1,$(1)),--init-head,--head $(call step_dir,$(2))/head.safetensors) --head-out $$(@D)/head.safetensors \
-	  $(RECIPE_EMBED_ARGS) $(EMBED_ARGS) --out $$@ $(call keep_json,$$(@D)/embed.json)
-	@touch $$@
+$(call step_dir,$(1))/embeddings.parquet $(call step_dir,$(1))/embed.json &: $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rewards.parquet $(if $(filter 1,$(1)),,$(call step_dir,$(2))/embeddings.parquet)
+	$(BIN)/clipo-embed --trajectories $(call step_dir,$(1))/trajectories.parquet --rewards $(call step_dir,$(1))/rewards.parquet --step $(1) --seed $(SEED) \
+	  $(if $(filter 1,$(1)),--init-head,--head $(call step_dir,$(2))/head.safetensors) --head-out $(call step_dir,$(1))/head.safetensors \
+	  $(RECIPE_EMBED_ARGS) $(EMBED_ARGS) --out $(call step_dir,$(1))/embeddings.parquet $(call to_json,$(call step_dir,$(1))/embed.json)
+	@touch $(call step_dir,$(1))/embeddings.parquet $(call step_dir,$(1))/embed.json
 
-$(call step_dir,$(1))/policy/clipo_state.json: $(call policy_file,$(2)) $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rewards.parquet $(if $(filter clipo,$(ALGO)),$(call step_dir,$(1))/embeddings.parquet)
+# KEEP_OPTIMIZER=last: the previous step's optimizer state goes once this step's update is
+# complete and before its line is written, so a kill anywhere leaves at most one extra state
+# and the rerun (up to date) removes it.
+$(call step_dir,$(1))/policy/clipo_state.json $(call step_dir,$(1))/update.json &: $(call policy_file,$(2)) $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rewards.parquet $(if $(filter clipo,$(ALGO)),$(call step_dir,$(1))/embeddings.parquet)
 	$(BIN)/clipo-update --policy $(call policy_dir,$(2)) --ref $(REF) --trajectories $(call step_dir,$(1))/trajectories.parquet \
 	  --rewards $(call step_dir,$(1))/rewards.parquet $(if $(filter clipo,$(ALGO)),--embeddings $(call step_dir,$(1))/embeddings.parquet) \
-	  --step $(1) --total-steps $(STEPS) $(RECIPE_UPDATE_ARGS) $(UPDATE_ARGS) --out $(call step_dir,$(1))/policy $(call keep_json,$(call step_dir,$(1))/update.json)
+	  --step $(1) --total-steps $(STEPS) $(RECIPE_UPDATE_ARGS) $(UPDATE_ARGS) --out $(call step_dir,$(1))/policy > $(call step_dir,$(1))/update.json.tmp
 	$(if $(and $(filter last,$(KEEP_OPTIMIZER)),$(filter-out 0,$(2))),rm -f $(call policy_dir,$(2))/optimizer.safetensors)
-	@touch $$@
+	@mv $(call step_dir,$(1))/update.json.tmp $(call step_dir,$(1))/update.json
+	@touch $(call step_dir,$(1))/policy/clipo_state.json $(call step_dir,$(1))/update.json
 
 # Every file of the step is a target of its own (none is intermediate): delete one and `make`
 # remakes it and everything after it.
-step-$(1): $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rewards.parquet \
-  $(if $(filter clipo,$(ALGO)),$(call step_dir,$(1))/embeddings.parquet) $(call step_dir,$(1))/policy/clipo_state.json $(if $(filter $(1),$(eval_steps)),$(foreach e,$(EVAL_SETS),$(call step_dir,$(1))/eval/$(e).json))
+step-$(1): $(foreach f,trajectories.parquet rollout.json rewards.parquet verify.json policy/clipo_state.json update.json,$(call step_dir,$(1))/$(f)) \
+  $(if $(filter clipo,$(ALGO)),$(call step_dir,$(1))/embeddings.parquet $(call step_dir,$(1))/embed.json) \
+  $(if $(filter $(1),$(eval_steps)),$(foreach e,$(EVAL_SETS),$(call step_dir,$(1))/eval/$(e).json))
 .PHONY: step-$(1)
 endef
 

@@ -156,3 +156,103 @@ fn the_loop_runs_on_a_sharded_policy_and_remakes_a_deleted_file() {
     // and the per-step lines stay whole.
     assert_eq!(std::fs::read(step.join("update.json")).unwrap(), update_json);
 }
+
+/// Every file of a run directory but the ones that carry timings, by relative path.
+fn run_files(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(p.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = Default::default();
+    walk(root, root, &mut out);
+    // The stages' JSON lines, the step metrics and what is collected from them hold seconds.
+    let timed = |k: &str| {
+        ["rollout.json", "verify.json", "embed.json", "update.json", "metrics.json", "metrics.jsonl", "summary.json", "report.html"]
+            .iter()
+            .any(|t| k.ends_with(t))
+            || (k.contains("/eval/") && k.ends_with(".json"))
+    };
+    out.retain(|k, _| !timed(k));
+    out
+}
+
+/// Two clean runs of the loop are byte-identical; a run killed (SIGKILL to make and every stage
+/// it started) at a fixed sequence of times and resumed ends byte-identical to them.
+#[test]
+fn a_loop_killed_at_random_points_ends_byte_identical() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bins = bin("clipo-rollout").parent().unwrap().to_path_buf();
+    ok(run("clipo-data", &["arith", "--out", s(&d.join("data")), "--train", "24", "--test", "4", "--seed", "2"]));
+    ok(run("clipo-model", &["init", "--preset", "tiny", "--seed", "0", s(&d.join("tiny"))]));
+    let run_dir = d.join("run");
+    let make = || {
+        let mut c = Command::new("make");
+        c.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .args(["--no-print-directory", "-s", "-f", "scripts/loop.mk"])
+            .arg(format!("BIN={}", bins.display()))
+            .arg(format!("RUN={}", run_dir.display()))
+            .arg(format!("POLICY={}", d.join("tiny").display()))
+            .arg(format!("PROMPTS={}", d.join("data/train.parquet").display()))
+            .arg(format!("EVAL_DIR={}", d.join("data").display()))
+            .args(["EVAL_SETS=test", "EVAL_EVERY=2", "STEPS=4", "ALGO=clipo", "PER_STEP=4", "N=4", "MAX_NEW=24", "EMBED_ARGS=--dim 8"])
+            .args(["UPDATE_ARGS=--lr 1e-3", "all"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0);
+        c
+    };
+    let finish = || {
+        let o = make().output().unwrap();
+        assert!(o.status.success(), "make: {}", stderr(&o));
+    };
+    let t0 = std::time::Instant::now();
+    finish();
+    let clean_secs = t0.elapsed().as_secs_f64();
+    let first = run_files(&run_dir);
+    std::fs::remove_dir_all(&run_dir).unwrap();
+    finish();
+    let second = run_files(&run_dir);
+    let differ: Vec<&String> = first.keys().filter(|k| second.get(*k) != Some(&first[*k])).collect();
+    assert!(differ.is_empty() && first.len() == second.len(), "two clean runs differ in {differ:?}");
+    std::fs::remove_dir_all(&run_dir).unwrap();
+
+    // Kill times: a fixed LCG sequence over the clean run's length.
+    let mut x: u64 = 12345;
+    let mut kills = 0;
+    for _ in 0..10 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let at = clean_secs * ((x >> 11) as f64 / (1u64 << 53) as f64) * 0.3;
+        let mut child = make().spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_secs_f64(at));
+        if child.try_wait().unwrap().is_none() {
+            // SAFETY: the process group make leads (process_group(0) above).
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    finish();
+    let resumed = run_files(&run_dir);
+    let extra: Vec<&String> = resumed.keys().filter(|k| !first.contains_key(*k)).collect();
+    let missing: Vec<&String> = first.keys().filter(|k| !resumed.contains_key(*k)).collect();
+    assert!(extra.is_empty() && missing.is_empty(), "files differ after {kills} kills: extra {extra:?}, missing {missing:?}");
+    let differ: Vec<&String> = first.keys().filter(|k| first[*k] != resumed[*k]).collect();
+    assert!(differ.is_empty(), "after {kills} kills these files differ: {differ:?}");
+    // The per-step lines are whole JSON (they carry timings, so they are not compared).
+    for step in 1..=4 {
+        for json in ["rollout.json", "verify.json", "embed.json", "update.json"] {
+            let p = run_dir.join(format!("step-{step:06}/{json}"));
+            let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            assert!(serde_json::from_str::<serde_json::Value>(text.trim()).is_ok_and(|v| v.is_object()), "{}: {text:?}", p.display());
+        }
+    }
+    eprintln!("clean run {clean_secs:.1} s; {kills} kills; {} files identical", first.len());
+}

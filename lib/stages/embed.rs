@@ -100,7 +100,11 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedSummary> {
         recorded.is_some() && recorded == file_sha256(p).ok()
     };
     if !cfg.force && up_to_date(&cfg.out, &prov) && sidecar_fp(&cfg.head_out).as_deref() == Some(prov.fingerprint().as_str()) && head_whole(&cfg.head_out) {
-        return Ok(EmbedSummary { rows: 0, anchors: 0, stepped: false, head_loss: 0.0, up_to_date: true, metrics: BTreeMap::new() });
+        // The step's metrics again, from the sidecar (a loop reprints its step line from them).
+        let side: Option<serde_json::Value> = std::fs::read(sidecar_path(&cfg.head_out)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let metrics: BTreeMap<String, f64> =
+            side.as_ref().and_then(|v| v.get("metrics")).and_then(|m| serde_json::from_value(m.clone()).ok()).unwrap_or_default();
+        return Ok(EmbedSummary { rows: 0, anchors: 0, stepped: false, head_loss: 0.0, up_to_date: true, metrics });
     }
 
     // Join on (prompt_id, sample_idx).
@@ -180,6 +184,7 @@ pub fn run(cfg: &EmbedConfig) -> Result<EmbedSummary> {
     let mut side = serde_json::to_value(&sidecar).map_err(|e| Error::Other(e.to_string()))?;
     side["fingerprint"] = serde_json::json!(prov.fingerprint());
     side["head_sha256"] = serde_json::json!(file_sha256(&cfg.head_out)?);
+    side["metrics"] = serde_json::to_value(out.metrics.to_map()).map_err(|e| Error::Other(e.to_string()))?;
     let sp = sidecar_path(&cfg.head_out);
     let tmp = crate::table::tmp_path(&sp);
     std::fs::write(&tmp, serde_json::to_string_pretty(&side).expect("json") + "\n").map_err(|e| Error::io(&tmp, e))?;

@@ -116,7 +116,9 @@ pub struct RolloutSummary {
     pub responses: usize,
     pub generated_tokens: usize,
     pub truncated_fraction: f64,
-    pub tokens_per_second: f64,
+    /// Sampling speed (None when the output was up to date: nothing was sampled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second: Option<f64>,
     pub seconds: f64,
     /// True when the output was already up to date.
     pub up_to_date: bool,
@@ -243,7 +245,21 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
         if parts.exists() {
             std::fs::remove_dir_all(&parts).map_err(|e| Error::io(&parts, e))?;
         }
-        return Ok(RolloutSummary { up_to_date: true, seconds: start.elapsed().as_secs_f64(), epoch, ..Default::default() });
+        // The summary again, from the output (a loop reprints its step line from it).
+        let t = read_table(&cfg.out, &[tr::PROMPT_ID, tr::RESPONSE_TOKEN_IDS, tr::FINISH_REASON], &[])?;
+        let responses = t.num_rows();
+        let prompts = t.utf8(&tr::PROMPT_ID).iter().collect::<std::collections::BTreeSet<_>>().len();
+        let truncated = t.utf8(&tr::FINISH_REASON).iter().filter(|f| *f == Some("length")).count();
+        return Ok(RolloutSummary {
+            prompts,
+            responses,
+            generated_tokens: t.list(&tr::RESPONSE_TOKEN_IDS).values().len(),
+            truncated_fraction: truncated as f64 / responses.max(1) as f64,
+            up_to_date: true,
+            seconds: start.elapsed().as_secs_f64(),
+            epoch,
+            ..Default::default()
+        });
     }
 
     // Render and tokenise everything first: a template error stops the run before any output.
@@ -391,7 +407,7 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
         responses: total,
         generated_tokens: all_generated,
         truncated_fraction: all_truncated as f64 / total.max(1) as f64,
-        tokens_per_second: generated as f64 / sample_secs.max(1e-9),
+        tokens_per_second: Some(generated as f64 / sample_secs.max(1e-9)),
         seconds: start.elapsed().as_secs_f64(),
         up_to_date: false,
         resumed_batches: resumed,

@@ -250,9 +250,12 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     if !cfg.force && state_path.is_file() {
         let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?).unwrap_or_default();
         // Up to date means whole too: every file as the state recorded it.
-        let whole = state.get("outputs").is_some_and(|o| o == &serde_json::json!(dir_hashes(&cfg.out).unwrap_or_default()));
+        let metrics_whole = std::fs::read(cfg.out.join(METRICS_FILE)).ok().is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok());
+        let whole = metrics_whole && state.get("outputs").is_some_and(|o| o == &serde_json::json!(dir_hashes(&cfg.out).unwrap_or_default()));
         if whole && state.get("fingerprint").and_then(|f| f.as_str()) == Some(prov.fingerprint().as_str()) {
-            return Ok(UpdateOutcome { up_to_date: true, ..Default::default() });
+            // The step's metrics again (a loop reprints its step line from them).
+            let metrics = std::fs::read(cfg.out.join(METRICS_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+            return Ok(UpdateOutcome { up_to_date: true, metrics, ..Default::default() });
         }
     }
 
@@ -603,13 +606,15 @@ fn staging_dir(out: &Path) -> PathBuf {
     out.with_file_name(n)
 }
 
-/// SHA-256 of every file of an output directory but the state file, by name.
+/// SHA-256 of every file of an output directory but the state file and metrics.json (which
+/// holds timings, so two identical runs differ there; it is checked to be whole JSON instead),
+/// by name.
 fn dir_hashes(dir: &Path) -> Result<std::collections::BTreeMap<String, String>> {
     let mut out = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.path().is_file() && name != STATE_FILE {
+        if entry.path().is_file() && name != STATE_FILE && name != METRICS_FILE {
             out.insert(name, file_sha256(&entry.path())?);
         }
     }
