@@ -94,7 +94,21 @@ impl Table {
 
 fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    // The parquet crate trusts the footer's column offsets and asserts on them (a panic): a
+    // corrupt footer is refused here instead (found by bench/fuzz_readers.rs).
+    for (g, rg) in builder.metadata().row_groups().iter().enumerate() {
+        for c in rg.columns() {
+            // As ColumnChunkMetaData::byte_range computes it.
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            let size = c.compressed_size();
+            if start < 0 || size < 0 || (start as u64).saturating_add(size as u64) > len {
+                return Err(Error::parquet(path, format!("row group {g}, column `{}`: its pages lie outside the file", c.column_path())));
+            }
+        }
+    }
+    Ok(builder)
 }
 
 /// The key-value metadata of a Parquet file.
