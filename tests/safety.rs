@@ -324,3 +324,30 @@ fn a_second_writer_is_told_another_run_is_writing_and_stale_leftovers_are_cleare
     assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
     assert!(p.join("model.safetensors").is_file() && !dir.path().join("policy.staging").exists());
 }
+
+#[test]
+fn a_full_disk_gets_its_own_message_and_leaves_no_partial_file() {
+    // /dev/full answers every write with ENOSPC: the stage's temporary file is made a link to it.
+    if !Path::new("/dev/full").exists() {
+        eprintln!("SKIP: no /dev/full on this machine");
+        return;
+    }
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.parquet");
+    let tmp = dir.path().join("r.parquet.tmp");
+    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+    let o = refused("clipo-verify", &["--input", s(&f.traj), "--output", s(&out)], "no space left on the device; nothing partial was kept", &[&f.traj]);
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert!(!out.exists() && !tmp.exists(), "a partial file was left");
+}
+
+#[test]
+fn every_integer_flag_of_the_other_binaries_is_checked_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    refused("clipo-model", &["init", "--seed=-1", s(&m)], "--seed", &[]);
+    refused("clipo-model", &["init", "--seed=nan", s(&m)], "--seed", &[]);
+    assert!(!m.exists());
+    refused("clipo-report", &[s(dir.path()), "--samples", "--step=-1"], "--step", &[]);
+}
