@@ -66,6 +66,11 @@ struct Args {
     /// distinct, and the n % N prompts left at the end of each shuffle sit that epoch out.
     #[arg(long)]
     per_step: Option<usize>,
+    /// Dynamic sampling's refill round of --step: 0 (default) is the step's own prompts; round
+    /// r > 0 takes --per-step further prompts (another order of the file, without the step's
+    /// own and without those of earlier rounds), for scripts/dynamic_sampling.sh.
+    #[arg(long, default_value_t = 0)]
+    round: u32,
     /// Shard K/N: this process takes every N-th selected prompt starting at the K-th
     /// (0-based), so N machines can split a step and concatenate their files.
     #[arg(long, default_value = "0/1")]
@@ -113,10 +118,11 @@ impl TryFrom<Args> for RolloutConfig {
             Some((Ok(k), Ok(n))) if n >= 1 && k < n => (k, n),
             _ => bail!("--shard {}: expected K/N with 0 <= K < N", a.shard),
         };
+        ensure!(a.round == 0 || a.per_step.is_some(), "--round needs --per-step (a refill round of an RL step)");
         let selection = match a.per_step {
             Some(p) => {
                 args::count("--per-step", p)?;
-                Selection::Step { per_step: p }
+                Selection::Step { per_step: p, round: a.round }
             }
             None => Selection::Range { offset: a.offset, limit: a.limit },
         };

@@ -97,7 +97,9 @@ struct Args {
     /// Put the KL in the reward (R -= beta * sum_t KL) instead of the loss.
     #[arg(long)]
     kl_in_reward: bool,
-    /// DAPO dynamic sampling: drop groups whose rewards are all equal (count reported).
+    /// DAPO dynamic sampling without refill: leave out groups whose verifier scores are all equal
+    /// (verl filter_groups on the score; count in dynamic_sampling/dropped_groups). For the refill
+    /// of further prompts use clipo-filter (loop.mk DYNAMIC_SAMPLING=1).
     #[arg(long)]
     dynamic_sampling: bool,
     /// DAPO: leave truncated responses (finish_reason = length) out of the loss.

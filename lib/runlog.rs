@@ -61,6 +61,13 @@ pub fn step_metrics(step: u64, dir: &Path) -> Result<Map<String, Value>> {
             }
         }
     }
+    if let Some(v) = read_json(&dir.join("filter.json"))? {
+        for (k, key) in [("rounds", "dynamic_sampling/rounds"), ("groups", "dynamic_sampling/groups"), ("informative", "dynamic_sampling/informative_groups"), ("kept", "dynamic_sampling/kept_groups")] {
+            if let Some(x) = v.get(k).filter(|x| x.is_number()) {
+                m.insert(key.into(), x.clone());
+            }
+        }
+    }
     if let Some(v) = read_json(&dir.join("verify.json"))? {
         if let Some(a) = v.pointer("/overall/accuracy") {
             m.insert("critic/accuracy".into(), a.clone());

@@ -24,6 +24,8 @@
 pub const SAMPLING: &str = "sampling";
 /// Purpose tag of the shuffle of a training set's epoch (clipo-rollout `--per-step`).
 pub const EPOCH_SHUFFLE: &str = "epoch-shuffle";
+/// Purpose tag of the order of a step's refill prompts (dynamic sampling, `--round`).
+pub const REFILL: &str = "refill";
 /// Purpose tag of the InfoNCE positive draw.
 pub const INFONCE_POSITIVE: &str = "infonce-positive";
 /// Purpose tag of the head initialisation (step 0, empty prompt id, sample 0).

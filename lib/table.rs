@@ -409,6 +409,13 @@ pub struct TableWriter {
 
 impl TableWriter {
     pub fn create(out: &Path, schema: SchemaRef, provenance: &Provenance) -> Result<Self> {
+        Self::create_with(out, schema, provenance, &[])
+    }
+
+    /// [`create`](Self::create) with further key-value metadata beside the provenance.
+    pub fn create_with(out: &Path, schema: SchemaRef, provenance: &Provenance, extra: &[(String, String)]) -> Result<Self> {
+        let mut kv = provenance.key_values();
+        kv.extend(extra.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())));
         if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -416,7 +423,7 @@ impl TableWriter {
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
-            .set_key_value_metadata(Some(provenance.key_values()))
+            .set_key_value_metadata(Some(kv))
             .build();
         let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| Error::parquet(&tmp, e))?;
         Ok(TableWriter { out: out.into(), tmp, writer: Some(writer), rows: 0 })

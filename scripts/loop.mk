@@ -39,6 +39,12 @@ EVAL_DIR ?= $(RUN)/data
 EVAL_SETS ?= test
 EVAL_EVERY ?= 5
 EVAL_ARGS ?=
+# DAPO dynamic sampling with refill (verl's filter_groups): 1 keeps only groups whose verifier
+# metric DS_METRIC (correct or score) varies and samples up to MAX_ROUNDS rounds of further
+# prompts until PER_STEP such groups are kept (scripts/dynamic_sampling.sh, clipo-filter).
+DYNAMIC_SAMPLING ?= 0
+MAX_ROUNDS ?= 3
+DS_METRIC ?= correct
 # Optimizer states to keep: `last` (the newest step's only: 8 bytes a parameter, 25 GB a step
 # at 3B) or `all`.
 KEEP_OPTIMIZER ?= last
@@ -69,6 +75,14 @@ eval_steps := 0 $(shell seq $(EVAL_EVERY) $(EVAL_EVERY) $(STEPS)) $(if $(filter 
 # rerun reprints it from the up-to-date stage. The rules touch their targets after each stage,
 # so that make sees a target an up-to-date stage left as it was newer than its inputs.
 define STEP
+ifeq ($(DYNAMIC_SAMPLING),1)
+$(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rollout.json $(call step_dir,$(1))/rewards.parquet $(call step_dir,$(1))/verify.json &: $(call policy_file,$(2)) $(PROMPTS)
+	@mkdir -p $(call step_dir,$(1))
+	BIN=$(BIN) POLICY_DIR=$(call policy_dir,$(2)) PROMPTS=$(PROMPTS) STEP=$(1) STEP_DIR=$(call step_dir,$(1)) PER_STEP=$(PER_STEP) N=$(N) \
+	  MAX_NEW=$(MAX_NEW) TEMPERATURE=$(TEMPERATURE) SEED=$(SEED) ROLLOUT_ARGS="$(RECIPE_ROLLOUT_ARGS) $(ROLLOUT_ARGS)" \
+	  MAX_ROUNDS=$(MAX_ROUNDS) METRIC=$(DS_METRIC) scripts/dynamic_sampling.sh
+	@touch $(foreach f,trajectories.parquet rollout.json rewards.parquet verify.json,$(call step_dir,$(1))/$(f))
+else
 $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rollout.json &: $(call policy_file,$(2)) $(PROMPTS)
 	@mkdir -p $(call step_dir,$(1))
 	$(BIN)/clipo-rollout --policy $(call policy_dir,$(2)) --prompts $(PROMPTS) --per-step $(PER_STEP) --step $(1) --n $(N) \
@@ -80,6 +94,8 @@ $(call step_dir,$(1))/rewards.parquet $(call step_dir,$(1))/verify.json &: $(cal
 	$(BIN)/clipo-verify --input $(call step_dir,$(1))/trajectories.parquet --output $(call step_dir,$(1))/rewards.parquet --summary 2>/dev/null \
 	  $(call to_json,$(call step_dir,$(1))/verify.json)
 	@touch $(call step_dir,$(1))/rewards.parquet $(call step_dir,$(1))/verify.json
+
+endif
 
 $(call step_dir,$(1))/embeddings.parquet $(call step_dir,$(1))/embed.json &: $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rewards.parquet $(if $(filter 1,$(1)),,$(call step_dir,$(2))/embeddings.parquet)
 	$(BIN)/clipo-embed --trajectories $(call step_dir,$(1))/trajectories.parquet --rewards $(call step_dir,$(1))/rewards.parquet --step $(1) --seed $(SEED) \

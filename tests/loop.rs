@@ -80,6 +80,41 @@ fn a_short_clipo_loop_raises_the_reward() {
     ok(run("clipo-report", &[s(&run_dir), "--out", s(&run_dir.join("report.html"))]));
     let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
     assert!(html.contains("<svg"), "the report draws charts");
+
+    // The same warm start with DAPO's dynamic sampling and refill (DYNAMIC_SAMPLING=1): each
+    // step keeps only groups whose correctness varies, sampling further rounds of other prompts
+    // until PER_STEP such groups are kept or MAX_ROUNDS is reached.
+    let ds_dir = d.join("ds");
+    let o = Command::new("make")
+        .current_dir(root)
+        .args(["--no-print-directory", "-s", "-f", "scripts/loop.mk"])
+        .arg(format!("BIN={}", bins.display()))
+        .arg(format!("RUN={}", ds_dir.display()))
+        .arg(format!("POLICY={}", d.join("warm").display()))
+        .arg(format!("PROMPTS={}", d.join("sft/train.parquet").display()))
+        .args(["EVAL_SETS=", "STEPS=2", "ALGO=clipo", "PER_STEP=4", "N=8", "MAX_NEW=40", "EMBED_ARGS=--dim 16"])
+        .args(["DYNAMIC_SAMPLING=1", "MAX_ROUNDS=4", &format!("UPDATE_ARGS=--lr {LR} --kl off"), "all"])
+        .output()
+        .expect("make runs");
+    assert!(o.status.success(), "make: {}\n{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    for step in 1..=2 {
+        let dir = ds_dir.join(format!("step-{step:06}"));
+        let f: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("filter.json")).unwrap()).unwrap();
+        let kept = f["kept"].as_u64().unwrap();
+        assert!((1..=4).contains(&kept), "{f}");
+        assert_eq!(f["kept_by_round"].as_array().unwrap().len() as u64, f["rounds"].as_u64().unwrap(), "{f}");
+        // Every kept group has mixed rewards; the merged table holds exactly the kept groups.
+        let r = clipo::table::read_table(&dir.join("rewards.parquet"), &[clipo::schema::rewards::PROMPT_ID, clipo::schema::rewards::CORRECT], &[]).unwrap();
+        let mut by_prompt: std::collections::BTreeMap<String, Vec<bool>> = Default::default();
+        for i in 0..r.num_rows() {
+            by_prompt.entry(r.utf8(&clipo::schema::rewards::PROMPT_ID).value(i).to_string()).or_default().push(r.bool(&clipo::schema::rewards::CORRECT).value(i));
+        }
+        assert_eq!(by_prompt.len() as u64, kept, "{f}");
+        assert!(by_prompt.values().all(|c| c.iter().any(|&x| x) && c.iter().any(|&x| !x)), "{by_prompt:?}");
+        println!("dynamic sampling step {step}: {f}");
+    }
+    let last: serde_json::Value = serde_json::from_str(std::fs::read_to_string(ds_dir.join("metrics.jsonl")).unwrap().lines().last().unwrap()).unwrap();
+    assert!(last["dynamic_sampling/kept_groups"].is_number() && last["dynamic_sampling/rounds"].is_number(), "{last}");
 }
 
 // Measured on the 2-core machine (2026-12-02): 24 steps at lr 2e-4 / 5e-4 raised the training

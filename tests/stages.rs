@@ -177,7 +177,7 @@ fn shards_concatenate_to_the_unsharded_output_and_steps_select_without_replaceme
             batch_prompts: 1,
             seed: 1,
             step,
-            selection: clipo::stages::rollout::Selection::Step { per_step: 8 },
+            selection: clipo::stages::rollout::Selection::Step { per_step: 8, round: 0 },
             shard: (0, 1),
             hidden: clipo::stages::rollout::HiddenMode::None,
             system_prompt: clipo::stages::rollout::SystemPrompt::Keep,
@@ -545,4 +545,78 @@ fn two_updates_resumed_from_disk_equal_one_run_with_two_mini_batches() {
             assert!((x - y).abs() < 1e-6, "{k}: {x} vs {y}");
         }
     }
+}
+
+/// A rewards table for `traj` with the given `correct` labels, stamped as made from it.
+fn rewards_with(traj: &Path, out: &Path, correct: &[bool]) {
+    use arrow::array::{BooleanArray, Float32Array, StringArray, UInt32Array};
+    let t = read_table(traj, &[tr::PROMPT_ID, tr::SAMPLE_IDX, tr::DATA_SOURCE], &[]).unwrap();
+    assert_eq!(t.num_rows(), correct.len());
+    let n = correct.len();
+    let batch = arrow::array::RecordBatch::try_new(
+        rw::schema(),
+        vec![
+            std::sync::Arc::new(StringArray::from_iter_values(t.utf8(&tr::PROMPT_ID).iter().map(|s| s.unwrap().to_string()))),
+            std::sync::Arc::new(UInt32Array::from(t.u32(&tr::SAMPLE_IDX).values().to_vec())),
+            std::sync::Arc::new(StringArray::from_iter_values(t.utf8(&tr::DATA_SOURCE).iter().map(|s| s.unwrap().to_string()))),
+            std::sync::Arc::new(StringArray::from(vec![None::<&str>; n])),
+            std::sync::Arc::new(BooleanArray::from(correct.to_vec())),
+            std::sync::Arc::new(Float32Array::from_iter_values(correct.iter().map(|&c| if c { 1.0 } else { 0.0 }))),
+            std::sync::Arc::new(StringArray::from_iter_values(std::iter::repeat_n("test", n))),
+        ],
+    )
+    .unwrap();
+    let prov = Provenance::new(rw::TABLE, "test", serde_json::json!({}), &[traj]).unwrap();
+    let mut w = TableWriter::create(out, rw::schema(), &prov).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+}
+
+#[test]
+fn dynamic_sampling_keeps_informative_groups_and_refills_from_further_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (t0, t1) = (d.join("t0.parquet"), d.join("t1.parquet"));
+    for (t, round) in [(&t0, "0"), (&t1, "1")] {
+        let o = rollout(t, &["--per-step", "4", "--step", "1", "--round", round, "--hidden", "official"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let ids = |t: &Path| -> std::collections::BTreeSet<String> {
+        read_table(t, &[tr::PROMPT_ID], &[]).unwrap().utf8(&tr::PROMPT_ID).iter().map(|s| s.unwrap().to_string()).collect()
+    };
+    assert!(ids(&t0).is_disjoint(&ids(&t1)), "a refill round takes other prompts");
+    // Groups of 3 (rows in prompt order): round 0 informative, none, none, informative; round 1
+    // none, informative, informative, informative.
+    let (f, t) = (false, true);
+    let (r0, r1) = (d.join("r0.parquet"), d.join("r1.parquet"));
+    rewards_with(&t0, &r0, &[t, f, f, f, f, f, t, t, t, f, t, f]);
+    rewards_with(&t1, &r1, &[f, f, f, t, f, t, f, f, t, t, f, t]);
+    let (mt, mr) = (d.join("t.parquet"), d.join("r.parquet"));
+    let filter = |rounds: &[(&Path, &Path)]| {
+        let mut args = vec![];
+        for (t, r) in rounds {
+            args.extend(["--trajectories", s(t), "--rewards", s(r)]);
+        }
+        args.extend(["--keep", "4", "--out-trajectories", s(&mt), "--out-rewards", s(&mr)]);
+        let o = run("clipo-filter", &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let one = filter(&[(&t0, &r0)]);
+    assert_eq!((one["kept"].as_u64(), one["enough"].as_bool()), (Some(2), Some(false)), "{one}");
+    let two = filter(&[(&t0, &r0), (&t1, &r1)]);
+    assert_eq!(two["kept_by_round"], serde_json::json!([2, 2]), "{two}");
+    assert_eq!((two["informative"].as_u64(), two["enough"].as_bool()), (Some(5), Some(true)), "{two}");
+    // The merged table: the kept groups in round order, each row marked with its round.
+    let merged = read_table(&mt, &all_columns(), &["round"]).unwrap();
+    assert_eq!(merged.num_rows(), 12);
+    let round = merged.batch.column_by_name("round").unwrap().as_any().downcast_ref::<arrow::array::UInt32Array>().unwrap().values().to_vec();
+    assert_eq!(round, [vec![0; 6], vec![1; 6]].concat());
+    let rr = read_table(&mr, &[rw::CORRECT], &[]).unwrap();
+    // round 0: groups 0 (t f f) and 3 (f t f); round 1: groups 1 (t f t) and 2 (f f t).
+    assert_eq!(rr.bool(&rw::CORRECT).iter().map(|c| c.unwrap()).collect::<Vec<_>>(), vec![t, f, f, f, t, f, t, f, t, f, f, t]);
+    // The update trains on the merged tables (their lineage holds).
+    let (policy, _) = fixture();
+    let o = run("clipo-update", &["--policy", s(policy), "--trajectories", s(&mt), "--rewards", s(&mr), "--kl", "off", "--step", "1", "--out", s(&d.join("p"))]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }

@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod embed;
+pub mod filter;
 pub mod rollout;
 pub mod update;
 pub mod verify;

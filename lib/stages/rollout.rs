@@ -26,7 +26,7 @@ use crate::policy::{parse_device, parse_dtype, Policy};
 use crate::prompts::{read_prompts, Message, Prompt};
 use crate::schema::meta;
 use crate::schema::trajectories as tr;
-use crate::seed::{derive_seed, EPOCH_SHUFFLE, SAMPLING};
+use crate::seed::{derive_seed, EPOCH_SHUFFLE, REFILL, SAMPLING};
 use crate::table::{file_metadata, read_table, up_to_date, Provenance, TableWriter};
 use crate::trajectories::{trajectories_batch, Trajectory};
 
@@ -39,7 +39,13 @@ pub enum Selection {
     Range { offset: usize, limit: Option<usize> },
     /// The prompts of RL step `step`: `per_step` prompts taken in order from a per-epoch shuffle
     /// of the file (seeded by the run seed and the epoch), without replacement within an epoch.
-    Step { per_step: usize },
+    /// Round r > 0 (dynamic sampling's refill, see [`refill_order`]) takes `per_step` further
+    /// prompts for the same step.
+    Step {
+        per_step: usize,
+        #[serde(skip_serializing_if = "is_zero")]
+        round: u32,
+    },
 }
 
 /// Which pooled hidden state the `hidden` column holds (REFERENCE.md §2).
@@ -157,6 +163,22 @@ impl EpochPos {
     }
 }
 
+fn is_zero(r: &u32) -> bool {
+    *r == 0
+}
+
+/// The refill prompts of a step, in the order rounds 1, 2, ... take them (`per_step` a round):
+/// every prompt of the file but the step's own, shuffled by (seed, step). DAPO and verl's
+/// `filter_groups` draw the next batches of the data loader instead; a stateless stage cannot
+/// consume the stream, so a refill prompt may also appear in another step of the epoch.
+pub fn refill_order(n: usize, seed: u64, step: u64, own: &[usize]) -> Vec<usize> {
+    let own: std::collections::HashSet<usize> = own.iter().copied().collect();
+    let mut p: Vec<usize> = (0..n).filter(|i| !own.contains(i)).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(REFILL, seed, step, "", 0));
+    p.shuffle(&mut rng);
+    p
+}
+
 /// The shuffle of epoch `epoch`: a permutation of 0..n seeded by the run seed and the epoch.
 fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut p: Vec<usize> = (0..n).collect();
@@ -173,12 +195,19 @@ pub fn select(prompts: Vec<Prompt>, cfg: &RolloutConfig) -> Result<Vec<Prompt>> 
             let end = limit.map_or(n, |l| (offset + l).min(n));
             (offset.min(n)..end).collect()
         }
-        Selection::Step { per_step } => {
+        Selection::Step { per_step, round } => {
             // Positions [j * P, (j + 1) * P) of epoch e's shuffle, j the step within the epoch:
             // distinct prompts by construction.
             let pos = EpochPos::of(cfg.step, per_step, n)?;
             let start = pos.step_in_epoch as usize * per_step;
-            epoch_order(n, cfg.seed, pos.epoch)[start..start + per_step].to_vec()
+            let own = epoch_order(n, cfg.seed, pos.epoch)[start..start + per_step].to_vec();
+            if round == 0 {
+                own
+            } else {
+                let refill = refill_order(n, cfg.seed, cfg.step, &own);
+                let from = ((round as usize - 1) * per_step).min(refill.len());
+                refill[from..(from + per_step).min(refill.len())].to_vec()
+            }
         }
     };
     let (k, of) = cfg.shard;
@@ -232,7 +261,7 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
     let device = parse_device(&cfg.device)?;
     let all_prompts = read_prompts(&cfg.prompts)?;
     let epoch = match cfg.selection {
-        Selection::Step { per_step } => Some(EpochPos::of(cfg.step, per_step, all_prompts.len())?),
+        Selection::Step { per_step, .. } => Some(EpochPos::of(cfg.step, per_step, all_prompts.len())?),
         Selection::Range { .. } => None,
     };
     let prompts = select(all_prompts, cfg)?;
@@ -449,7 +478,7 @@ mod tests {
             batch_prompts: 1,
             seed,
             step,
-            selection: Selection::Step { per_step },
+            selection: Selection::Step { per_step, round: 0 },
             shard,
             hidden: HiddenMode::None,
             system_prompt: SystemPrompt::Keep,
@@ -490,6 +519,23 @@ mod tests {
         assert_eq!(parts, whole_sorted);
         // Shard 0 takes the step's prompts 0, 3, 6 in the step's order.
         assert_eq!(ids(5, 3, 7, 20, (0, 3)), vec![whole[0].clone(), whole[3].clone(), whole[6].clone()]);
+    }
+
+    #[test]
+    fn refill_rounds_take_other_prompts_than_the_step_and_each_other() {
+        let with_round = |round: u32| {
+            let mut c = cfg(4, 3, 5, (0, 1));
+            c.selection = Selection::Step { per_step: 5, round };
+            select(prompts(23), &c).map(|v| v.into_iter().map(|p| p.prompt_id).collect::<Vec<_>>())
+        };
+        let rounds: Vec<Vec<String>> = (0..4).map(|r| with_round(r).unwrap()).collect();
+        let all: std::collections::HashSet<&String> = rounds.iter().flatten().collect();
+        // 5 + 5 + 5 + 5 distinct prompts out of 23: the step's own and 18 refill prompts.
+        assert_eq!(all.len(), 20, "{rounds:?}");
+        assert_eq!(rounds[0], ids(3, 4, 5, 23, (0, 1)), "round 0 is the step itself");
+        // Round 4 takes the 3 refill prompts left; round 5 none.
+        assert_eq!(with_round(4).unwrap().len(), 3);
+        assert!(with_round(5).is_err());
     }
 
     #[test]

@@ -272,6 +272,8 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         }
     }
     let traj_cfg: serde_json::Value = traj.metadata.get(meta::CONFIG).and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+    // Trajectories merged by clipo-filter carry their rollout's config under "rollout".
+    let traj_cfg = traj_cfg.get("rollout").cloned().unwrap_or(traj_cfg);
     let temperature = cfg.temperature.unwrap_or_else(|| {
         if traj_cfg.get("greedy").and_then(|g| g.as_bool()) == Some(true) {
             1.0
@@ -356,13 +358,15 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         }
     }
 
-    // Dynamic sampling: groups whose rewards are all equal carry no signal.
+    // Dynamic sampling (drop only, no refill; clipo-filter refills): groups whose verifier
+    // scores are all equal carry no signal. As verl's filter_groups, the test is on the score,
+    // not on the reward after overlong and KL shaping (which almost never ties).
     let mut keep = vec![true; rows.len()];
     let mut dropped_groups = 0;
     if cfg.dynamic_sampling {
         for g in 0..n_groups {
             let members: Vec<usize> = (0..rows.len()).filter(|&i| groups[i] == g).collect();
-            if members.iter().all(|&i| reward[i] == reward[members[0]]) {
+            if members.iter().all(|&i| rows[i].score == rows[members[0]].score) {
                 dropped_groups += 1;
                 for i in members {
                     keep[i] = false;
