@@ -12,8 +12,12 @@ ALGO ?= clipo
 build:
 	$(CARGO) test --release --no-run
 
+# Every test, then the model's tests again on the composed candle ops that CUDA runs
+# (CLIPO_COMPOSED=1: the CPU leaves its fused kernels aside), so the device's code path is
+# tested on every run. bf16 always takes the composed path (tests/model_parity.rs).
 test:
 	$(CARGO) test --release
+	CLIPO_COMPOSED=1 $(CARGO) test --release --test model_parity --test model_grad --test model_sample
 
 bench:
 	$(CARGO) bench

@@ -48,6 +48,11 @@ struct Args {
     /// contrastive loss, response length, seconds, evaluations) and write no report.
     #[arg(long, requires = "collect")]
     line: bool,
+    /// Print, per epoch, the steps and the prompts their rollouts took (total and distinct: with
+    /// --per-step's drop_last epochs each prompt is seen at most once an epoch) and write no
+    /// report.
+    #[arg(long, conflicts_with_all = ["samples", "out"])]
+    epochs: bool,
 }
 
 /// What to do, checked.
@@ -125,6 +130,28 @@ fn last_step_line(run_dir: &std::path::Path) -> anyhow::Result<String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.epochs {
+        return match clipo::runlog::epoch_audit(&args.run_dir) {
+            Ok(epochs) => {
+                for e in &epochs {
+                    let (first, last) = (e.steps.first().copied().unwrap_or(0), e.steps.last().copied().unwrap_or(0));
+                    println!(
+                        "epoch {}: steps {first}-{last} ({} steps), {} prompts, {} distinct{}",
+                        e.epoch,
+                        e.steps.len(),
+                        e.prompts,
+                        e.distinct,
+                        if e.prompts == e.distinct { "" } else { "  REPEATS" }
+                    );
+                }
+                if epochs.iter().all(|e| e.prompts == e.distinct) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if args.collect {
         let done = clipo::runlog::collect(&args.run_dir, &args.algo)
             .with_context(|| format!("clipo-report {} --collect", args.run_dir.display()))

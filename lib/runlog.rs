@@ -145,3 +145,39 @@ pub fn collect(run: &Path, algo: &str) -> Result<Value> {
     }
     Ok(summary)
 }
+
+/// One epoch of a run as its steps' rollouts took it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EpochAudit {
+    pub epoch: u64,
+    pub steps: Vec<u64>,
+    /// Prompts sampled in the epoch (round 0: the steps' own prompts).
+    pub prompts: usize,
+    pub distinct: usize,
+}
+
+/// Per epoch (from each step's rollout.json), the prompts its steps took and how many are
+/// distinct: with verl's drop_last epochs every prompt is seen at most once per epoch. Reads
+/// each step's round-0 trajectories (`rounds/trajectories-0.parquet` under dynamic sampling).
+pub fn epoch_audit(run: &Path) -> Result<Vec<EpochAudit>> {
+    use crate::schema::trajectories as tr;
+    let mut epochs: std::collections::BTreeMap<u64, (Vec<u64>, Vec<String>)> = Default::default();
+    for (n, dir) in step_dirs(run)? {
+        let Some(v) = read_json(&dir.join("rollout.json"))? else { continue };
+        let Some(epoch) = v.pointer("/epoch/epoch").and_then(Value::as_u64) else { continue };
+        let t = [dir.join("rounds/trajectories-0.parquet"), dir.join("trajectories.parquet")].into_iter().find(|p| p.is_file());
+        let Some(t) = t else { continue };
+        let table = crate::table::read_table(&t, &[tr::PROMPT_ID], &[])?;
+        let ids: std::collections::BTreeSet<String> = table.utf8(&tr::PROMPT_ID).iter().flatten().map(str::to_string).collect();
+        let e = epochs.entry(epoch).or_default();
+        e.0.push(n);
+        e.1.extend(ids);
+    }
+    Ok(epochs
+        .into_iter()
+        .map(|(epoch, (steps, ids))| {
+            let distinct = ids.iter().collect::<std::collections::BTreeSet<_>>().len();
+            EpochAudit { epoch, steps, prompts: ids.len(), distinct }
+        })
+        .collect())
+}

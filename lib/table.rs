@@ -113,8 +113,10 @@ fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
 
 /// The key-value metadata of a Parquet file.
 pub fn file_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    let builder = open_builder(path)?;
-    Ok(kv_map(builder.metadata().file_metadata().key_value_metadata()))
+    decoder_guard(path, || {
+        let builder = open_builder(path)?;
+        Ok(kv_map(builder.metadata().file_metadata().key_value_metadata()))
+    })
 }
 
 fn kv_map(kv: Option<&Vec<KeyValue>>) -> HashMap<String, String> {
@@ -179,6 +181,27 @@ pub fn check_columns(path: &Path, schema: &arrow::datatypes::Schema, required: &
 /// Read a Parquet table, checking and normalising the `required` columns. `extra` names other
 /// columns to keep as they are (absent ones are skipped); everything else is not read.
 pub fn read_table(path: &Path, required: &[Column], extra: &[&str]) -> Result<Table> {
+    decoder_guard(path, || read_table_unguarded(path, required, extra))
+}
+
+/// Runs `f`, which decodes `path` with the parquet crate, turning a panic inside the decoder
+/// into a named error. The crate asserts on some corrupt inputs instead of returning an error
+/// (bench/fuzz_readers.rs found divisions by zero and out-of-bounds slices in its page
+/// decoders); the panic message is kept out of the user's terminal while the decoder runs.
+fn decoder_guard<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    static HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = HOOK.lock().unwrap_or_else(|e| e.into_inner());
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.unwrap_or_else(|p| {
+        let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+        Err(Error::parquet(path, format!("corrupt data: the decoder failed ({msg})")))
+    })
+}
+
+fn read_table_unguarded(path: &Path, required: &[Column], extra: &[&str]) -> Result<Table> {
     let builder = open_builder(path)?;
     let metadata = kv_map(builder.metadata().file_metadata().key_value_metadata());
     let schema = builder.schema().clone();

@@ -60,3 +60,34 @@ fn a_bf16_step_at_lr_1e_6_moves_the_weights_as_the_f32_step_does() {
     let worst = w0.iter().flat_map(|(name, w)| w.iter().enumerate().map(move |(i, x)| (w16[name][i] - x).abs())).fold(0f32, f32::max);
     assert!(worst < 1.5e-6, "largest bf16 move {worst}");
 }
+
+/// In bf16 the no-grad kernels and the training pass round differently (up to 0.16 nats on the
+/// parity fixtures); the update takes its old log-probs from the training pass on the training
+/// micro-batches, so every response's first PPO ratio is exactly 1, as in verl.
+#[test]
+fn a_bf16_update_starts_from_a_ratio_of_exactly_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let policy = d.join("tiny");
+    clipo::tiny::init_tiny(&policy, &clipo::tiny::TinyPreset::tiny(), 0).unwrap();
+    let job = clipo::stages::data::ArithJob { out_dir: d.join("data"), n_train: 16, n_test: 4, task: Default::default() };
+    clipo::stages::data::run_arith(&job).unwrap();
+    let (t, r, out) = (d.join("t.parquet"), d.join("r.parquet"), d.join("p"));
+    ok(run("clipo-rollout", &["--policy", s(&policy), "--prompts", s(&d.join("data/train.parquet")), "--per-step", "8", "--step", "1", "--n", "4", "--max-new-tokens", "12", "--out", s(&t)]));
+    ok(run("clipo-verify", &["--input", s(&t), "--output", s(&r)]));
+    ok(run("clipo-update", &["--policy", s(&policy), "--trajectories", s(&t), "--rewards", s(&r), "--kl", "off", "--step", "1", "--dtype", "bf16", "--micro-batch", "5", "--out", s(&out)]));
+    let a = clipo::table::read_table(&out.join("advantages.parquet"), &[], &["mean_ratio", "response_tokens"]).unwrap();
+    let col = |n: &str| a.batch.column_by_name(n).unwrap().clone();
+    let ratio = col("mean_ratio");
+    let ratio = ratio.as_any().downcast_ref::<arrow::array::Float32Array>().unwrap();
+    let lens = col("response_tokens");
+    let lens = lens.as_any().downcast_ref::<arrow::array::UInt32Array>().unwrap();
+    let mut checked = 0;
+    for i in 0..a.num_rows() {
+        if lens.value(i) > 0 {
+            assert_eq!(ratio.value(i), 1.0, "row {i}: first-pass mean ratio");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 16, "{checked}");
+}

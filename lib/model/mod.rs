@@ -35,6 +35,7 @@ pub use config::{Config, Family};
 pub use sample::{FinishReason, Sample, SampleParams, SampleRequest};
 pub use score::{Scored, Sequence};
 pub use transformer::Model;
+pub use ops::{composed, set_composed};
 
 /// Errors of the model module.
 #[derive(Debug, thiserror::Error)]

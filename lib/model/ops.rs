@@ -27,7 +27,7 @@
 use std::sync::Arc;
 
 use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage,
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Storage,
     Tensor, WithDType,
 };
 use candle_core::backend::BackendStorage;
@@ -85,9 +85,37 @@ pub(crate) fn tune_allocator() {
     });
 }
 
+/// The composed-ops switch: when on, the CPU runs the generic candle ops that CUDA (and bf16)
+/// run instead of the fused kernels, so the device's code path is tested on every CI run.
+/// Set by `CLIPO_COMPOSED=1` in the environment or by [`set_composed`].
+static COMPOSED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
+
+/// Turns the composed-ops switch on or off for this process.
+pub fn set_composed(on: bool) {
+    COMPOSED.store(u8::from(on), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the composed-ops switch is on (first call reads `CLIPO_COMPOSED`).
+pub fn composed() -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    match COMPOSED.load(Relaxed) {
+        2 => {
+            let on = std::env::var("CLIPO_COMPOSED").is_ok_and(|v| v == "1");
+            let _ = COMPOSED.compare_exchange(2, u8::from(on), Relaxed, Relaxed);
+            COMPOSED.load(Relaxed) == 1
+        }
+        v => v == 1,
+    }
+}
+
+/// Whether the fused kernels serve tensors of this device and dtype.
+pub(crate) fn fused_for(device: &Device, dtype: DType) -> bool {
+    device.is_cpu() && matches!(dtype, DType::F32 | DType::F64) && !composed()
+}
+
 /// Whether the fused kernels serve tensors of this device and dtype.
 pub(crate) fn supported(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+    fused_for(t.device(), t.dtype())
 }
 
 /// The contiguous slice of a CPU storage under `l`.

@@ -206,6 +206,24 @@ impl Model {
         })
     }
 
+    /// Whether the no-grad pass ([`Self::response_logprobs_nograd`]) gives the training pass's
+    /// log-probs: true on the fused CPU kernels (the two agree to ~1e-6), false on the composed
+    /// candle ops (bf16, f16, CUDA, `CLIPO_COMPOSED=1`), whose no-grad kernels (candle's fused
+    /// rms_norm, rope, softmax) round differently from the graph's: up to 0.16 nats apart in
+    /// bf16 on the parity fixtures, a first PPO ratio of 1.17 instead of 1.
+    pub fn nograd_matches_training(&self) -> bool {
+        super::ops::fused_for(self.device(), self.dtype())
+    }
+
+    /// Each row's log-probs by the training pass itself (the graph path, its result detached):
+    /// the old log-probs where [`Self::nograd_matches_training`] is false. Called with the
+    /// training step's own micro-batches, the first PPO ratio is exactly 1, as verl's
+    /// recomputation with the actor makes it.
+    pub fn logprobs_as_trained(&self, seqs: &[Sequence], temperature: f64) -> Result<Vec<Vec<f32>>> {
+        let s = self.response_logprobs(seqs, temperature)?;
+        (0..seqs.len()).map(|b| s.logprobs_row(b)).collect()
+    }
+
     /// The same without a graph (frozen reference, old log-probs, `mean` pooling), with fused
     /// kernels, `chunk_rows` sequences per forward and `lm_head` in slabs of bounded size.
     pub fn response_logprobs_nograd(

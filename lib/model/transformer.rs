@@ -206,7 +206,7 @@ impl KvCache {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let time_major = device.is_cpu() && matches!(dtype, DType::F32 | DType::F64);
+        let time_major = ops::fused_for(device, dtype);
         let (kv, hd) = (cfg.num_key_value_heads(), cfg.head_dim());
         let shape = if time_major {
             (batch, capacity, kv, hd)

@@ -315,8 +315,12 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     let seqs: Vec<Sequence> = rows.iter().map(|r| Sequence { prompt: &r.prompt, response: &r.response }).collect();
     let chunk = cfg.micro_batch.max(1);
     let t_ref = Instant::now();
+    // During the actor warm-up nothing is trained: the reference and old log-probs are needed
+    // only when the KL goes into the reward (the audit table's rewards).
+    let warmup = cfg.step < cfg.actor_warmup;
+    let need_logprobs = !warmup || cfg.kl_in_reward;
     let ref_lp: Option<Vec<Vec<f32>>> = match (&cfg.reference, cfg.kl) {
-        (Some(dir), Some(_)) => {
+        (Some(dir), Some(_)) if need_logprobs => {
             let reference = crate::model::Model::load(dir, &device, dtype).map_err(model_err(dir))?;
             let s = reference.response_logprobs_nograd(&seqs, temperature, chunk).map_err(model_err(dir))?;
             Some((0..rows.len()).map(|b| s.logprobs_row(b)).collect::<std::result::Result<_, _>>().map_err(model_err(dir))?)
@@ -324,12 +328,45 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         _ => None,
     };
     let ref_secs = t_ref.elapsed().as_secs_f64();
+    // Dynamic sampling (drop only, no refill; clipo-filter refills): groups whose verifier
+    // scores are all equal carry no signal. As verl's filter_groups, the test is on the score,
+    // not on the reward after overlong and KL shaping (which almost never ties).
+    let mut keep = vec![true; rows.len()];
+    let mut dropped_groups = 0;
+    if cfg.dynamic_sampling {
+        for g in 0..n_groups {
+            let members: Vec<usize> = (0..rows.len()).filter(|&i| groups[i] == g).collect();
+            if members.iter().all(|&i| rows[i].score == rows[members[0]].score) {
+                dropped_groups += 1;
+                for i in members {
+                    keep[i] = false;
+                }
+            }
+        }
+    }
+    // The step's shape: mini-batches of whole groups in the table's order, micro-batches of
+    // `chunk` sequences; the old log-probs and the training loop walk the same plan.
+    let trainable: Vec<usize> = (0..rows.len()).filter(|&i| keep[i]).collect();
+    let plan = mini_batches(&trainable, &groups, cfg.mini_batches);
     let t_old = Instant::now();
     let old_lp: Vec<Vec<f32>> = match cfg.old_logprobs {
         OldLogprobs::Rollout => rows.iter().map(|r| r.rollout_logprobs.clone()).collect(),
+        OldLogprobs::Recompute if !need_logprobs => rows.iter().map(|r| r.rollout_logprobs.clone()).collect(),
         OldLogprobs::Recompute => {
             let s = policy.model.response_logprobs_nograd(&seqs, temperature, chunk).map_err(model_err(&cfg.policy))?;
-            (0..rows.len()).map(|b| s.logprobs_row(b)).collect::<std::result::Result<_, _>>().map_err(model_err(&cfg.policy))?
+            let mut old: Vec<Vec<f32>> = (0..rows.len()).map(|b| s.logprobs_row(b)).collect::<std::result::Result<_, _>>().map_err(model_err(&cfg.policy))?;
+            if !warmup && !policy.model.nograd_matches_training() {
+                // Composed ops (bf16, CUDA): the trained rows' old log-probs by the training pass
+                // on the training micro-batches, so the first ratio is exactly 1.
+                for micro in plan.iter().flat_map(|mini| mini.chunks(chunk)) {
+                    let mseqs: Vec<Sequence> = micro.iter().map(|&i| seqs[i]).collect();
+                    let lp = policy.model.logprobs_as_trained(&mseqs, temperature).map_err(model_err(&cfg.policy))?;
+                    for (&i, row) in micro.iter().zip(lp) {
+                        old[i] = row;
+                    }
+                }
+            }
+            old
         }
     };
     let old_secs = t_old.elapsed().as_secs_f64();
@@ -358,29 +395,11 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         }
     }
 
-    // Dynamic sampling (drop only, no refill; clipo-filter refills): groups whose verifier
-    // scores are all equal carry no signal. As verl's filter_groups, the test is on the score,
-    // not on the reward after overlong and KL shaping (which almost never ties).
-    let mut keep = vec![true; rows.len()];
-    let mut dropped_groups = 0;
-    if cfg.dynamic_sampling {
-        for g in 0..n_groups {
-            let members: Vec<usize> = (0..rows.len()).filter(|&i| groups[i] == g).collect();
-            if members.iter().all(|&i| rows[i].score == rows[members[0]].score) {
-                dropped_groups += 1;
-                for i in members {
-                    keep[i] = false;
-                }
-            }
-        }
-    }
     let adv = advantages(&reward, &groups, cfg.estimator);
 
     let mut stats = vec![SeqStats { mean_ratio: 1.0, ..Default::default() }; rows.len()];
     let mut metrics = serde_json::Map::new();
     let mut note = None;
-    let warmup = cfg.step < cfg.actor_warmup;
-    let trainable: Vec<usize> = (0..rows.len()).filter(|&i| keep[i]).collect();
     let lr = cfg.lr_schedule.lr_at(cfg.optim.lr, cfg.step, cfg.actor_warmup);
     let optim = AdamWConfig { lr, ..cfg.optim };
     let mut optimizer = match policy.dir.join(OPTIMIZER_FILE) {
@@ -400,18 +419,9 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         false
     } else {
         let vars = policy.model.vars();
-        // Mini-batches are made of whole groups, in group order.
-        let group_list: Vec<usize> = {
-            let mut g: Vec<usize> = trainable.iter().map(|&i| groups[i]).collect();
-            g.dedup();
-            let mut seen = std::collections::HashSet::new();
-            g.retain(|x| seen.insert(*x));
-            g
-        };
-        let per_mini = group_list.len().div_ceil(cfg.mini_batches.max(1));
         for epoch in 0..cfg.epochs {
-            for mini in group_list.chunks(per_mini.max(1)) {
-                let members: Vec<usize> = trainable.iter().copied().filter(|i| mini.contains(&groups[*i])).collect();
+            for members in &plan {
+                let members: Vec<usize> = members.clone();
                 let loss_len = |i: usize| if cfg.mask_truncated && rows[i].truncated { 0 } else { rows[i].response.len() };
                 let norm = Norm {
                     tokens: members.iter().map(|&i| loss_len(i) as f64).sum(),
@@ -601,6 +611,24 @@ fn keep_masters(optimizer: &mut Optimizer, dir: &Path, dtype: DType) -> Result<(
     let m = crate::model::Model::load(dir, &candle_core::Device::Cpu, DType::F32).map_err(model_err(dir))?;
     let weights: Vec<(String, Tensor)> = m.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
     optimizer.keep_masters(&weights)
+}
+
+/// Mini-batches of whole groups: the groups of `rows` in the order they first appear (the
+/// table's order: the epoch's shuffle, then refill rounds), cut into `n` consecutive slices of
+/// ceil(groups / n) groups, as verl splits its batch in the dataloader's order; each mini-batch
+/// lists its rows in table order.
+fn mini_batches(rows: &[usize], groups: &[usize], n: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = Vec::new();
+    for &i in rows {
+        if !order.contains(&groups[i]) {
+            order.push(groups[i]);
+        }
+    }
+    let per = order.len().div_ceil(n.max(1)).max(1);
+    order
+        .chunks(per)
+        .map(|gs| rows.iter().copied().filter(|&i| gs.contains(&groups[i])).collect())
+        .collect()
 }
 
 /// `<out>.staging`, beside `out`: where a policy directory is written before its rename.
