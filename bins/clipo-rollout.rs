@@ -27,7 +27,8 @@ struct Args {
     /// Output trajectories table (resumable: see --help of the stage).
     #[arg(long)]
     out: PathBuf,
-    /// Responses per prompt (the GRPO group size G; 16 in the paper; 1 with --greedy).
+    /// Responses per prompt, the GRPO group size G (default 16 as in the paper, where verl's
+    /// rollout.n defaults to 1; 1 with --greedy).
     #[arg(long)]
     n: Option<usize>,
     /// Sampling temperature (> 0; 1.0 in training, 0.6 for the MATH track's evaluation).
@@ -39,7 +40,8 @@ struct Args {
     /// Keep the k most likely tokens; 0 = off.
     #[arg(long, default_value_t = 0)]
     top_k: usize,
-    /// Most tokens per response, the stop token included (2048 in the paper).
+    /// Most tokens per response, the stop token included (default 2048 as in the paper's GSM8K
+    /// track; verl's max_response_length defaults to 512; the MATH track takes 4096).
     #[arg(long, default_value_t = 2048)]
     max_new_tokens: usize,
     /// Prompts longer than this after the chat template are skipped and counted (512).

@@ -436,10 +436,17 @@ fn micro_batches_give_the_full_batch_update_and_zero_advantages_only_decay() {
     let mut args = common.to_vec();
     args.extend(["--micro-batch", "2", "--out", s(&b)]);
     let mb = metrics(update(&args));
+    // Packed by a token budget (verl's dynamic batch size): 9 sequences of ~60-90 tokens in
+    // micro-batches of at most 200 tokens (two sequences each, one where they are longer).
+    let tb = dir.path().join("tb");
+    let mut args = common.to_vec();
+    args.extend(["--max-tokens-per-micro-batch", "200", "--out", s(&tb)]);
+    let mt = metrics(update(&args));
     // The accumulated gradient (its global norm) and the loss equal the full batch's to 1e-5.
     for key in ["actor/grad_norm", "actor/pg_loss", "actor/kl_loss"] {
-        let (x, y) = (ma[key].as_f64().unwrap(), mb[key].as_f64().unwrap());
+        let (x, y, z) = (ma[key].as_f64().unwrap(), mb[key].as_f64().unwrap(), mt[key].as_f64().unwrap());
         assert!((x - y).abs() <= 1e-5 * x.abs().max(0.1), "{key}: {x} vs {y}");
+        assert!((x - z).abs() <= 1e-5 * x.abs().max(0.1), "{key}, token budget: {x} vs {z}");
     }
     // AdamW's first step moves a weight by about lr * sign(g), so weights whose gradient is
     // at float-noise level may differ by up to 2 lr; all others agree to 1e-6.

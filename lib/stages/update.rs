@@ -95,6 +95,8 @@ pub struct UpdateConfig {
     pub mini_batches: usize,
     /// Sequences per forward/backward pass.
     pub micro_batch: usize,
+    /// Token budget per forward/backward pass (replaces `micro_batch` when set).
+    pub max_tokens_per_micro_batch: Option<usize>,
     pub epochs: usize,
     pub actor_warmup: u64,
     pub old_logprobs: OldLogprobs,
@@ -358,7 +360,7 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
             if !warmup && !policy.model.nograd_matches_training() {
                 // Composed ops (bf16, CUDA): the trained rows' old log-probs by the training pass
                 // on the training micro-batches, so the first ratio is exactly 1.
-                for micro in plan.iter().flat_map(|mini| mini.chunks(chunk)) {
+                for micro in plan.iter().flat_map(|mini| micro_batches(mini, &rows, chunk, cfg.max_tokens_per_micro_batch)) {
                     let mseqs: Vec<Sequence> = micro.iter().map(|&i| seqs[i]).collect();
                     let lp = policy.model.logprobs_as_trained(&mseqs, temperature).map_err(model_err(&cfg.policy))?;
                     for (&i, row) in micro.iter().zip(lp) {
@@ -429,7 +431,7 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
                     norm_len: max_len as f64,
                 };
                 let mut grads = Grads::new();
-                for micro in members.chunks(chunk) {
+                for micro in micro_batches(&members, &rows, chunk, cfg.max_tokens_per_micro_batch).iter().map(Vec::as_slice) {
                     let mseqs: Vec<Sequence> = micro.iter().map(|&i| seqs[i]).collect();
                     let scored = policy.model.response_logprobs(&mseqs, temperature).map_err(model_err(&cfg.policy))?;
                     let (b, r) = scored.logprobs.dims2()?;
@@ -629,6 +631,28 @@ fn mini_batches(rows: &[usize], groups: &[usize], n: usize) -> Vec<Vec<usize>> {
         .chunks(per)
         .map(|gs| rows.iter().copied().filter(|&i| gs.contains(&groups[i])).collect())
         .collect()
+}
+
+/// A mini-batch's micro-batches, in order: `chunk` sequences each, or with a token budget as
+/// many consecutive sequences as fit in `budget` prompt + response tokens (at least one).
+fn micro_batches(mini: &[usize], rows: &[Row], chunk: usize, budget: Option<usize>) -> Vec<Vec<usize>> {
+    let Some(budget) = budget else { return mini.chunks(chunk.max(1)).map(<[usize]>::to_vec).collect() };
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut tokens = 0;
+    for &i in mini {
+        let n = rows[i].prompt.len() + rows[i].response.len();
+        match out.last_mut() {
+            Some(last) if tokens + n <= budget => {
+                last.push(i);
+                tokens += n;
+            }
+            _ => {
+                out.push(vec![i]);
+                tokens = n;
+            }
+        }
+    }
+    out
 }
 
 /// `<out>.staging`, beside `out`: where a policy directory is written before its rename.
