@@ -40,6 +40,18 @@ enum Command {
         /// The model directory.
         dir: PathBuf,
     },
+    /// Compare two trainings of one model: for each weight of BASE, how far A and B moved from
+    /// it and whether in the same direction. Prints one JSON object: weights, moved_a, moved_b
+    /// (fractions of weights that changed), same_direction (fraction of all weights that both
+    /// moved the same way), max_abs_diff (|A - B|, largest over all weights).
+    Compare {
+        /// The model both started from.
+        base: PathBuf,
+        /// One trained copy.
+        a: PathBuf,
+        /// The other.
+        b: PathBuf,
+    },
     /// Build a policy from a preset with no download: `tiny` is a ~0.9M-parameter Llama with
     /// its own byte-level BPE tokenizer (trained on the embedded task) and a ChatML template,
     /// randomly initialised from --seed.
@@ -95,6 +107,30 @@ fn run(args: Args) -> anyhow::Result<()> {
             let p = clipo::tiny::TinyPreset::tiny();
             clipo::tiny::init_tiny(&out_dir, &p, seed).with_context(|| format!("initialising {}", out_dir.display()))?;
             eprintln!("clipo-model: wrote the tiny preset (seed {seed}) to {}", out_dir.display());
+        }
+        Command::Compare { base, a, b } => {
+            let load = |d: &PathBuf| -> anyhow::Result<Vec<(String, Vec<f32>)>> {
+                let m = clipo::model::Model::load(d, &candle_core::Device::Cpu, candle_core::DType::F32).with_context(|| format!("reading {}", d.display()))?;
+                m.vars().into_iter().map(|(n, v)| Ok((n, v.as_tensor().flatten_all()?.to_vec1::<f32>()?))).collect()
+            };
+            let (w0, wa, wb) = (load(&base)?, load(&a)?, load(&b)?);
+            let (mut n, mut ma, mut mb, mut same, mut worst) = (0usize, 0usize, 0usize, 0usize, 0f32);
+            for (((name, x0), (na, xa)), (nb, xb)) in w0.iter().zip(&wa).zip(&wb) {
+                anyhow::ensure!(name == na && name == nb && x0.len() == xa.len() && x0.len() == xb.len(), "{name}: the three models differ in shape");
+                for k in 0..x0.len() {
+                    let (da, db) = (xa[k] - x0[k], xb[k] - x0[k]);
+                    n += 1;
+                    ma += usize::from(da != 0.0);
+                    mb += usize::from(db != 0.0);
+                    same += usize::from(da != 0.0 && db != 0.0 && da.signum() == db.signum());
+                    worst = worst.max((xa[k] - xb[k]).abs());
+                }
+            }
+            let f = |k: usize| k as f64 / n.max(1) as f64;
+            println!(
+                "{}",
+                serde_json::json!({ "weights": n, "moved_a": f(ma), "moved_b": f(mb), "same_direction": f(same), "max_abs_diff": worst })
+            );
         }
         Command::Info { dir } => {
             let info =

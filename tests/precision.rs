@@ -91,3 +91,35 @@ fn a_bf16_update_starts_from_a_ratio_of_exactly_one() {
     }
     assert!(checked >= 16, "{checked}");
 }
+
+/// The CPU twin of scripts/gpu_check.sh's first check: three SFT steps on the composed candle ops
+/// (what CUDA runs; CLIPO_COMPOSED=1) against the fused CPU kernels, compared by
+/// `clipo-model compare`: the same training to float noise.
+#[test]
+fn composed_ops_train_as_the_fused_kernels_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let policy = d.join("tiny");
+    clipo::tiny::init_tiny(&policy, &clipo::tiny::TinyPreset::tiny(), 0).unwrap();
+    let job = clipo::stages::data::ArithJob { out_dir: d.join("data"), n_train: 64, n_test: 4, task: Default::default() };
+    clipo::stages::data::run_arith(&job).unwrap();
+    let train = d.join("data/train.parquet");
+    let sft = |out: &Path, composed: bool| {
+        let o = std::process::Command::new(common::bin("clipo-update"))
+            .args(["--objective", "sft", "--policy", s(&policy), "--prompts", s(&train), "--steps", "3", "--batch-size", "32"])
+            .args(["--micro-batch", "32", "--lr", "1e-3", "--out", s(out)])
+            .env("CLIPO_COMPOSED", if composed { "1" } else { "0" })
+            .output()
+            .unwrap();
+        ok(o);
+    };
+    let (fused, composed) = (d.join("fused"), d.join("composed"));
+    sft(&fused, false);
+    sft(&composed, true);
+    let o = ok(run("clipo-model", &["compare", s(&policy), s(&fused), s(&composed)]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    println!("fused vs composed after 3 steps: {v}");
+    assert_eq!(v["moved_a"], 1.0, "{v}");
+    assert!(v["max_abs_diff"].as_f64().unwrap() < 1e-4, "{v}");
+    assert!(v["same_direction"].as_f64().unwrap() > 0.999, "{v}");
+}
