@@ -47,7 +47,10 @@ struct Args {
     /// Prompts longer than this after the chat template are skipped and counted (512).
     #[arg(long, default_value_t = 512)]
     max_prompt_tokens: usize,
-    /// Prompts decoded per batch (each with its G samples); also the unit of resumption.
+    /// Prompts decoded together: B prompts x G samples share each decode step (every prompt
+    /// prefilled on its own, decode rows through a row-by-row kernel, so a row's bytes do not
+    /// depend on its neighbours or on B); also the unit of resumption. Larger B: fewer passes
+    /// over the weights per token (16 rows a pass on the CPU).
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
     /// Run seed: each sample's stream derives from (seed, step, prompt_id, sample_idx).

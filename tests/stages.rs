@@ -65,6 +65,17 @@ fn rollout_is_deterministic_and_independent_of_the_batch_size() {
     assert_eq!(t.num_rows(), 18);
     assert_eq!(t.vectors(&tr::HIDDEN).value_length(), 128);
     assert!(t.utf8(&tr::POLICY).value(0).contains('@'));
+    // Greedy evaluation, 20 prompts of different lengths decoded 1 and 16 at a time (left
+    // padding, finished rows leaving the batch): the same bytes.
+    let (g1, g16) = (dir.path().join("g1.parquet"), dir.path().join("g16.parquet"));
+    for (out, batch) in [(&g1, "1"), (&g16, "16")] {
+        let o = rollout(out, &["--limit", "20", "--greedy", "--batch-size", batch, "--hidden", "official"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert!(bytes(&g1) == bytes(&g16), "greedy: batch size 1 and 16 give different bytes");
+    let s8 = dir.path().join("s8.parquet");
+    assert!(rollout(&s8, &["--limit", "6", "--batch-size", "6", "--seed", "5"]).status.success());
+    assert!(bytes(&a) == bytes(&s8), "sampled: batch size 1 and 6 give different bytes");
     // Another seed changes the samples.
     let d = dir.path().join("d.parquet");
     assert!(rollout(&d, &["--limit", "6", "--seed", "6"]).status.success());

@@ -1260,6 +1260,18 @@ pub(crate) fn matmul_small_m(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &SmallMatmul)
 }
 
+/// `x W^T` for any number of rows, [`SMALL_M`] rows at a time through [`matmul_small_m`]: each
+/// row's bits do not depend on how many rows share the call (decoding, where rows of different
+/// prompts share a batch). Streams the weights once per SMALL_M rows.
+pub(crate) fn matmul_rows(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let m = x.dim(0)?;
+    if m <= SMALL_M {
+        return matmul_small_m(x, w);
+    }
+    let parts = (0..m).step_by(SMALL_M).map(|s| matmul_small_m(&x.narrow(0, s, SMALL_M.min(m - s))?, w)).collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::transformer::{left_pad, KvCache, Model};
+use super::transformer::{KvCache, Model};
 use super::{Error, Result};
 
 /// How to decode.
@@ -172,21 +172,22 @@ impl Model {
                 })
             })
             .collect();
-        let (ids, pads_u) = left_pad(&uniq, 0, self.device())?;
-        let p = ids.dim(1)?;
-        let mut cache = KvCache::new(
-            self.config(),
-            uniq.len(),
-            p + params.max_new_tokens,
-            self.dtype(),
-            self.device(),
-        )?;
-        let hidden = self.step(&ids, &pads_u, &mut cache)?; // (U, P, d)
-        let last = hidden.narrow(1, p - 1, 1)?.squeeze(1)?; // (U, d)
-        let logits: Vec<Vec<f32>> = self
-            .lm_head_nograd(&last)?
-            .to_dtype(DType::F32)?
-            .to_vec2()?;
+        // Each distinct prompt is prefilled on its own (its rows' bits then do not depend on the
+        // other prompts of the batch), and the caches are merged left-padded to the longest, p.
+        let p = uniq.iter().map(|u| u.len()).max().unwrap_or(0);
+        let pads_u: Vec<usize> = uniq.iter().map(|u| p - u.len()).collect();
+        let (mut singles, mut lasts) = (Vec::with_capacity(uniq.len()), Vec::with_capacity(uniq.len()));
+        for u in &uniq {
+            let ids = Tensor::from_slice(u, (1, u.len()), self.device())?;
+            let mut c = KvCache::new(self.config(), 1, u.len(), self.dtype(), self.device())?;
+            let hidden = self.step(&ids, &[0], &mut c)?; // (1, len, d)
+            lasts.push(hidden.narrow(1, u.len() - 1, 1)?.squeeze(1)?); // (1, d)
+            singles.push(c);
+        }
+        let mut cache = KvCache::from_rows(&singles.iter().collect::<Vec<_>>(), p + params.max_new_tokens)?;
+        drop(singles);
+        let last = Tensor::cat(&lasts, 0)?; // (U, d)
+        let logits: Vec<Vec<f32>> = self.lm_head_rows(&last)?.to_dtype(DType::F32)?.to_vec2()?;
         for (row, &u) in rows.iter_mut().zip(&prompt_of) {
             pick(row, &logits[u as usize], params);
         }
@@ -217,10 +218,7 @@ impl Model {
             let ids = Tensor::from_vec(input, (live.len(), 1), self.device())?;
             let hidden = self.step(&ids, &pads, &mut cache)?.squeeze(1)?; // (n, d)
             let hv: Vec<Vec<f32>> = hidden.to_dtype(DType::F32)?.to_vec2()?;
-            let logits: Vec<Vec<f32>> = self
-                .lm_head_nograd(&hidden)?
-                .to_dtype(DType::F32)?
-                .to_vec2()?;
+            let logits: Vec<Vec<f32>> = self.lm_head_rows(&hidden)?.to_dtype(DType::F32)?.to_vec2()?;
             for (j, &i) in live.iter().enumerate() {
                 let row = &mut rows[i];
                 for (s, h) in row.hidden_sum.iter_mut().zip(&hv[j]) {

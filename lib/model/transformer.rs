@@ -69,9 +69,11 @@ impl Linear {
 
     /// (N, in) -> (N, out). `fast` (no graph wanted): a few rows go through
     /// [`ops::matmul_small_m`] (decoding), which reads the weight once without repacking it.
-    fn forward2(&self, xs: &Tensor, fast: bool) -> Result<Tensor> {
-        let ys = if fast && xs.dim(0)? <= ops::SMALL_M {
-            ops::matmul_small_m(xs, &self.weight)?
+    /// `rowwise` (a decode step): every row through the streaming kernel, so its bits do not
+    /// depend on the other rows of the batch.
+    fn forward2_rows(&self, xs: &Tensor, fast: bool, rowwise: bool) -> Result<Tensor> {
+        let ys = if fast && (rowwise || xs.dim(0)? <= ops::SMALL_M) {
+            ops::matmul_rows(xs, &self.weight)?
         } else {
             xs.matmul(&self.weight.t()?)?
         };
@@ -167,6 +169,14 @@ struct Fused {
     t: usize,
 }
 
+impl Fused {
+    /// A decode step (one new token a row): the projections go row by row through the streaming
+    /// kernel, so a row's bits do not depend on how many rows share the step.
+    fn rowwise(&self) -> bool {
+        self.fast && self.t == 1
+    }
+}
+
 impl Ctx {
     /// x: (B, H, T, hd) -> rotated, rotate-half convention (transformers' `rotate_half`).
     fn rope(&self, x: &Tensor) -> Result<Tensor> {
@@ -246,6 +256,39 @@ impl KvCache {
             self.k[layer].narrow(axis, 0, self.len + t)?,
             self.v[layer].narrow(axis, 0, self.len + t)?,
         ))
+    }
+
+    /// A batch cache from single-row caches prefilled one prompt at a time: row j holds
+    /// `rows[j]`'s `len` columns after `pads[j] = p - len` columns of zeros (left padding), p the
+    /// longest; room for `capacity` columns in all.
+    pub(crate) fn from_rows(rows: &[&KvCache], capacity: usize) -> Result<Self> {
+        let p = rows.iter().map(|r| r.len).max().unwrap_or(0);
+        let first = rows.first().ok_or_else(|| Error::Input("no rows to batch".into()))?;
+        let time_major = first.time_major;
+        let axis = if time_major { 1 } else { 2 };
+        let layers = first.k.len();
+        let build = |pick: &dyn Fn(&KvCache) -> &Vec<Tensor>, layer: usize| -> Result<Tensor> {
+            let mut parts = Vec::with_capacity(rows.len());
+            for r in rows {
+                let filled = pick(r)[layer].narrow(axis, 0, r.len)?;
+                let mut dims = filled.dims().to_vec();
+                let mut pieces = vec![];
+                if p > r.len {
+                    dims[axis] = p - r.len;
+                    pieces.push(Tensor::zeros(dims.as_slice(), filled.dtype(), filled.device())?);
+                }
+                pieces.push(filled.clone());
+                if capacity > p {
+                    dims[axis] = capacity - p;
+                    pieces.push(Tensor::zeros(dims.as_slice(), filled.dtype(), filled.device())?);
+                }
+                parts.push(Tensor::cat(&pieces, axis)?);
+            }
+            Ok(Tensor::cat(&parts, 0)?)
+        };
+        let k = (0..layers).map(|l| build(&|r: &KvCache| &r.k, l)).collect::<Result<Vec<_>>>()?;
+        let v = (0..layers).map(|l| build(&|r: &KvCache| &r.v, l)).collect::<Result<Vec<_>>>()?;
+        Ok(Self { k, v, len: p, capacity, time_major })
     }
 
     /// Keeps (and possibly repeats) the rows listed in `rows`, in that order.
@@ -367,10 +410,10 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t) = (fu.b, fu.t);
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let f = fu.fast;
-        let q = self.q_proj.forward2(xs, f)?.reshape((b, t, h, hd))?;
-        let k = self.k_proj.forward2(xs, f)?.reshape((b, t, kv, hd))?;
-        let v = self.v_proj.forward2(xs, f)?.reshape((b, t, kv, hd))?;
+        let (f, rw) = (fu.fast, fu.rowwise());
+        let q = self.q_proj.forward2_rows(xs, f, rw)?.reshape((b, t, h, hd))?;
+        let k = self.k_proj.forward2_rows(xs, f, rw)?.reshape((b, t, kv, hd))?;
+        let v = self.v_proj.forward2_rows(xs, f, rw)?.reshape((b, t, kv, hd))?;
         let q = ops::rope(&q, &fu.rope)?;
         let k = ops::rope(&k, &fu.rope)?;
         let rows_kernel = cache.is_some();
@@ -379,7 +422,7 @@ impl Attention {
             None => (k, v),
         };
         let out = ops::attention(&q, &k, &v, fu.rows.clone(), rows_kernel)?;
-        self.o_proj.forward2(&out.reshape((b * t, h * hd))?, f)
+        self.o_proj.forward2_rows(&out.reshape((b * t, h * hd))?, f, rw)
     }
 }
 
@@ -409,9 +452,9 @@ impl Mlp {
     }
 
     /// (N, d) -> (N, d) with the fused silu * up.
-    fn forward_fused(&self, xs: &Tensor, fast: bool) -> Result<Tensor> {
-        let act = ops::silu_mul(&self.gate_proj.forward2(xs, fast)?, &self.up_proj.forward2(xs, fast)?)?;
-        self.down_proj.forward2(&act, fast)
+    fn forward_fused(&self, xs: &Tensor, fast: bool, rowwise: bool) -> Result<Tensor> {
+        let act = ops::silu_mul(&self.gate_proj.forward2_rows(xs, fast, rowwise)?, &self.up_proj.forward2_rows(xs, fast, rowwise)?)?;
+        self.down_proj.forward2_rows(&act, fast, rowwise)
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
@@ -459,7 +502,8 @@ impl Block {
             let h = ops::rms_norm(xs, &ln1.weight, ln1.eps)?;
             let xs = (self.self_attn.forward(&h, ctx, cache)? + xs)?;
             let h = ops::rms_norm(&xs, &ln2.weight, ln2.eps)?;
-            return Ok((self.mlp.forward_fused(&h, ctx.fast)? + xs)?);
+            let rowwise = ctx.fused.as_ref().is_some_and(Fused::rowwise);
+            return Ok((self.mlp.forward_fused(&h, ctx.fast, rowwise)? + xs)?);
         }
         let h = self.input_layernorm.forward(xs, ctx.fast)?;
         let xs = (self.self_attn.forward(&h, ctx, cache)? + xs)?;
@@ -867,8 +911,20 @@ impl Model {
     }
 
     /// `lm_head` without a graph.
-    pub(crate) fn lm_head_nograd(&self, hidden: &Tensor) -> Result<Tensor> {
+    pub fn lm_head_nograd(&self, hidden: &Tensor) -> Result<Tensor> {
         self.nograd.lm_head(&hidden.detach())
+    }
+
+    /// No-grad logits of (n, d) decode-step hidden states, each row's bits independent of the
+    /// other rows (on the fused path, [`ops::SMALL_M`] rows at a time through the streaming
+    /// kernel).
+    pub(crate) fn lm_head_rows(&self, hidden: &Tensor) -> Result<Tensor> {
+        let n = hidden.dim(0)?;
+        if !ops::supported(hidden) || n <= ops::SMALL_M {
+            return self.lm_head_nograd(hidden);
+        }
+        let parts = (0..n).step_by(ops::SMALL_M).map(|s| self.lm_head_nograd(&hidden.narrow(0, s, ops::SMALL_M.min(n - s))?)).collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
     }
 
     /// No-grad logits at every position, (B, T, V): for tests and small inputs only.

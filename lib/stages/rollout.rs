@@ -2,13 +2,15 @@
 //!
 //! Each prompt is rendered with the policy's chat template (generation prompt on), tokenised,
 //! and sampled G times. Every sample's random stream is seeded from
-//! (seed, step, prompt_id, sample_idx) alone ([`crate::seed`]), and the G samples of one prompt
-//! are decoded together, so a file does not depend on how prompts were batched or sharded.
+//! (seed, step, prompt_id, sample_idx) alone ([`crate::seed`]); `--batch-size` prompts with
+//! their G samples decode together, each prompt prefilled on its own and every decode row
+//! through a row-by-row kernel, so a file does not depend on how prompts were batched or
+//! sharded, byte for byte.
 //!
 //! Resumable: each batch of prompts is written as a complete Parquet part under
 //! `<out>.parts/` (atomically, stamped with the run's fingerprint). Killed and run again with
-//! the same arguments, the stage skips the parts it has; with other arguments (another policy,
-//! seed or setting) it refuses instead of mixing. When every part exists they are concatenated
+//! the same arguments, the stage skips the parts it has; parts of a run with other arguments
+//! are cleared, never mixed in. When every part exists they are concatenated
 //! into `<out>` in prompt order and the parts are removed, so the final file is the same bytes
 //! as an uninterrupted run's.
 
@@ -98,7 +100,7 @@ pub struct RolloutConfig {
     pub max_new_tokens: usize,
     /// Longer prompts (after the template) are skipped and counted.
     pub max_prompt_tokens: usize,
-    /// Prompts decoded together (their G samples each share one batch).
+    /// Prompts decoded together (B x G rows a decode step).
     pub batch_prompts: usize,
     pub seed: u64,
     pub step: u64,
@@ -363,12 +365,17 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
     let sample_start = Instant::now();
     for (b, batch) in batches.iter().enumerate().skip(resumed) {
         let mut rows = Vec::with_capacity(batch.len() * cfg.n);
-        for r in batch.iter() {
-            // One prompt's G samples decode together: they share the prompt, so there is no
-            // padding, and the result does not depend on the other prompts of the batch.
-            let seeds: Vec<u64> = (0..cfg.n).map(|s| derive_seed(SAMPLING, cfg.seed, cfg.step, &r.prompt.prompt_id, s as u64)).collect();
-            let reqs: Vec<SampleRequest> = seeds.iter().map(|&seed| SampleRequest { prompt: &r.ids, seed }).collect();
-            let samples = policy.model.sample(&reqs, &params).map_err(|e| Error::Model { dir: cfg.policy.clone(), detail: e.to_string() })?;
+        // The batch's prompts decode together (B x G rows, left-padded, each row with its own
+        // positions and random stream; the G rows of one prompt share its prefill): a row's
+        // tokens, log-probs and hidden state do not depend on its neighbours (tests/stages.rs
+        // compares --batch-size 1 and 16 byte for byte).
+        let seeds: Vec<Vec<u64>> =
+            batch.iter().map(|r| (0..cfg.n).map(|s| derive_seed(SAMPLING, cfg.seed, cfg.step, &r.prompt.prompt_id, s as u64)).collect()).collect();
+        let reqs: Vec<SampleRequest> =
+            batch.iter().zip(&seeds).flat_map(|(r, ss)| ss.iter().map(move |&seed| SampleRequest { prompt: &r.ids, seed })).collect();
+        let mut samples = policy.model.sample(&reqs, &params).map_err(|e| Error::Model { dir: cfg.policy.clone(), detail: e.to_string() })?.into_iter();
+        for (r, seeds) in batch.iter().zip(seeds) {
+            let samples: Vec<_> = samples.by_ref().take(cfg.n).collect();
             let mean = if cfg.hidden == HiddenMode::Mean {
                 let seqs: Vec<Sequence> = samples.iter().map(|s| Sequence { prompt: &r.ids, response: &s.tokens }).collect();
                 let m = policy.model.mean_hidden(&seqs, cfg.n).map_err(|e| Error::Model { dir: cfg.policy.clone(), detail: e.to_string() })?;
@@ -400,9 +407,9 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
                 });
             }
             bar.inc(1);
-            let secs = sample_start.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("{:.1} tok/s", generated as f64 / secs));
         }
+        let secs = sample_start.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!("{:.1} tok/s", generated as f64 / secs));
         let batch_rb = trajectories_batch(&rows, hidden_dim)?;
         let mut w = TableWriter::create(&part_path(b), batch_rb.schema(), &parts_prov)?;
         w.write(&batch_rb)?;
