@@ -89,6 +89,11 @@ struct Args {
     /// Remove the prompts' system messages (the template may still add its default).
     #[arg(long)]
     no_system_prompt: bool,
+    /// A stop string (repeat for several): a response ends at the token that completes one, as
+    /// vLLM's and verl's `stop`; the string stays in the stored tokens and text, and the
+    /// finish_reason is `stop:TEXT` (`eos` for a stop token, `length` at --max-new-tokens).
+    #[arg(long = "stop", value_name = "TEXT")]
+    stop: Vec<String>,
     /// Greedy decoding (evaluation, the GSM8K track's protocol); log-probs at temperature 1.
     #[arg(long)]
     greedy: bool,
@@ -114,6 +119,7 @@ impl TryFrom<Args> for RolloutConfig {
         clipo::policy::parse_dtype(a.dtype.as_deref(), &candle_core::Device::Cpu)?;
         ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p {}: expected a number in (0, 1]", a.top_p);
         args::count("--max-new-tokens", a.max_new_tokens)?;
+        ensure!(a.stop.iter().all(|s| !s.is_empty()), "--stop: a stop string must not be empty");
         args::count("--max-prompt-tokens", a.max_prompt_tokens)?;
         args::count("--batch-size", a.batch_size)?;
         if let Some(l) = a.limit {
@@ -154,6 +160,7 @@ impl TryFrom<Args> for RolloutConfig {
             hidden: a.hidden,
             system_prompt,
             greedy: a.greedy,
+            stop: a.stop,
             device: a.device,
             dtype: a.dtype,
             force: a.force,

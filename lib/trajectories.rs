@@ -12,8 +12,25 @@ use arrow::datatypes::{DataType, Field, Float32Type, UInt32Type};
 use crate::error::{Error, Result};
 use crate::schema::trajectories::schema;
 
-/// Why sampling stopped: the model's own type, `eos` or `length`.
-pub use crate::model::FinishReason;
+/// Why a response ended, as the `finish_reason` column stores it: `eos` (a stop token, kept as
+/// the last token), `length` (`--max-new-tokens`), `stop:TEXT` (the stop string TEXT of
+/// `--stop`, completed by the last token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishReason {
+    Eos,
+    Length,
+    Stop(String),
+}
+
+impl FinishReason {
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            FinishReason::Eos => "eos".into(),
+            FinishReason::Length => "length".into(),
+            FinishReason::Stop(text) => format!("stop:{text}").into(),
+        }
+    }
+}
 
 /// One sampled response and what produced it.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +92,7 @@ pub fn vectors(rows: &[Option<&[f32]>], width: usize) -> Result<FixedSizeListArr
 /// row carries a hidden state).
 pub fn trajectories_batch(rows: &[Trajectory], hidden_dim: usize) -> Result<RecordBatch> {
     let s = |f: &dyn Fn(&Trajectory) -> &str| -> ArrayRef { Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>()) };
+    let finish: Vec<std::borrow::Cow<'_, str>> = rows.iter().map(|r| r.finish_reason.as_str()).collect();
     let hidden: Vec<Option<&[f32]>> = rows.iter().map(|r| r.hidden.as_deref()).collect();
     let columns: Vec<ArrayRef> = vec![
         s(&|r| &r.prompt_id),
@@ -86,7 +104,7 @@ pub fn trajectories_batch(rows: &[Trajectory], hidden_dim: usize) -> Result<Reco
         Arc::new(list_of::<UInt32Type>(rows.iter().map(|r| r.prompt_token_ids.clone()))),
         Arc::new(list_of::<UInt32Type>(rows.iter().map(|r| r.response_token_ids.clone()))),
         Arc::new(list_of::<Float32Type>(rows.iter().map(|r| r.response_logprobs.clone()))),
-        s(&|r| r.finish_reason.as_str()),
+        Arc::new(finish.iter().map(|f| Some(f.as_ref())).collect::<StringArray>()),
         Arc::new(rows.iter().map(|r| r.seed).collect::<UInt64Array>()),
         s(&|r| &r.policy),
         Arc::new(vectors(&hidden, hidden_dim)?),

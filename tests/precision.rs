@@ -23,11 +23,7 @@ fn matrices(dir: &Path) -> BTreeMap<String, Vec<f32>> {
 fn a_bf16_step_at_lr_1e_6_moves_the_weights_as_the_f32_step_does() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let policy = d.join("tiny");
-    clipo::tiny::init_tiny(&policy, &clipo::tiny::TinyPreset::tiny(), 0).unwrap();
-    let job = clipo::stages::data::ArithJob { out_dir: d.join("data"), n_train: 64, n_test: 8, task: Default::default() };
-    clipo::stages::data::run_arith(&job).unwrap();
-    let train = d.join("data/train.parquet");
+    let (policy, train) = common::tiny_and_task(d, 64, 8);
     let sft = |out: &Path, extra: &[&str]| {
         let mut args = vec!["--objective", "sft", "--policy", s(&policy), "--prompts", s(&train), "--steps", "1", "--batch-size", "64"];
         args.extend_from_slice(&["--micro-batch", "64", "--lr", "1e-6", "--out", s(out)]);
@@ -68,12 +64,9 @@ fn a_bf16_step_at_lr_1e_6_moves_the_weights_as_the_f32_step_does() {
 fn a_bf16_update_starts_from_a_ratio_of_exactly_one() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let policy = d.join("tiny");
-    clipo::tiny::init_tiny(&policy, &clipo::tiny::TinyPreset::tiny(), 0).unwrap();
-    let job = clipo::stages::data::ArithJob { out_dir: d.join("data"), n_train: 16, n_test: 4, task: Default::default() };
-    clipo::stages::data::run_arith(&job).unwrap();
+    let (policy, train) = common::tiny_and_task(d, 16, 4);
     let (t, r, out) = (d.join("t.parquet"), d.join("r.parquet"), d.join("p"));
-    ok(run("clipo-rollout", &["--policy", s(&policy), "--prompts", s(&d.join("data/train.parquet")), "--per-step", "8", "--step", "1", "--n", "4", "--max-new-tokens", "12", "--out", s(&t)]));
+    ok(run("clipo-rollout", &["--policy", s(&policy), "--prompts", s(&train), "--per-step", "8", "--step", "1", "--n", "4", "--max-new-tokens", "12", "--out", s(&t)]));
     ok(run("clipo-verify", &["--input", s(&t), "--output", s(&r)]));
     ok(run("clipo-update", &["--policy", s(&policy), "--trajectories", s(&t), "--rewards", s(&r), "--kl", "off", "--step", "1", "--dtype", "bf16", "--micro-batch", "5", "--out", s(&out)]));
     let a = clipo::table::read_table(&out.join("advantages.parquet"), &[], &["mean_ratio", "response_tokens"]).unwrap();
@@ -99,11 +92,7 @@ fn a_bf16_update_starts_from_a_ratio_of_exactly_one() {
 fn composed_ops_train_as_the_fused_kernels_do() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let policy = d.join("tiny");
-    clipo::tiny::init_tiny(&policy, &clipo::tiny::TinyPreset::tiny(), 0).unwrap();
-    let job = clipo::stages::data::ArithJob { out_dir: d.join("data"), n_train: 64, n_test: 4, task: Default::default() };
-    clipo::stages::data::run_arith(&job).unwrap();
-    let train = d.join("data/train.parquet");
+    let (policy, train) = common::tiny_and_task(d, 64, 4);
     let sft = |out: &Path, composed: bool| {
         let o = std::process::Command::new(common::bin("clipo-update"))
             .args(["--objective", "sft", "--policy", s(&policy), "--prompts", s(&train), "--steps", "3", "--batch-size", "32"])

@@ -27,11 +27,7 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let policy = d.join("tiny");
-        clipo::tiny::init_tiny(&policy, &clipo::tiny::TinyPreset::tiny(), 0).unwrap();
-        let job = clipo::stages::data::ArithJob { out_dir: d.join("data"), n_train: 40, n_test: 8, task: Default::default() };
-        clipo::stages::data::run_arith(&job).unwrap();
-        let train = d.join("data/train.parquet");
+        let (policy, train) = common::tiny_and_task(d, 40, 8);
         let (traj, rewards, emb, head) = (d.join("t.parquet"), d.join("r.parquet"), d.join("e.parquet"), d.join("head.safetensors"));
         ok(run("clipo-rollout", &["--policy", s(&policy), "--prompts", s(&train), "--per-step", "4", "--step", "1", "--n", "4", "--max-new-tokens", "8", "--out", s(&traj)]));
         ok(run("clipo-verify", &["--input", s(&traj), "--output", s(&rewards)]));

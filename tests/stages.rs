@@ -193,6 +193,7 @@ fn shards_concatenate_to_the_unsharded_output_and_steps_select_without_replaceme
             hidden: clipo::stages::rollout::HiddenMode::None,
             system_prompt: clipo::stages::rollout::SystemPrompt::Keep,
             greedy: false,
+            stop: vec![],
             device: "cpu".into(),
             dtype: None,
             force: false,
@@ -637,4 +638,43 @@ fn dynamic_sampling_keeps_informative_groups_and_refills_from_further_rounds() {
     let (policy, _) = fixture();
     let o = run("clipo-update", &["--policy", s(policy), "--trajectories", s(&mt), "--rewards", s(&mr), "--kl", "off", "--step", "1", "--out", s(&d.join("p"))]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_stop_string_ends_a_response_at_the_token_that_completes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, stopped) = (dir.path().join("plain.parquet"), dir.path().join("stopped.parquet"));
+    let args = ["--limit", "8", "--n", "4", "--seed", "3", "--hidden", "none"];
+    assert!(rollout(&plain, &args).status.success());
+    let mut with_stop = args.to_vec();
+    with_stop.extend(["--stop", "ve", "--stop", "x"]);
+    let o = rollout(&stopped, &with_stop);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |p: &Path| {
+        let t = read_table(p, &all_columns(), &[]).unwrap();
+        (0..t.num_rows())
+            .map(|i| {
+                let ids = t.list(&tr::RESPONSE_TOKEN_IDS).value(i);
+                let ids = ids.as_any().downcast_ref::<arrow::array::UInt32Array>().unwrap().values().to_vec();
+                (t.utf8(&tr::RESPONSE_TEXT).value(i).to_string(), ids, t.utf8(&tr::FINISH_REASON).value(i).to_string())
+            })
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (read(&plain), read(&stopped));
+    let mut stops = 0;
+    for ((ta, ia, _), (tb, ib, fb)) in a.iter().zip(&b) {
+        // The same seeds: the stopped response is a prefix of the plain one, cut right after the
+        // first stop string, which it ends with; one that never met a string is the same.
+        assert!(ia.starts_with(ib), "{tb:?} is not a prefix of {ta:?}");
+        match fb.strip_prefix("stop:") {
+            Some(s) => {
+                stops += 1;
+                assert!(tb.contains(s), "{tb:?} has no {s:?}");
+                let first = ["ve", "x"].iter().filter_map(|s| ta.find(s).map(|p| p + s.len())).min().unwrap();
+                assert!(tb.len() <= first + 8 && tb.len() >= first, "{tb:?} cut at {} not right after the first stop in {ta:?}", tb.len());
+            }
+            None => assert_eq!(ia, ib, "a response that met no stop string is unchanged"),
+        }
+    }
+    assert!(stops >= 4, "only {stops} responses met a stop string");
 }

@@ -32,7 +32,7 @@ pub mod tokenizer;
 pub mod transformer;
 
 pub use config::{Config, Family};
-pub use sample::{FinishReason, Sample, SampleParams, SampleRequest};
+pub use sample::{FinishReason, Sample, SampleParams, SampleRequest, StopCheck};
 pub use score::{Scored, Sequence};
 pub use transformer::Model;
 pub use ops::{composed, set_composed};

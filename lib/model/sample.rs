@@ -46,6 +46,20 @@ pub struct SampleParams {
     pub stop_tokens: Vec<u32>,
     /// Take the argmax instead of sampling (evaluation).
     pub greedy: bool,
+    /// Stop strings: checked after each token; `Some(i)` ends the row with
+    /// [`FinishReason::Stop`]`(i)` (the tokens that completed the string are kept).
+    pub stop_check: Option<StopCheck>,
+}
+
+/// A stop-string test over a row's tokens so far (the caller decodes them): the index of the
+/// stop string that the newest token completed, if any.
+#[derive(Clone)]
+pub struct StopCheck(pub std::sync::Arc<dyn Fn(&[u32]) -> Option<usize> + Send + Sync>);
+
+impl std::fmt::Debug for StopCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StopCheck")
+    }
 }
 
 impl SampleParams {
@@ -58,6 +72,7 @@ impl SampleParams {
             top_k: 0,
             stop_tokens,
             greedy: false,
+            stop_check: None,
         }
     }
 
@@ -70,6 +85,7 @@ impl SampleParams {
             top_k: 0,
             stop_tokens,
             greedy: true,
+            stop_check: None,
         }
     }
 
@@ -105,15 +121,8 @@ pub enum FinishReason {
     Eos,
     /// It reached `max_new_tokens`.
     Length,
-}
-
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Eos => "eos",
-            FinishReason::Length => "length",
-        }
-    }
+    /// Its newest token completed stop string i (`SampleParams::stop_check`).
+    Stop(usize),
 }
 
 /// One generated response.
@@ -312,6 +321,8 @@ fn pick(row: &mut Row, logits: &[f32], params: &SampleParams) {
     row.logprobs.push((z[token] - lse) as f32);
     if params.stop_tokens.contains(&(token as u32)) {
         row.finish = Some(FinishReason::Eos);
+    } else if let Some(i) = params.stop_check.as_ref().and_then(|c| (c.0)(&row.tokens)) {
+        row.finish = Some(FinishReason::Stop(i));
     } else if row.tokens.len() >= params.max_new_tokens {
         row.finish = Some(FinishReason::Length);
     }

@@ -30,7 +30,7 @@ use crate::schema::meta;
 use crate::schema::trajectories as tr;
 use crate::seed::{derive_seed, EPOCH_SHUFFLE, REFILL, SAMPLING};
 use crate::table::{file_metadata, read_table, up_to_date, Provenance, TableWriter};
-use crate::trajectories::{trajectories_batch, Trajectory};
+use crate::trajectories::{trajectories_batch, FinishReason, Trajectory};
 
 const STAGE: &str = "clipo-rollout";
 
@@ -110,6 +110,9 @@ pub struct RolloutConfig {
     pub hidden: HiddenMode,
     pub system_prompt: SystemPrompt,
     pub greedy: bool,
+    /// Stop strings (`--stop`): a response ends at the token that completes one of them, as
+    /// vLLM's and verl's `stop`; the string stays in the tokens and the text.
+    pub stop: Vec<String>,
     pub device: String,
     /// Compute dtype (`--dtype`); None: f32 on the CPU, bf16 on CUDA.
     pub dtype: Option<String>,
@@ -241,8 +244,25 @@ fn config_json(cfg: &RolloutConfig, policy_id: &str) -> serde_json::Value {
         "n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
         "max_new_tokens": cfg.max_new_tokens, "max_prompt_tokens": cfg.max_prompt_tokens,
         "seed": cfg.seed, "step": cfg.step, "selection": cfg.selection, "shard": [cfg.shard.0, cfg.shard.1],
-        "hidden": cfg.hidden, "system_prompt": cfg.system_prompt, "greedy": cfg.greedy, "dtype": cfg.dtype,
+        "hidden": cfg.hidden, "system_prompt": cfg.system_prompt, "greedy": cfg.greedy, "dtype": cfg.dtype, "stop": cfg.stop,
     })
+}
+
+/// The sampler's stop-string test: decodes the newest tokens of a row (a window long enough for
+/// the longest string) and reports the first stop string the text now holds. The sampler asks
+/// after every token, so a string is found at the token that completes it.
+fn stop_check(policy: &Policy, stops: &[String]) -> Option<crate::model::StopCheck> {
+    if stops.is_empty() {
+        return None;
+    }
+    let tokenizer = policy.tokenizer.clone();
+    let stops = stops.to_vec();
+    let window = 8 + stops.iter().map(|s| s.len()).max().unwrap_or(0);
+    Some(crate::model::StopCheck(std::sync::Arc::new(move |tokens: &[u32]| {
+        let tail = &tokens[tokens.len().saturating_sub(window)..];
+        let text = crate::model::tokenizer::decode(&tokenizer, tail, true).ok()?;
+        stops.iter().position(|s| text.contains(s.as_str()))
+    })))
 }
 
 fn parts_dir(out: &Path) -> PathBuf {
@@ -355,8 +375,10 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
             top_k: cfg.top_k,
             stop_tokens: policy.stop_tokens.clone(),
             greedy: false,
+            stop_check: None,
         }
     };
+    let params = SampleParams { stop_check: stop_check(&policy, &cfg.stop), ..params };
     let hidden_dim = if cfg.hidden == HiddenMode::None { 0 } else { policy.model.config().hidden_size };
 
     let bar = crate::progress::bar(ready.len() as u64, "prompts");
@@ -400,7 +422,11 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
                     prompt_token_ids: r.ids.clone(),
                     response_token_ids: sample.tokens,
                     response_logprobs: sample.logprobs,
-                    finish_reason: sample.finish,
+                    finish_reason: match sample.finish {
+                        crate::model::FinishReason::Eos => FinishReason::Eos,
+                        crate::model::FinishReason::Length => FinishReason::Length,
+                        crate::model::FinishReason::Stop(i) => FinishReason::Stop(cfg.stop[i].clone()),
+                    },
                     seed,
                     policy: policy.id.clone(),
                     hidden,
@@ -490,6 +516,7 @@ mod tests {
             hidden: HiddenMode::None,
             system_prompt: SystemPrompt::Keep,
             greedy: false,
+            stop: vec![],
             device: "cpu".into(),
             dtype: None,
             force: false,

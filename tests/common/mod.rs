@@ -68,3 +68,13 @@ pub fn smollm2_dir(name: &str) -> Option<&'static Path> {
     })
     .as_deref()
 }
+
+/// The tiny policy (seed 0) and the arithmetic task (default settings) made in `dir`:
+/// (policy directory, train.parquet).
+pub fn tiny_and_task(dir: &Path, n_train: usize, n_test: usize) -> (PathBuf, PathBuf) {
+    let policy = dir.join("tiny");
+    clipo::tiny::init_tiny(&policy, &clipo::tiny::TinyPreset::tiny(), 0).unwrap();
+    let job = clipo::stages::data::ArithJob { out_dir: dir.join("data"), n_train, n_test, task: Default::default() };
+    clipo::stages::data::run_arith(&job).unwrap();
+    (policy, dir.join("data/train.parquet"))
+}
