@@ -125,6 +125,17 @@ pub enum FinishReason {
     Stop(usize),
 }
 
+impl FinishReason {
+    /// `eos`, `length` or `stop` (the trajectories table writes `stop:TEXT`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Eos => "eos",
+            FinishReason::Length => "length",
+            FinishReason::Stop(_) => "stop",
+        }
+    }
+}
+
 /// One generated response.
 #[derive(Debug, Clone)]
 pub struct Sample {
