@@ -16,7 +16,7 @@ use clipo::optim::AdamWConfig;
 use clipo::args;
 use clipo::schedule::{KlControl, LrSchedule, LrStyle};
 use clipo::rl::{Aggregation, AdvantageEstimator, KlEstimator, PolicyLoss, PolicyLossConfig};
-use clipo::stages::update::{run, run_sft, OldLogprobs, Overlong, SftConfig, UpdateConfig};
+use clipo::stages::update::{run, run_sft, OldLogprobs, Overlong, RolloutIs, SftConfig, UpdateConfig};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Objective {
@@ -160,6 +160,16 @@ struct Args {
     /// ppo_mini_batch_size 256 = 4); the paper's tracks take 2 (GSM8K) and 1 (MATH).
     #[arg(long, default_value_t = 1)]
     mini_batches: usize,
+    /// Rollout importance-sampling correction (verl's algorithm.rollout_correction.rollout_is):
+    /// token or sequence weights pi_old / pi_behaviour from the trajectories' behaviour
+    /// log-probs, truncated at --rollout-is-threshold and multiplied into the token losses. Off
+    /// by default; the rollout_corr/* mismatch metrics are logged whenever the trajectories
+    /// carry behaviour log-probs.
+    #[arg(long)]
+    rollout_is: Option<String>,
+    /// The truncation C of the rollout IS weights (verl's rollout_is_threshold).
+    #[arg(long, default_value_t = 2.0)]
+    rollout_is_threshold: f64,
     /// Token budget of a micro-batch (verl's use_dynamic_bsz / ppo_max_token_len_per_gpu):
     /// each mini-batch's sequences are packed in order into micro-batches of at most this many
     /// prompt + response tokens (a longer sequence goes alone). Replaces --micro-batch; the loss
@@ -307,6 +317,15 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
         s => bail!("--old-logprobs {s}: expected recompute or rollout"),
     };
     let estimator = if a.no_std { AdvantageEstimator::GrpoNoStd } else { a.adv };
+    args::positive("--rollout-is-threshold", a.rollout_is_threshold)?;
+    let rollout_is = match a.rollout_is.as_deref() {
+        None | Some("off") => None,
+        Some(level @ ("token" | "sequence")) => {
+            ensure!(!gmpo, "--rollout-is applies to token losses (ppo, gspo), not to --loss gmpo");
+            Some(RolloutIs { sequence: level == "sequence", threshold: a.rollout_is_threshold })
+        }
+        Some(s) => bail!("--rollout-is {s}: expected token, sequence or off"),
+    };
     let lr_schedule = LrSchedule::new(a.lr_style, a.lr_warmup_steps, a.lr_warmup_ratio, a.total_steps, a.min_lr_ratio)?;
     let kl_ctrl = match a.kl_ctrl.as_str() {
         "fixed" => KlControl::Fixed,
@@ -335,6 +354,7 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
         overlong: a.overlong_buffer.map(|buffer| Overlong { buffer, factor: a.overlong_factor }),
         max_response_len: a.max_response_len,
         optim,
+        rollout_is,
         lr_schedule,
         kl_ctrl,
         max_grad_norm,

@@ -240,6 +240,27 @@ pub fn policy_loss(
     cfg: &PolicyLossConfig,
     norm: &Norm,
 ) -> Result<(Tensor, PgStats)> {
+    policy_loss_weighted(logp, old_logp, adv, mask, cfg, norm, None)
+}
+
+/// [`policy_loss`] with per-token weights (B, T) multiplied into the token losses before the
+/// aggregation (verl's `pg_losses * rollout_is_weights`, the rollout importance-sampling
+/// correction); GMPO, a sequence-level loss, takes none.
+pub fn policy_loss_weighted(
+    logp: &Tensor,
+    old_logp: &Tensor,
+    adv: &Tensor,
+    mask: &Tensor,
+    cfg: &PolicyLossConfig,
+    norm: &Norm,
+    weights: Option<&Tensor>,
+) -> Result<(Tensor, PgStats)> {
+    let weigh = |pg: Tensor| -> Result<Tensor> {
+        Ok(match weights {
+            Some(w) => (pg * w.detach())?,
+            None => pg,
+        })
+    };
     let (b, t) = logp.dims2()?;
     let adv_bt = adv.reshape((b, 1))?.broadcast_as((b, t))?.contiguous()?; // (B, T)
     let neg_kl = (logp - old_logp)?.clamp(-20f64, 20f64)?; // log rho, (B, T)
@@ -262,7 +283,7 @@ pub fn policy_loss(
                 None => (clipped, 0.0),
             };
             let mean_ratio = masked_mean(&ratio, mask)?;
-            let loss = aggregate(&pg, mask, cfg.agg, norm)?;
+            let loss = aggregate(&weigh(pg)?, mask, cfg.agg, norm)?;
             Ok((loss, PgStats { clipfrac, clipfrac_lower, ppo_kl, mean_ratio }))
         }
         Loss::Gspo => {
@@ -278,7 +299,7 @@ pub fn policy_loss(
             let pg = pg1.maximum(&pg2)?;
             let clipfrac = masked_mean(&pg2.gt(&pg1)?.to_dtype(DType::F32)?, mask)?;
             let mean_ratio = masked_mean(&ratio, mask)?;
-            let loss = aggregate(&pg, mask, cfg.agg, norm)?;
+            let loss = aggregate(&weigh(pg)?, mask, cfg.agg, norm)?;
             Ok((loss, PgStats { clipfrac, clipfrac_lower: 0.0, ppo_kl, mean_ratio }))
         }
         Loss::Gmpo => {

@@ -147,6 +147,7 @@ pub mod trajectories {
     pub const PROMPT_TOKEN_IDS: Column = col("prompt_token_ids", Kind::ListUInt32, false);
     pub const RESPONSE_TOKEN_IDS: Column = col("response_token_ids", Kind::ListUInt32, false);
     pub const RESPONSE_LOGPROBS: Column = col("response_logprobs", Kind::ListFloat32, false);
+    pub const BEHAVIOR_LOGPROBS: Column = col("behavior_logprobs", Kind::ListFloat32, false);
     pub const FINISH_REASON: Column = col("finish_reason", Kind::Utf8, false);
     pub const SEED: Column = col("seed", Kind::UInt64, false);
     pub const POLICY: Column = col("policy", Kind::Utf8, false);
@@ -165,6 +166,7 @@ pub mod trajectories {
             Field::new("prompt_token_ids", list_of(DataType::UInt32), false),
             Field::new("response_token_ids", list_of(DataType::UInt32), false),
             Field::new("response_logprobs", list_of(DataType::Float32), false),
+            Field::new("behavior_logprobs", list_of(DataType::Float32), false),
             Field::new("finish_reason", DataType::Utf8, false),
             Field::new("seed", DataType::UInt64, false),
             Field::new("policy", DataType::Utf8, false),

@@ -45,6 +45,9 @@ pub struct Trajectory {
     pub response_token_ids: Vec<u32>,
     /// log-prob of each response token under the sampling distribution (see the model docs).
     pub response_logprobs: Vec<f32>,
+    /// log-prob of each response token under the distribution it was drawn from (after
+    /// temperature, top-k, top-p; 0 for greedy): the behaviour policy.
+    pub behavior_logprobs: Vec<f32>,
     pub finish_reason: FinishReason,
     pub seed: u64,
     pub policy: String,
@@ -104,6 +107,7 @@ pub fn trajectories_batch(rows: &[Trajectory], hidden_dim: usize) -> Result<Reco
         Arc::new(list_of::<UInt32Type>(rows.iter().map(|r| r.prompt_token_ids.clone()))),
         Arc::new(list_of::<UInt32Type>(rows.iter().map(|r| r.response_token_ids.clone()))),
         Arc::new(list_of::<Float32Type>(rows.iter().map(|r| r.response_logprobs.clone()))),
+        Arc::new(list_of::<Float32Type>(rows.iter().map(|r| r.behavior_logprobs.clone()))),
         Arc::new(finish.iter().map(|f| Some(f.as_ref())).collect::<StringArray>()),
         Arc::new(rows.iter().map(|r| r.seed).collect::<UInt64Array>()),
         s(&|r| &r.policy),

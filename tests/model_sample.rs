@@ -321,3 +321,53 @@ fn pooled_hidden_states_match_teacher_forcing() {
         );
     }
 }
+
+/// The behaviour log-prob of a top-p / top-k draw is the log-prob under the truncated,
+/// renormalised distribution, checked against an independent computation from teacher-forced
+/// logits; the untruncated log-prob is kept beside it; greedy behaviour log-probs are 0.
+#[test]
+fn behaviour_logprobs_are_those_of_the_truncated_distribution() {
+    let m = load("tiny-llama");
+    let ps = prompts();
+    let (temperature, top_p, top_k) = (0.8f64, 0.9f64, 40usize);
+    let params = SampleParams { top_p, top_k, ..SampleParams::sampling(12, temperature, vec![]) };
+    let reqs: Vec<SampleRequest> = ps.iter().enumerate().map(|(i, p)| SampleRequest { prompt: p, seed: 77 + i as u64 }).collect();
+    let samples = m.sample(&reqs, &params).unwrap();
+    let (mut worst_b, mut worst_u, mut truncated) = (0f64, 0f64, 0usize);
+    for (p, s) in ps.iter().zip(&samples) {
+        let ids: Vec<u32> = p.iter().chain(&s.tokens).copied().collect();
+        let x = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let logits: Vec<Vec<f32>> = m.logits_nograd(&x, &[0]).unwrap().get(0).unwrap().to_vec2().unwrap();
+        for (k, &tok) in s.tokens.iter().enumerate() {
+            // softmax(z / T), sorted; keep the top_k most likely, then while the mass before a
+            // token is < top_p (at least one); renormalise.
+            let z: Vec<f64> = logits[p.len() - 1 + k].iter().map(|&l| f64::from(l) / temperature).collect();
+            let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let total: f64 = z.iter().map(|v| (v - max).exp()).sum();
+            let probs: Vec<f64> = z.iter().map(|v| (v - max).exp() / total).collect();
+            let mut order: Vec<usize> = (0..probs.len()).collect();
+            order.sort_by(|a, b| probs[*b].total_cmp(&probs[*a]).then(a.cmp(b)));
+            order.truncate(top_k);
+            let kept_total: f64 = order.iter().map(|&i| probs[i]).sum();
+            let (mut before, mut kept) = (0f64, vec![]);
+            for &i in &order {
+                if !kept.is_empty() && before / kept_total >= top_p {
+                    break;
+                }
+                before += probs[i];
+                kept.push(i);
+            }
+            assert!(kept.contains(&(tok as usize)), "token {tok} drawn outside the kept set");
+            truncated += usize::from(kept.len() < probs.len());
+            let mass: f64 = kept.iter().map(|&i| probs[i]).sum();
+            let want_b = (probs[tok as usize] / mass).ln();
+            worst_b = worst_b.max((f64::from(s.behavior_logprobs[k]) - want_b).abs());
+            worst_u = worst_u.max((f64::from(s.logprobs[k]) - probs[tok as usize].ln()).abs());
+        }
+    }
+    assert!(truncated > 0);
+    assert!(worst_b < 1e-4 && worst_u < 1e-4, "behaviour {worst_b:.2e}, untruncated {worst_u:.2e}");
+    // Greedy: the draw is certain.
+    let g = m.greedy(&[ps[0].as_slice()], 5, &[]).unwrap();
+    assert!(g[0].behavior_logprobs.iter().all(|&b| b == 0.0));
+}

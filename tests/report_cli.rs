@@ -89,6 +89,7 @@ fn write_step(step_dir: &Path, rows: &[Resp], contrastive: bool) {
             prompt_token_ids: vec![1, 2],
             response_token_ids: vec![3, 4, 5],
             response_logprobs: vec![-0.5, -0.1, -0.2],
+            behavior_logprobs: vec![-0.5, -0.1, -0.2],
             finish_reason: FinishReason::Eos,
             seed: 7,
             policy: "test".into(),

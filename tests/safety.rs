@@ -139,6 +139,7 @@ fn numbers_out_of_range_end_in_a_named_error_and_no_output() {
         ("clipo-update", &rl, "--min-lr-ratio", [&float[..], &["-1", "1.5"]].concat()),
         ("clipo-update", &rl, "--kl-target", [&float[..], &["0", "-1"]].concat()),
         ("clipo-update", &rl, "--kl-horizon", [&float[..], &["0", "-1"]].concat()),
+        ("clipo-update", &rl, "--rollout-is-threshold", [&float[..], &["0", "-1"]].concat()),
         ("clipo-update", &rl, "--overlong-buffer", vec!["0", "-1", "nan"]),
         ("clipo-update", &rl, "--max-response-len", vec!["0", "-1", "nan"]),
         ("clipo-update", &rl, "--mini-batches", vec!["0", "-1", "nan"]),

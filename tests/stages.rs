@@ -678,3 +678,43 @@ fn a_stop_string_ends_a_response_at_the_token_that_completes_it() {
     }
     assert!(stops >= 4, "only {stops} responses met a stop string");
 }
+
+/// verl's rollout correction: the mismatch metrics whenever behaviour log-probs exist, and
+/// with `--rollout-is` the truncated weights pi_old / pi_behaviour in the loss.
+#[test]
+fn rollout_importance_sampling_reweights_the_loss_and_logs_the_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, _) = fixture();
+    let (t, r) = (dir.path().join("t.parquet"), dir.path().join("r.parquet"));
+    // Top-p 0.5: each token was drawn from the truncated distribution, more likely than under
+    // the full one, so pi_old / pi_behaviour <= 1.
+    let o = rollout(&t, &["--limit", "4", "--n", "4", "--top-p", "0.5", "--hidden", "none", "--seed", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    write_rewards(&t, &r, |g, s| (s as usize + g) % 2 == 0);
+    let metrics = |out: &str, extra: &[&str]| -> serde_json::Value {
+        let out = dir.path().join(out);
+        let mut args = vec!["--policy", s(policy), "--trajectories", s(&t), "--rewards", s(&r), "--kl", "off", "--lr", "1e-3", "--out", s(&out)];
+        args.extend_from_slice(extra);
+        let o = update(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (off, token, seq) = (metrics("off", &[]), metrics("token", &["--rollout-is", "token"]), metrics("seq", &["--rollout-is", "sequence"]));
+    let num = |m: &serde_json::Value, k: &str| m[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {m}"));
+    for k in ["rollout_corr/kl", "rollout_corr/k3_kl", "rollout_corr/training_ppl", "rollout_corr/rollout_ppl", "rollout_corr/rollout_is_eff_sample_size"] {
+        num(&off, k);
+    }
+    assert!(num(&off, "rollout_corr/rollout_is_max") <= 1.0 + 1e-4, "{off}");
+    assert!(num(&off, "rollout_corr/rollout_is_mean") < 0.99, "{off}");
+    assert!(num(&off, "rollout_corr/kl") > 0.0 && num(&off, "rollout_corr/training_ppl") > num(&off, "rollout_corr/rollout_ppl"), "{off}");
+    // The weights (<= 1) scale the token losses: the loss and the gradient shrink.
+    let (l0, l1, l2) = (num(&off, "actor/pg_loss"), num(&token, "actor/pg_loss"), num(&seq, "actor/pg_loss"));
+    let (g0, g1) = (num(&off, "actor/grad_norm"), num(&token, "actor/grad_norm"));
+    assert!((l0 - l1).abs() > 1e-4 * l0.abs().max(1e-3) && (l1 - l2).abs() > 1e-6, "{l0} {l1} {l2}");
+    assert!(g1 < g0, "grad norm {g0} -> {g1}");
+    assert!((num(&token, "rollout_corr/rollout_is_mean") - num(&off, "rollout_corr/rollout_is_mean")).abs() < 1e-6);
+    // An unknown mode is refused by name.
+    let o = update(&["--policy", s(policy), "--trajectories", s(&t), "--rewards", s(&r), "--kl", "off", "--rollout-is", "tok", "--out", s(&dir.path().join("x"))]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--rollout-is tok"), "{}", stderr(&o));
+}

@@ -95,6 +95,7 @@ fn sample(i: u32, hidden: Option<Vec<f32>>) -> Trajectory {
         prompt_token_ids: vec![1, 2, 3],
         response_token_ids: vec![4, 5],
         response_logprobs: vec![-0.25, -1.5],
+        behavior_logprobs: vec![-0.25, -1.5],
         finish_reason: if i % 2 == 0 { FinishReason::Eos } else { FinishReason::Length },
         seed: 1000 + i as u64,
         policy: "tiny@abc".into(),

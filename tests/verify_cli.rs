@@ -22,6 +22,7 @@ fn traj(pid: &str, idx: u32, ds: &str, gt: &str, response: &str) -> Trajectory {
         prompt_token_ids: vec![1, 2],
         response_token_ids: vec![3],
         response_logprobs: vec![-0.5],
+        behavior_logprobs: vec![-0.5],
         finish_reason: FinishReason::Eos,
         seed: 7,
         policy: "test".into(),

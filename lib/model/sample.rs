@@ -143,6 +143,11 @@ pub struct Sample {
     pub tokens: Vec<u32>,
     /// Log-prob of each token under softmax(logits / temperature), before truncation.
     pub logprobs: Vec<f32>,
+    /// Log-prob of each token under the distribution it was drawn from: after temperature,
+    /// top-k and top-p, renormalised (0 in greedy mode, where the draw is certain; equal to
+    /// `logprobs` without truncation). The behaviour policy of the rollout (verl's
+    /// `rollout_log_probs`).
+    pub behavior_logprobs: Vec<f32>,
     pub finish: FinishReason,
     /// (d,) REFERENCE.md §2 `official`: sum of final-norm hidden states at response tokens
     /// 1..L-1 (fed back as decode inputs), divided by L. Zeros when L = 0.
@@ -153,6 +158,7 @@ struct Row {
     rng: ChaCha8Rng,
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
+    behavior_logprobs: Vec<f32>,
     finish: Option<FinishReason>,
     hidden_sum: Vec<f32>,
 }
@@ -172,6 +178,7 @@ impl Model {
                 rng: ChaCha8Rng::seed_from_u64(r.seed),
                 tokens: vec![],
                 logprobs: vec![],
+                behavior_logprobs: vec![],
                 finish: None,
                 hidden_sum: vec![0f32; d],
             })
@@ -306,6 +313,7 @@ fn finish_rows(rows: Vec<Row>, d: usize) -> Vec<Sample> {
                 finish: r.finish.unwrap_or(FinishReason::Length),
                 tokens: r.tokens,
                 logprobs: r.logprobs,
+                behavior_logprobs: r.behavior_logprobs,
                 hidden_official,
             }
         })
@@ -322,14 +330,17 @@ fn pick(row: &mut Row, logits: &[f32], params: &SampleParams) {
     let w: Vec<f64> = z.iter().map(|&x| (x - max).exp()).collect();
     let total: f64 = w.iter().sum();
     let lse = max + total.ln();
-    let token = if params.greedy {
-        argmax(logits)
+    let (token, behavior) = if params.greedy {
+        (argmax(logits), 0.0)
     } else {
         let u: f64 = row.rng.random();
-        draw(&z, &w, total, u, params.top_k, params.top_p)
+        let (token, kept) = draw(&z, &w, total, u, params.top_k, params.top_p);
+        // log(w_token / kept mass) = (z_token - max) - ln(kept)
+        (token, (z[token] - max) - kept.ln())
     };
     row.tokens.push(token as u32);
     row.logprobs.push((z[token] - lse) as f32);
+    row.behavior_logprobs.push(behavior as f32);
     if params.stop_tokens.contains(&(token as u32)) {
         row.finish = Some(FinishReason::Eos);
     } else if let Some(i) = params.stop_check.as_ref().and_then(|c| (c.0)(&row.tokens)) {
@@ -353,9 +364,11 @@ fn argmax(xs: &[f32]) -> usize {
 /// Inverse-CDF draw with uniform `u` in [0, 1) from the weights `w` = exp(z - max) (summing to
 /// `total`), truncated to the top-k and then the top-p set when those are on (candidates sorted
 /// by descending z, ties by index).
-fn draw(z: &[f64], w: &[f64], total: f64, u: f64, top_k: usize, top_p: f64) -> usize {
+/// Draws a token (top-k, then top-p, then the inverse CDF at `u`); also returns the mass of the
+/// kept candidates (`total` without truncation), the renormaliser of the behaviour log-prob.
+fn draw(z: &[f64], w: &[f64], total: f64, u: f64, top_k: usize, top_p: f64) -> (usize, f64) {
     if top_k == 0 && top_p >= 1.0 {
-        return inverse_cdf(w.iter().cloned().enumerate(), u * total);
+        return (inverse_cdf(w.iter().cloned().enumerate(), u * total), total);
     }
     let by_z = |a: &usize, b: &usize| z[*b].total_cmp(&z[*a]).then(a.cmp(b));
     let mut idx: Vec<usize> = (0..z.len()).collect();
@@ -380,7 +393,7 @@ fn draw(z: &[f64], w: &[f64], total: f64, u: f64, top_k: usize, top_p: f64) -> u
         idx.truncate(keep);
         total = w[..keep].iter().sum();
     }
-    inverse_cdf(idx.iter().zip(&w).map(|(&i, &wi)| (i, wi)), u * total)
+    (inverse_cdf(idx.iter().zip(&w).map(|(&i, &wi)| (i, wi)), u * total), total)
 }
 
 /// The first candidate whose cumulative weight exceeds `target` (the last positive one if
@@ -413,7 +426,7 @@ mod tests {
             .collect();
         let w: Vec<f64> = z.iter().map(|x| (x - z[0]).exp()).collect();
         let total: f64 = w.iter().sum();
-        let draw = |u, k, p| draw(&z, &w, total, u, k, p);
+        let draw = |u, k, p| draw(&z, &w, total, u, k, p).0;
         // top_k = 1: always token 0
         for u in [0.0, 0.5, 0.999] {
             assert_eq!(draw(u, 1, 1.0), 0);

@@ -79,8 +79,8 @@ pub struct FilterSummary {
 fn all_trajectory_columns() -> Vec<crate::schema::Column> {
     vec![
         tr::PROMPT_ID, tr::SAMPLE_IDX, tr::DATA_SOURCE, tr::GROUND_TRUTH, tr::PROMPT_TEXT, tr::RESPONSE_TEXT,
-        tr::PROMPT_TOKEN_IDS, tr::RESPONSE_TOKEN_IDS, tr::RESPONSE_LOGPROBS, tr::FINISH_REASON, tr::SEED, tr::POLICY,
-        tr::HIDDEN,
+        tr::PROMPT_TOKEN_IDS, tr::RESPONSE_TOKEN_IDS, tr::RESPONSE_LOGPROBS, tr::BEHAVIOR_LOGPROBS, tr::FINISH_REASON, tr::SEED,
+        tr::POLICY, tr::HIDDEN,
     ]
 }
 

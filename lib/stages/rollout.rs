@@ -422,6 +422,7 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
                     prompt_token_ids: r.ids.clone(),
                     response_token_ids: sample.tokens,
                     response_logprobs: sample.logprobs,
+                    behavior_logprobs: sample.behavior_logprobs,
                     finish_reason: match sample.finish {
                         crate::model::FinishReason::Eos => FinishReason::Eos,
                         crate::model::FinishReason::Length => FinishReason::Length,
@@ -447,8 +448,8 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
     // Concatenate the parts in order into the final file, then drop them.
     let all = [
         tr::PROMPT_ID, tr::SAMPLE_IDX, tr::DATA_SOURCE, tr::GROUND_TRUTH, tr::PROMPT_TEXT, tr::RESPONSE_TEXT,
-        tr::PROMPT_TOKEN_IDS, tr::RESPONSE_TOKEN_IDS, tr::RESPONSE_LOGPROBS, tr::FINISH_REASON, tr::SEED, tr::POLICY,
-        tr::HIDDEN,
+        tr::PROMPT_TOKEN_IDS, tr::RESPONSE_TOKEN_IDS, tr::RESPONSE_LOGPROBS, tr::BEHAVIOR_LOGPROBS, tr::FINISH_REASON, tr::SEED,
+        tr::POLICY, tr::HIDDEN,
     ];
     let mut w = TableWriter::create(&cfg.out, tr::schema(hidden_dim), &prov)?;
     let mut total = 0;

@@ -33,7 +33,7 @@ use crate::optim::{collect_grads, AdamWConfig, Grads, Optimizer};
 use crate::policy::{parse_device, parse_dtype, policy_hash, policy_id, Policy};
 use crate::prompts::read_prompts;
 use crate::schedule::{KlControl, LrSchedule};
-use crate::rl::{advantages, aggregate, kl_penalty, policy_loss, AdvantageEstimator, KlEstimator, Norm, PgStats, PolicyLossConfig};
+use crate::rl::{advantages, aggregate, kl_penalty, policy_loss_weighted, AdvantageEstimator, KlEstimator, Norm, PgStats, PolicyLossConfig};
 use crate::schema::{advantages as adv_schema, embeddings as emb, meta, rewards as rw, trajectories as tr};
 use crate::table::{check_lineage, file_sha256, read_table, Provenance, Table, TableWriter};
 
@@ -51,6 +51,82 @@ pub enum OldLogprobs {
     Recompute,
     /// The sampler's log-probs as stored in the trajectories.
     Rollout,
+}
+
+/// verl's `algorithm.rollout_correction`: importance weights pi_old / pi_behavior between the
+/// trainer's old log-probs and the sampler's behaviour log-probs, truncated at `threshold`
+/// (TIS), per token or per sequence, multiplied into the token losses.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RolloutIs {
+    pub sequence: bool,
+    pub threshold: f64,
+}
+
+/// The truncated importance weights of one response: w_t = min(exp(clamp(old_t - beh_t)), C)
+/// per token, or w = min(exp(clamp(sum_t old_t - beh_t)), C) for every token of the sequence.
+fn rollout_is_weights(old: &[f32], behavior: &[f32], is: RolloutIs) -> Vec<f32> {
+    let log_r: Vec<f64> = old.iter().zip(behavior).map(|(o, b)| f64::from(o - b).clamp(-20.0, 20.0)).collect();
+    if is.sequence {
+        let w = log_r.iter().sum::<f64>().clamp(-20.0, 20.0).exp().min(is.threshold) as f32;
+        vec![w; old.len()]
+    } else {
+        log_r.iter().map(|r| r.exp().min(is.threshold) as f32).collect()
+    }
+}
+
+/// verl's `rollout_corr/*` mismatch metrics between the behaviour log-probs (the sampler's) and
+/// the old log-probs (the trainer's), over every response token: with r = old - behaviour,
+/// kl = mean(-r), k3_kl = mean(e^r - 1 - r), chi2_token = mean(e^2r) - 1; per response the
+/// perplexities exp(-mean old) and exp(-mean behaviour) (training_ppl, rollout_ppl, their
+/// ratio and log difference); the weights e^r (or, with the correction on, the applied ones):
+/// mean, std, min, max, the fraction above `threshold` and the effective sample size
+/// (sum w)^2 / (n sum w^2).
+fn rollout_corr_metrics(old: &[Vec<f32>], behavior: &[&[f32]], applied: Option<&Vec<Vec<f32>>>, threshold: f64) -> serde_json::Map<String, serde_json::Value> {
+    let (mut n, mut kl, mut k3, mut chi2) = (0f64, 0f64, 0f64, 0f64);
+    let (mut ws, mut ppl_t, mut ppl_r, mut log_diff, mut seqs) = (Vec::new(), 0f64, 0f64, 0f64, 0f64);
+    for (i, (o, b)) in old.iter().zip(behavior).enumerate() {
+        if o.is_empty() {
+            continue;
+        }
+        let (mut so, mut sb) = (0f64, 0f64);
+        for (t, (x, y)) in o.iter().zip(b.iter()).enumerate() {
+            let r = f64::from(x - y).clamp(-20.0, 20.0);
+            n += 1.0;
+            kl -= r;
+            k3 += r.exp() - 1.0 - r;
+            chi2 += (2.0 * r).exp();
+            ws.push(applied.map_or(r.exp(), |a| f64::from(a[i][t])));
+            so -= f64::from(*x);
+            sb -= f64::from(*y);
+        }
+        let len = o.len() as f64;
+        ppl_t += (so / len).exp();
+        ppl_r += (sb / len).exp();
+        log_diff += so / len - sb / len;
+        seqs += 1.0;
+    }
+    let mut m = serde_json::Map::new();
+    if n == 0.0 {
+        return m;
+    }
+    let mean = ws.iter().sum::<f64>() / n;
+    let var = ws.iter().map(|w| (w - mean).powi(2)).sum::<f64>() / n;
+    let sum_sq: f64 = ws.iter().map(|w| w * w).sum();
+    let f = |x: f64| serde_json::json!(x);
+    m.insert("rollout_corr/kl".into(), f(kl / n));
+    m.insert("rollout_corr/k3_kl".into(), f(k3 / n));
+    m.insert("rollout_corr/chi2_token".into(), f(chi2 / n - 1.0));
+    m.insert("rollout_corr/training_ppl".into(), f(ppl_t / seqs));
+    m.insert("rollout_corr/rollout_ppl".into(), f(ppl_r / seqs));
+    m.insert("rollout_corr/ppl_ratio".into(), f(ppl_t / ppl_r));
+    m.insert("rollout_corr/log_ppl_diff".into(), f(log_diff / seqs));
+    m.insert("rollout_corr/rollout_is_mean".into(), f(mean));
+    m.insert("rollout_corr/rollout_is_std".into(), f(var.sqrt()));
+    m.insert("rollout_corr/rollout_is_min".into(), f(ws.iter().copied().fold(f64::INFINITY, f64::min)));
+    m.insert("rollout_corr/rollout_is_max".into(), f(ws.iter().copied().fold(f64::NEG_INFINITY, f64::max)));
+    m.insert("rollout_corr/rollout_is_ratio_fraction_high".into(), f(ws.iter().filter(|w| **w > threshold).count() as f64 / n));
+    m.insert("rollout_corr/rollout_is_eff_sample_size".into(), f(mean * mean * n / sum_sq.max(f64::MIN_POSITIVE)));
+    m
 }
 
 /// DAPO's soft overlong punishment: 0 up to `max_len - buffer`, then falling linearly to
@@ -88,6 +164,9 @@ pub struct UpdateConfig {
     pub max_response_len: Option<usize>,
     /// AdamW; its `lr` is the peak rate of `lr_schedule`.
     pub optim: AdamWConfig,
+    /// Rollout importance-sampling correction (None: off; the mismatch metrics are logged
+    /// whenever the trajectories carry behaviour log-probs).
+    pub rollout_is: Option<RolloutIs>,
     pub lr_schedule: LrSchedule,
     /// How the KL coefficient moves between steps (adaptive: with the KL in the reward, as verl).
     pub kl_ctrl: KlControl,
@@ -119,6 +198,9 @@ struct Row {
     prompt: Vec<u32>,
     response: Vec<u32>,
     rollout_logprobs: Vec<f32>,
+    /// The sampler's log-probs under the distribution it drew from (trajectories written
+    /// before they were recorded have none).
+    behavior: Option<Vec<f32>>,
     truncated: bool,
     score: f32,
     contrastive: f32,
@@ -145,8 +227,9 @@ fn read_joined(cfg: &UpdateConfig) -> Result<(Vec<Row>, Table)> {
     let traj = read_table(
         &cfg.trajectories,
         &[tr::PROMPT_ID, tr::SAMPLE_IDX, tr::PROMPT_TOKEN_IDS, tr::RESPONSE_TOKEN_IDS, tr::RESPONSE_LOGPROBS, tr::FINISH_REASON, tr::POLICY],
-        &[],
+        &[tr::BEHAVIOR_LOGPROBS.name],
     )?;
+    let behavior_col = traj.batch.column_by_name(tr::BEHAVIOR_LOGPROBS.name).and_then(|c| c.as_any().downcast_ref::<arrow::array::ListArray>().cloned());
     if traj.num_rows() == 0 {
         return Err(Error::Empty { path: cfg.trajectories.clone(), detail: "no trajectories: nothing to update on".into() });
     }
@@ -206,6 +289,10 @@ fn read_joined(cfg: &UpdateConfig) -> Result<(Vec<Row>, Table)> {
             prompt: u32s(prompt_ids),
             response,
             rollout_logprobs: lp,
+            behavior: behavior_col.as_ref().and_then(|c| {
+                let v = c.value(i);
+                v.as_any().downcast_ref::<Float32Array>().map(|a| a.values().to_vec())
+            }),
             truncated: finish.value(i) == "length",
             score: score.value(ri),
             contrastive,
@@ -372,6 +459,25 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         }
     };
     let old_secs = t_old.elapsed().as_secs_f64();
+    // The sampler-trainer mismatch (verl's rollout_correction) where behaviour log-probs exist.
+    let behavior: Option<Vec<&[f32]>> = rows
+        .iter()
+        .map(|r| r.behavior.as_deref().filter(|b| b.len() == r.response.len()))
+        .collect();
+    if cfg.rollout_is.is_some() && behavior.is_none() {
+        return Err(Error::Config(format!(
+            "--rollout-is needs behaviour log-probs: {} has no behavior_logprobs column (or rows of the wrong length); sample it with this clipo-rollout",
+            cfg.trajectories.display()
+        )));
+    }
+    let is_weights: Option<Vec<Vec<f32>>> = match (cfg.rollout_is, &behavior) {
+        (Some(is), Some(b)) if need_logprobs => Some(old_lp.iter().zip(b).map(|(o, b)| rollout_is_weights(o, b, is)).collect()),
+        _ => None,
+    };
+    let corr_metrics = match &behavior {
+        Some(b) if need_logprobs => rollout_corr_metrics(&old_lp, b, is_weights.as_ref(), cfg.rollout_is.map_or(2.0, |c| c.threshold)),
+        _ => serde_json::Map::new(),
+    };
     // The KL coefficient of this step: the adaptive controller's value carried in the input
     // policy's state, else --kl-coef.
     let kl_coef = match cfg.kl_ctrl {
@@ -440,7 +546,8 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
                     let a = Tensor::from_vec(micro.iter().map(|&i| adv[i]).collect::<Vec<f32>>(), b, &device)?;
                     let lmask: Vec<f32> = micro.iter().flat_map(|&i| (0..r).map(move |t| if t < loss_len(i) { 1.0 } else { 0.0 })).collect();
                     let lmask = Tensor::from_vec(lmask, (b, r), &device)?;
-                    let (pg, st): (Tensor, PgStats) = policy_loss(&logp, &old, &a, &lmask, &cfg.loss, &norm)?;
+                    let w = is_weights.as_ref().map(|w| padded(&micro.iter().map(|&i| w[i].as_slice()).collect::<Vec<_>>(), r, &device)).transpose()?;
+                    let (pg, st): (Tensor, PgStats) = policy_loss_weighted(&logp, &old, &a, &lmask, &cfg.loss, &norm, w.as_ref())?;
                     let mut total = pg.clone();
                     let mut kl_tok = None;
                     if let (Some(reflp), Some(est), false) = (&ref_lp, cfg.kl, cfg.kl_in_reward) {
@@ -575,6 +682,7 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     metrics.insert("response_length/min".into(), f(lens.iter().copied().fold(f64::INFINITY, f64::min)));
     metrics.insert("response_length/clip_ratio".into(), f(rows.iter().filter(|r| r.truncated).count() as f64 / rows.len() as f64));
     metrics.insert("dynamic_sampling/dropped_groups".into(), serde_json::json!(dropped_groups));
+    metrics.extend(corr_metrics);
     metrics.insert("timing_s/ref".into(), f(ref_secs));
     metrics.insert("timing_s/old_log_prob".into(), f(old_secs));
     metrics.insert("timing_s/update_actor".into(), f(update_secs));
