@@ -17,7 +17,7 @@ use clipo::stages::embed::{run, EmbedConfig};
 
 /// Contrastive head step: trajectories (with hidden) + rewards -> embeddings.parquet + head.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None, args_override_self = true)]
+#[command(version, long_about = None, args_override_self = true)]
 struct Args {
     /// Trajectories table with a `hidden` column (clipo-rollout --hidden official|mean).
     #[arg(long)]

@@ -16,7 +16,7 @@ use clipo::stages::filter::{run, FilterConfig, Metric};
 /// Keep the informative groups of one step's sampling rounds: trajectories + rewards (repeated,
 /// in round order) -> merged trajectories.parquet and rewards.parquet.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// A round's trajectories table (repeat, round 0 first).
     #[arg(long, required = true)]

@@ -15,7 +15,7 @@ use clipo::stages::rollout::{run, HiddenMode, RolloutConfig, Selection, SystemPr
 
 /// Sample responses with a policy: prompts (verl parquet or JSONL) -> trajectories.parquet.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None, args_override_self = true)]
+#[command(version, long_about = None, args_override_self = true)]
 struct Args {
     /// Policy: a Hugging Face model directory (config.json, model.safetensors, tokenizer.json,
     /// chat template).

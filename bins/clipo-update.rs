@@ -34,7 +34,7 @@ enum Dtype {
 
 /// Update a policy: trajectories + rewards [+ embeddings] -> a new model directory.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None, args_override_self = true)]
+#[command(version, long_about = None, args_override_self = true)]
 struct Args {
     /// The policy to update (a Hugging Face directory; its optimizer.safetensors, when present,
     /// continues the optimizer).

@@ -12,7 +12,7 @@ use clipo::stages::verify::{run, VerifyConfig};
 
 /// Score responses with the reference verifier: trajectories.parquet -> rewards.parquet.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None, args_override_self = true)]
+#[command(version, long_about = None, args_override_self = true)]
 struct Args {
     /// Input table; needs the columns prompt_id, sample_idx, data_source, ground_truth and
     /// response_text (a trajectories table has them).
