@@ -17,11 +17,11 @@ DEVICE=${DEVICE:-cpu}
 LIMIT_ARGS=${LIMIT:+--limit $LIMIT}
 if [ "$TRACK" = math ]; then
   SETS="math aime aime2025 amc math_perturb_simple math_perturb_hard"
-  SAMPLING="--temperature 0.6 --top-p 0.95 --n 16"
+  SAMPLING="--temperature 0.6 --top-p 0.95 --n 16 --batch-size 1"
   MAX_NEW=${MAX_NEW:-4096}
 else
   SETS="gsm8k gsm_symbolic gsm_p1 gsm_p2 theoremqa mmlu2k truthfulqa commonsense_qa"
-  SAMPLING="--greedy"
+  SAMPLING="--greedy --batch-size 16"
   MAX_NEW=${MAX_NEW:-2048}
 fi
 mkdir -p "$OUT"
