@@ -523,7 +523,7 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         note = Some(format!("actor warm-up: step {} < {}, the policy is copied through unchanged", cfg.step, cfg.actor_warmup));
         false
     } else if trainable.is_empty() {
-        note = Some("every group was dropped by dynamic sampling (all rewards equal): the policy is copied through unchanged".into());
+        note = Some("every group was dropped by dynamic sampling (every group's verifier scores are equal): the policy is copied through unchanged".into());
         false
     } else {
         let vars = policy.model.vars();
