@@ -213,6 +213,12 @@ struct Args {
     /// from the checkpoint, and rounds it into the model after each step.
     #[arg(long)]
     dtype: Option<String>,
+    /// Keep the f32 masters and the AdamW moments in host memory and step them on the host's
+    /// cores, uploading the new weights (DeepSpeed's ZeRO-Offload: how a 7B model trains on one
+    /// 80 GB card). Default: on a GPU they live with the weights and AdamW runs there as tensor
+    /// ops; on the CPU the two are the same.
+    #[arg(long)]
+    offload_optimizer: bool,
     /// Weights dtype of the saved model. f32 writes the master copy (a resumed run continues
     /// bit for bit); bf16 rounds it, and the next step's masters start from the rounded weights.
     #[arg(long, value_enum, default_value = "f32")]
@@ -287,6 +293,7 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
             seed: a.seed,
             device: a.device,
             dtype: a.dtype,
+            offload_optimizer: a.offload_optimizer,
             save_dtype,
         }));
     }
@@ -368,6 +375,7 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
         temperature: a.temperature,
         device: a.device,
         dtype: a.dtype,
+        offload_optimizer: a.offload_optimizer,
         save_dtype,
         force: a.force,
     }))

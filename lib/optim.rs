@@ -131,7 +131,8 @@ pub fn collect_grads(vars: &[(String, Var)], store: &GradStore, acc: &mut Grads)
 /// AdamW over named trainable tensors (the policy's `Var`s).
 ///
 /// Mixed precision: when the model computes in bf16 or f16, [`keep_masters`](Self::keep_masters)
-/// gives the optimiser an f32 master copy of each weight in host memory. AdamW then reads and
+/// gives the optimiser an f32 master copy of each weight (read in host memory, moved to the
+/// weights' device on the first step unless `offload`). AdamW then reads and
 /// writes the master (weight decay and the clip act on it), and the weight the model computes
 /// with is the master rounded to its dtype after each step. Without masters an update of 1e-6
 /// to a bf16 weight above ~5e-4 rounds away (8 significant bits) and the policy never moves.
@@ -145,6 +146,17 @@ pub struct Optimizer {
     state: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
     /// name -> f32 master weights (host memory), for vars held in a narrower dtype.
     masters: BTreeMap<String, Vec<f32>>,
+    /// Off the CPU (and unless `offload`): the moments and the f32 masters as tensors where the
+    /// weights live, AdamW as tensor ops (no host round trip). Brought back to the host by
+    /// [`sync_to_host`](Self::sync_to_host) before saving.
+    device_state: BTreeMap<String, (Tensor, Tensor)>,
+    device_masters: BTreeMap<String, Tensor>,
+    /// Keep masters and moments in host memory and step them on the host's cores, uploading the
+    /// new weights (DeepSpeed's ZeRO-Offload; `--offload-optimizer`).
+    pub offload: bool,
+    /// Where AdamW runs: None decides by the weights' device (tensor ops off the CPU, or on the
+    /// CPU under the composed-ops switch); Some(true) forces the tensor ops (tests).
+    pub tensor_math: Option<bool>,
 }
 
 fn to_f32_vec(t: &Tensor) -> Result<Vec<f32>> {
@@ -206,6 +218,10 @@ impl Optimizer {
         let c = StepConsts::new(self.step, clip_scale, hp);
         for (name, var) in vars {
             let Some(g) = grads.get(name) else { continue };
+            if self.use_tensor_math(var.as_tensor()) {
+                self.step_as_tensors(name, var, g, &c)?;
+                continue;
+            }
             let p = var.as_tensor();
             let n = p.elem_count();
             let (m, v) = self.state.entry(name.clone()).or_insert_with(|| (vec![0.0; n], vec![0.0; n]));
@@ -263,6 +279,66 @@ impl Optimizer {
         Ok(StepStats { grad_norm, clip_scale, skipped: false })
     }
 
+    fn use_tensor_math(&self, p: &Tensor) -> bool {
+        !self.offload && self.tensor_math.unwrap_or_else(|| !p.device().is_cpu() || crate::model::composed())
+    }
+
+    /// AdamW as tensor ops where the weight lives, in f32 (the arithmetic of
+    /// [`StepConsts::apply`], in f32 instead of f64): the moments, and the f32 master of a weight
+    /// held in a narrower dtype, stay on its device.
+    fn step_as_tensors(&mut self, name: &str, var: &Var, g: &Tensor, c: &StepConsts) -> Result<()> {
+        let p = var.as_tensor();
+        let (dev, shape) = (p.device().clone(), p.shape().clone());
+        if g.elem_count() != p.elem_count() {
+            return Err(Error::Other(format!("{name}: {} weights, {} gradients", p.elem_count(), g.elem_count())));
+        }
+        if !self.device_state.contains_key(name) {
+            let mv = match self.state.remove(name) {
+                Some((m, v)) if m.len() == p.elem_count() => (Tensor::from_vec(m, &shape, &dev)?, Tensor::from_vec(v, &shape, &dev)?),
+                Some((m, _)) => return Err(Error::Other(format!("{name}: {} weights, {} optimizer moments", p.elem_count(), m.len()))),
+                None => (Tensor::zeros(&shape, DType::F32, &dev)?, Tensor::zeros(&shape, DType::F32, &dev)?),
+            };
+            self.device_state.insert(name.to_string(), mv);
+        }
+        let narrow = p.dtype() != DType::F32;
+        if narrow && !self.device_masters.contains_key(name) {
+            let master = match self.masters.remove(name) {
+                Some(w) => Tensor::from_vec(w, &shape, &dev)?,
+                None => p.to_dtype(DType::F32)?,
+            };
+            self.device_masters.insert(name.to_string(), master);
+        }
+        let g = (g.to_dtype(DType::F32)? * c.scale)?;
+        let (m, v) = self.device_state.get(name).expect("inserted above");
+        // m <- b1 m + (1 - b1) g ; v <- b2 v + (1 - b2) g^2
+        let m = ((m * c.b1)? + (&g * (1.0 - c.b1))?)?;
+        let v = ((v * c.b2)? + (g.sqr()? * (1.0 - c.b2))?)?;
+        let w = match self.device_masters.get(name) {
+            Some(w) => w.clone(),
+            None => p.to_dtype(DType::F32)?,
+        };
+        // p <- p (1 - lr wd) - step_size m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+        let denom = ((v.sqrt()? / c.bc2_sqrt)? + c.eps)?;
+        let w = ((w * c.decay)? - ((&m / &denom)? * c.step_size)?)?;
+        var.set(&w.to_dtype(p.dtype())?)?;
+        if narrow {
+            self.device_masters.insert(name.to_string(), w);
+        }
+        self.device_state.insert(name.to_string(), (m, v));
+        Ok(())
+    }
+
+    /// Brings the device moments and masters back to host memory (before saving them).
+    pub fn sync_to_host(&mut self) -> Result<()> {
+        for (name, (m, v)) in std::mem::take(&mut self.device_state) {
+            self.state.insert(name, (to_f32_vec(&m)?, to_f32_vec(&v)?));
+        }
+        for (name, w) in std::mem::take(&mut self.device_masters) {
+            self.masters.insert(name, to_f32_vec(&w)?);
+        }
+        Ok(())
+    }
+
     /// Save the moments as `{name}.exp_avg` / `{name}.exp_avg_sq` and the step in the metadata.
     pub fn save(&self, path: &Path, shapes: &HashMap<String, Vec<usize>>) -> Result<()> {
         let mut bufs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -303,7 +379,7 @@ impl Optimizer {
                 state.entry(p.to_string()).or_default().0 = data;
             }
         }
-        Ok(Optimizer { step, state, masters: BTreeMap::new() })
+        Ok(Optimizer { step, state, ..Default::default() })
     }
 }
 
@@ -363,6 +439,43 @@ mod tests {
             opt.step(&vars, &grads(&vars), Some(1.0), &hp).unwrap();
         }
         assert_eq!(vars[0].1.as_tensor().to_vec1::<f32>().unwrap(), expect);
+    }
+
+    /// AdamW as tensor ops (the device path) against the host path, f32 and bf16 with f32
+    /// masters, three clipped steps from the same gradients: the same weights, moments and
+    /// masters to f32 rounding.
+    #[test]
+    fn tensor_adamw_equals_the_host_adamw() {
+        let dev = Device::Cpu;
+        let hp = AdamWConfig::new(0.01, 0.1);
+        for dtype in [DType::F32, DType::BF16] {
+            let init: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+            let make = || vec![("w".to_string(), Var::from_tensor(&Tensor::from_vec(init.clone(), (8, 8), &dev).unwrap().to_dtype(dtype).unwrap()).unwrap())];
+            let (va, vb) = (make(), make());
+            let (mut host, mut tens) = (Optimizer::default(), Optimizer { tensor_math: Some(true), ..Default::default() });
+            if dtype != DType::F32 {
+                let w = vec![("w".to_string(), Tensor::from_vec(init.clone(), (8, 8), &dev).unwrap())];
+                host.keep_masters(&w).unwrap();
+                tens.keep_masters(&w).unwrap();
+            }
+            for k in 0..3 {
+                let g: Vec<f32> = (0..64).map(|i| ((i * 13 + k * 7) % 17) as f32 - 8.0).collect();
+                let grads = Grads::from([("w".to_string(), Tensor::from_vec(g, (8, 8), &dev).unwrap())]);
+                let (a, b) = (host.step(&va, &grads, Some(5.0), &hp).unwrap(), tens.step(&vb, &grads, Some(5.0), &hp).unwrap());
+                assert_eq!(a, b);
+            }
+            assert!(!tens.device_state.is_empty(), "the tensor path ran");
+            tens.sync_to_host().unwrap();
+            let close = |x: &[f32], y: &[f32], what: &str| {
+                for (p, q) in x.iter().zip(y) {
+                    assert!((p - q).abs() <= 2e-6 * p.abs().max(1e-3), "{dtype:?} {what}: {p} vs {q}");
+                }
+            };
+            close(&host.state["w"].0, &tens.state["w"].0, "exp_avg");
+            close(&host.state["w"].1, &tens.state["w"].1, "exp_avg_sq");
+            let (wa, wb) = (host.weights_to_save(&va).unwrap(), tens.weights_to_save(&vb).unwrap());
+            close(&to_f32_vec(&wa[0].1).unwrap(), &to_f32_vec(&wb[0].1).unwrap(), "weights");
+        }
     }
 
     #[test]

@@ -186,6 +186,9 @@ pub struct UpdateConfig {
     /// Compute dtype (`--dtype`); None: f32 on the CPU, bf16 on CUDA. Master weights and
     /// moments are f32 whatever it is.
     pub dtype: Option<String>,
+    /// Masters and moments in host memory, AdamW on the host (DeepSpeed's ZeRO-Offload);
+    /// otherwise they live with the weights (a GPU) and AdamW runs there as tensor ops.
+    pub offload_optimizer: bool,
     #[serde(skip)]
     pub save_dtype: SaveDtype,
     pub force: bool,
@@ -515,6 +518,7 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         _ => Optimizer::default(),
     };
     keep_masters(&mut optimizer, &cfg.policy, dtype)?;
+    optimizer.offload = cfg.offload_optimizer;
     let (mut pg_sum, mut kl_sum, mut ent_sum, mut clip_sum, mut clip_lo_sum, mut ppo_kl_sum, mut gnorm_sum, mut n_steps) =
         (0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0usize);
     let mut skipped_steps = 0usize;
@@ -605,6 +609,7 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         }
         skipped_steps < n_steps
     };
+    optimizer.sync_to_host()?;
     let tensors = optimizer.weights_to_save(&policy.model.vars())?;
     if updated {
         for (name, t) in &tensors {
@@ -831,6 +836,9 @@ pub struct SftConfig {
     pub device: String,
     /// Compute dtype, as [`UpdateConfig::dtype`].
     pub dtype: Option<String>,
+    /// Masters and moments in host memory, AdamW on the host (DeepSpeed's ZeRO-Offload);
+    /// otherwise they live with the weights (a GPU) and AdamW runs there as tensor ops.
+    pub offload_optimizer: bool,
     #[serde(skip)]
     pub save_dtype: SaveDtype,
 }
@@ -857,6 +865,7 @@ pub fn run_sft(cfg: &SftConfig, log: &mut dyn FnMut(usize, f64)) -> Result<f64> 
     let vars = policy.model.vars();
     let mut optimizer = Optimizer::default();
     keep_masters(&mut optimizer, &cfg.policy, dtype)?;
+    optimizer.offload = cfg.offload_optimizer;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(crate::seed::derive_seed("sft-shuffle", cfg.seed, 0, "", 0));
     let mut order: Vec<usize> = Vec::new();
     let mut last = f64::NAN;
@@ -885,6 +894,7 @@ pub fn run_sft(cfg: &SftConfig, log: &mut dyn FnMut(usize, f64)) -> Result<f64> 
         last = loss_sum;
         log(step, loss_sum);
     }
+    optimizer.sync_to_host()?;
     let tensors = optimizer.weights_to_save(&vars)?;
     for (name, t) in &tensors {
         crate::checkpoint::ensure_finite_tensor("weight", name, t, cfg.steps as u64)?;
