@@ -264,12 +264,8 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
     if let Some(t) = a.temperature {
         args::positive("--temperature", t)?;
     }
-    if let Some(t) = a.total_steps {
-        args::count("--total-steps", t)?;
-    }
-    args::unit("--lr-warmup-ratio", a.lr_warmup_ratio)?;
-    args::unit("--min-lr-ratio", a.min_lr_ratio)?;
     args::positive("--kl-target", a.kl_target)?;
+    let lr_schedule = LrSchedule::new(a.lr_style, a.lr_warmup_steps, a.lr_warmup_ratio, a.total_steps, a.min_lr_ratio)?;
     args::positive("--kl-horizon", a.kl_horizon)?;
     let optim = AdamWConfig::new(a.lr, a.weight_decay);
     let max_grad_norm = (a.max_grad_norm > 0.0).then_some(a.max_grad_norm);
@@ -333,7 +329,6 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
         }
         Some(s) => bail!("--rollout-is {s}: expected token, sequence or off"),
     };
-    let lr_schedule = LrSchedule::new(a.lr_style, a.lr_warmup_steps, a.lr_warmup_ratio, a.total_steps, a.min_lr_ratio)?;
     let kl_ctrl = match a.kl_ctrl.as_str() {
         "fixed" => KlControl::Fixed,
         "adaptive" => {

@@ -57,24 +57,14 @@ pub struct LrSchedule {
 }
 
 impl LrSchedule {
-    /// verl's default: constant, no warm-up.
-    pub fn constant() -> Self {
-        LrSchedule { style: LrStyle::Constant, warmup_steps: 0, total_steps: 0, min_lr_ratio: 0.0 }
-    }
-
     /// Checked construction: `warmup_ratio` (in [0, 1]) is used when `warmup_steps` is None, as
     /// verl's `lr_warmup_steps = -1`.
     pub fn new(style: LrStyle, warmup_steps: Option<u64>, warmup_ratio: f64, total_steps: Option<u64>, min_lr_ratio: f64) -> Result<Self> {
-        if !(0.0..=1.0).contains(&warmup_ratio) {
-            return Err(Error::Config(format!("--lr-warmup-ratio {warmup_ratio}: expected a number in [0, 1]")));
-        }
-        if !(0.0..=1.0).contains(&min_lr_ratio) {
-            return Err(Error::Config(format!("--min-lr-ratio {min_lr_ratio}: expected a number in [0, 1]")));
-        }
+        crate::args::unit("--lr-warmup-ratio", warmup_ratio)?;
+        crate::args::unit("--min-lr-ratio", min_lr_ratio)?;
         let needs_total = style == LrStyle::Cosine || (warmup_steps.is_none() && warmup_ratio > 0.0);
         let total = match total_steps {
-            Some(t) if t >= 1 => t,
-            Some(_) => return Err(Error::Config("--total-steps must be at least 1".into())),
+            Some(t) => crate::args::count("--total-steps", t)?,
             None if needs_total => {
                 return Err(Error::Config("--lr-style cosine and --lr-warmup-ratio need --total-steps (the run's RL steps)".into()))
             }
@@ -139,7 +129,7 @@ mod tests {
         let f: Vec<f64> = (0..6).map(|k| s.factor(k)).collect();
         assert_eq!(f, vec![0.0, 0.25, 0.5, 0.75, 1.0, 1.0]);
         // No warm-up: 1 from the first update (verl's default).
-        assert_eq!(LrSchedule::constant().factor(0), 1.0);
+        assert_eq!(LrSchedule::new(LrStyle::Constant, None, 0.0, None, 0.0).unwrap().factor(0), 1.0);
         // The update at RL step t counts the updates before it; with actor warm-up 3 the first
         // update is step 3 (s = 0).
         assert_eq!(s.lr_at(1e-6, 3, 3), 0.0);

@@ -153,6 +153,12 @@ pub mod trajectories {
     pub const POLICY: Column = col("policy", Kind::Utf8, false);
     pub const HIDDEN: Column = col("hidden", Kind::VectorF32, true);
 
+    /// Every column, in the schema's order.
+    pub const COLUMNS: [Column; 14] = [
+        PROMPT_ID, SAMPLE_IDX, DATA_SOURCE, GROUND_TRUTH, PROMPT_TEXT, RESPONSE_TEXT, PROMPT_TOKEN_IDS, RESPONSE_TOKEN_IDS,
+        RESPONSE_LOGPROBS, BEHAVIOR_LOGPROBS, FINISH_REASON, SEED, POLICY, HIDDEN,
+    ];
+
     /// The trajectories schema with hidden states of width `hidden_dim` (0 when not captured:
     /// the column is then all null).
     pub fn schema(hidden_dim: usize) -> SchemaRef {

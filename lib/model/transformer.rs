@@ -756,8 +756,14 @@ impl Decoder {
 
     /// (N, d) -> (N, V)
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        if self.fast && ops::supported(hidden) && hidden.dim(0)? <= ops::SMALL_M {
-            return Ok(ops::matmul_small_m(hidden, &self.lm_head)?);
+        self.lm_head_rows(hidden, false)
+    }
+
+    /// `rowwise`: every row through the streaming kernel (decode steps), as
+    /// [`Linear::forward2_rows`].
+    fn lm_head_rows(&self, hidden: &Tensor, rowwise: bool) -> Result<Tensor> {
+        if self.fast && ops::supported(hidden) && (rowwise || hidden.dim(0)? <= ops::SMALL_M) {
+            return Ok(ops::matmul_rows(hidden, &self.lm_head)?);
         }
         Ok(hidden.matmul(&self.lm_head.t()?)?)
     }
@@ -919,12 +925,7 @@ impl Model {
     /// other rows (on the fused path, [`ops::SMALL_M`] rows at a time through the streaming
     /// kernel).
     pub(crate) fn lm_head_rows(&self, hidden: &Tensor) -> Result<Tensor> {
-        let n = hidden.dim(0)?;
-        if !ops::supported(hidden) || n <= ops::SMALL_M {
-            return self.lm_head_nograd(hidden);
-        }
-        let parts = (0..n).step_by(ops::SMALL_M).map(|s| self.lm_head_nograd(&hidden.narrow(0, s, ops::SMALL_M.min(n - s))?)).collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::cat(&parts, 0)?)
+        self.nograd.lm_head_rows(&hidden.detach(), true)
     }
 
     /// No-grad logits at every position, (B, T, V): for tests and small inputs only.

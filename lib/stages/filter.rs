@@ -76,14 +76,6 @@ pub struct FilterSummary {
     pub up_to_date: bool,
 }
 
-fn all_trajectory_columns() -> Vec<crate::schema::Column> {
-    vec![
-        tr::PROMPT_ID, tr::SAMPLE_IDX, tr::DATA_SOURCE, tr::GROUND_TRUTH, tr::PROMPT_TEXT, tr::RESPONSE_TEXT,
-        tr::PROMPT_TOKEN_IDS, tr::RESPONSE_TOKEN_IDS, tr::RESPONSE_LOGPROBS, tr::BEHAVIOR_LOGPROBS, tr::FINISH_REASON, tr::SEED,
-        tr::POLICY, tr::HIDDEN,
-    ]
-}
-
 const REWARD_COLUMNS: [crate::schema::Column; 7] = [rw::PROMPT_ID, rw::SAMPLE_IDX, rw::DATA_SOURCE, rw::EXTRACTED, rw::CORRECT, rw::SCORE, rw::REASON];
 
 /// Key of the summary in the merged trajectories' metadata (an up-to-date rerun reprints it).
@@ -98,7 +90,7 @@ struct Round {
 }
 
 fn read_round(traj_path: &Path, rewards_path: &Path, metric: Metric) -> Result<Round> {
-    let traj = read_table(traj_path, &all_trajectory_columns(), &[])?;
+    let traj = read_table(traj_path, &tr::COLUMNS, &[])?;
     let rewards = read_table(rewards_path, &REWARD_COLUMNS, &[])?;
     check_lineage(rewards_path, &rewards.metadata, "--trajectories", traj_path, &file_sha256(traj_path)?, "clipo-verify")?;
     let keys = traj.row_keys(&tr::PROMPT_ID, &tr::SAMPLE_IDX);

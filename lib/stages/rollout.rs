@@ -178,18 +178,17 @@ fn is_zero(r: &u32) -> bool {
 /// consume the stream, so a refill prompt may also appear in another step of the epoch.
 pub fn refill_order(n: usize, seed: u64, step: u64, own: &[usize]) -> Vec<usize> {
     let own: std::collections::HashSet<usize> = own.iter().copied().collect();
-    let mut p: Vec<usize> = (0..n).filter(|i| !own.contains(i)).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(REFILL, seed, step, "", 0));
-    p.shuffle(&mut rng);
+    shuffled((0..n).filter(|i| !own.contains(i)).collect(), derive_seed(REFILL, seed, step, "", 0))
+}
+
+fn shuffled(mut p: Vec<usize>, seed: u64) -> Vec<usize> {
+    p.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     p
 }
 
 /// The shuffle of epoch `epoch`: a permutation of 0..n seeded by the run seed and the epoch.
 fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut p: Vec<usize> = (0..n).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(EPOCH_SHUFFLE, seed, epoch, "", 0));
-    p.shuffle(&mut rng);
-    p
+    shuffled((0..n).collect(), derive_seed(EPOCH_SHUFFLE, seed, epoch, "", 0))
 }
 
 /// The prompts this run takes, in order, after selection and sharding.
@@ -216,12 +215,13 @@ pub fn select(prompts: Vec<Prompt>, cfg: &RolloutConfig) -> Result<Vec<Prompt>> 
         }
     };
     let (k, of) = cfg.shard;
-    let out: Vec<Prompt> = {
-        let take: std::collections::BTreeMap<usize, usize> = chosen.iter().enumerate().filter(|(i, _)| i % of == k).map(|(i, &idx)| (idx, i)).collect();
-        let mut picked: Vec<(usize, Prompt)> = prompts.into_iter().enumerate().filter_map(|(idx, p)| take.get(&idx).map(|&i| (i, p))).collect();
-        picked.sort_by_key(|(i, _)| *i);
-        picked.into_iter().map(|(_, p)| p).collect()
-    };
+    let mut prompts: Vec<Option<Prompt>> = prompts.into_iter().map(Some).collect();
+    let out: Vec<Prompt> = chosen
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % of == k)
+        .map(|(_, idx)| prompts[idx].take().ok_or_else(|| Error::Config(format!("prompt {idx} selected twice"))))
+        .collect::<Result<_>>()?;
     if out.is_empty() {
         return Err(Error::Empty { path: cfg.prompts.clone(), detail: "the selection (offset/limit/step/shard) takes no prompt".into() });
     }
@@ -446,16 +446,11 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
     let sample_secs = sample_start.elapsed().as_secs_f64();
 
     // Concatenate the parts in order into the final file, then drop them.
-    let all = [
-        tr::PROMPT_ID, tr::SAMPLE_IDX, tr::DATA_SOURCE, tr::GROUND_TRUTH, tr::PROMPT_TEXT, tr::RESPONSE_TEXT,
-        tr::PROMPT_TOKEN_IDS, tr::RESPONSE_TOKEN_IDS, tr::RESPONSE_LOGPROBS, tr::BEHAVIOR_LOGPROBS, tr::FINISH_REASON, tr::SEED,
-        tr::POLICY, tr::HIDDEN,
-    ];
     let mut w = TableWriter::create(&cfg.out, tr::schema(hidden_dim), &prov)?;
     let mut total = 0;
     let (mut all_generated, mut all_truncated) = (0usize, 0usize);
     for b in 0..batches.len() {
-        let t = read_table(&part_path(b), &all, &[])?;
+        let t = read_table(&part_path(b), &tr::COLUMNS, &[])?;
         all_generated += t.list(&tr::RESPONSE_TOKEN_IDS).values().len();
         all_truncated += t.utf8(&tr::FINISH_REASON).iter().filter(|f| *f == Some("length")).count();
         let batch = t.batch.with_schema(tr::schema(hidden_dim)).map_err(|e| Error::parquet(part_path(b), e))?;

@@ -342,11 +342,11 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     if !cfg.force && state_path.is_file() {
         let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?).unwrap_or_default();
         // Up to date means whole too: every file as the state recorded it.
-        let metrics_whole = std::fs::read(cfg.out.join(METRICS_FILE)).ok().is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok());
-        let whole = metrics_whole && state.get("outputs").is_some_and(|o| o == &serde_json::json!(dir_hashes(&cfg.out).unwrap_or_default()));
-        if whole && state.get("fingerprint").and_then(|f| f.as_str()) == Some(prov.fingerprint().as_str()) {
+        let metrics: Option<serde_json::Map<String, serde_json::Value>> =
+            std::fs::read(cfg.out.join(METRICS_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let whole = metrics.is_some() && state.get("outputs").is_some_and(|o| o == &serde_json::json!(dir_hashes(&cfg.out).unwrap_or_default()));
+        if let (true, Some(metrics)) = (whole && state.get("fingerprint").and_then(|f| f.as_str()) == Some(prov.fingerprint().as_str()), metrics) {
             // The step's metrics again (a loop reprints its step line from them).
-            let metrics = std::fs::read(cfg.out.join(METRICS_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
             return Ok(UpdateOutcome { up_to_date: true, metrics, ..Default::default() });
         }
     }
@@ -445,11 +445,20 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         OldLogprobs::Rollout => rows.iter().map(|r| r.rollout_logprobs.clone()).collect(),
         OldLogprobs::Recompute if !need_logprobs => rows.iter().map(|r| r.rollout_logprobs.clone()).collect(),
         OldLogprobs::Recompute => {
-            let s = policy.model.response_logprobs_nograd(&seqs, temperature, chunk).map_err(model_err(&cfg.policy))?;
-            let mut old: Vec<Vec<f32>> = (0..rows.len()).map(|b| s.logprobs_row(b)).collect::<std::result::Result<_, _>>().map_err(model_err(&cfg.policy))?;
-            if !warmup && !policy.model.nograd_matches_training() {
-                // Composed ops (bf16, CUDA): the trained rows' old log-probs by the training pass
-                // on the training micro-batches, so the first ratio is exactly 1.
+            // Composed ops (bf16, CUDA): the trained rows' old log-probs come from the training
+            // pass on the training micro-batches, so the first ratio is exactly 1; the no-grad
+            // pass scores the others (all rows on the fused CPU kernels, which agree with it).
+            let by_training = !warmup && !policy.model.nograd_matches_training();
+            let by_nograd: Vec<usize> = (0..rows.len()).filter(|&i| !(by_training && keep[i])).collect();
+            let mut old: Vec<Vec<f32>> = vec![Vec::new(); rows.len()];
+            if !by_nograd.is_empty() {
+                let sub: Vec<Sequence> = by_nograd.iter().map(|&i| seqs[i]).collect();
+                let s = policy.model.response_logprobs_nograd(&sub, temperature, chunk).map_err(model_err(&cfg.policy))?;
+                for (j, &i) in by_nograd.iter().enumerate() {
+                    old[i] = s.logprobs_row(j).map_err(model_err(&cfg.policy))?;
+                }
+            }
+            if by_training {
                 for micro in plan.iter().flat_map(|mini| micro_batches(mini, &rows, chunk, cfg.max_tokens_per_micro_batch)) {
                     let mseqs: Vec<Sequence> = micro.iter().map(|&i| seqs[i]).collect();
                     let lp = policy.model.logprobs_as_trained(&mseqs, temperature).map_err(model_err(&cfg.policy))?;
@@ -533,7 +542,6 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         let vars = policy.model.vars();
         for epoch in 0..cfg.epochs {
             for members in &plan {
-                let members: Vec<usize> = members.clone();
                 let loss_len = |i: usize| if cfg.mask_truncated && rows[i].truncated { 0 } else { rows[i].response.len() };
                 let norm = Norm {
                     tokens: members.iter().map(|&i| loss_len(i) as f64).sum(),
@@ -541,7 +549,7 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
                     norm_len: max_len as f64,
                 };
                 let mut grads = Grads::new();
-                for micro in micro_batches(&members, &rows, chunk, cfg.max_tokens_per_micro_batch).iter().map(Vec::as_slice) {
+                for micro in micro_batches(members, &rows, chunk, cfg.max_tokens_per_micro_batch).iter().map(Vec::as_slice) {
                     let mseqs: Vec<Sequence> = micro.iter().map(|&i| seqs[i]).collect();
                     let scored = policy.model.response_logprobs(&mseqs, temperature).map_err(model_err(&cfg.policy))?;
                     let (b, r) = scored.logprobs.dims2()?;
@@ -733,16 +741,12 @@ fn keep_masters(optimizer: &mut Optimizer, dir: &Path, dtype: DType) -> Result<(
 /// ceil(groups / n) groups, as verl splits its batch in the dataloader's order; each mini-batch
 /// lists its rows in table order.
 fn mini_batches(rows: &[usize], groups: &[usize], n: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = Vec::new();
-    for &i in rows {
-        if !order.contains(&groups[i]) {
-            order.push(groups[i]);
-        }
-    }
+    // Groups are numbered in the order they first appear, so sorted ids are table order.
+    let order: Vec<usize> = rows.iter().map(|&i| groups[i]).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     let per = order.len().div_ceil(n.max(1)).max(1);
     order
         .chunks(per)
-        .map(|gs| rows.iter().copied().filter(|&i| gs.contains(&groups[i])).collect())
+        .map(|gs| rows.iter().copied().filter(|&i| (gs[0]..=gs[gs.len() - 1]).contains(&groups[i])).collect())
         .collect()
 }
 
