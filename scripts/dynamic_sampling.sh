@@ -14,6 +14,8 @@ set -euo pipefail
 : "${BIN:?}" "${POLICY_DIR:?}" "${PROMPTS:?}" "${STEP:?}" "${STEP_DIR:?}" "${PER_STEP:?}" "${N:?}" "${MAX_NEW:?}"
 MAX_ROUNDS=${MAX_ROUNDS:-3}
 METRIC=${METRIC:-correct}
+case "$MAX_ROUNDS" in ''|*[!0-9]*|0) echo "dynamic_sampling: MAX_ROUNDS=$MAX_ROUNDS: expected a whole number >= 1" >&2; exit 2 ;; esac
+case "$METRIC" in correct|acc|score) ;; *) echo "dynamic_sampling: METRIC=$METRIC: expected correct or score" >&2; exit 2 ;; esac
 R="$STEP_DIR/rounds"
 mkdir -p "$R"
 filter_args=()
