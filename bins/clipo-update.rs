@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::{bail, ensure, Context};
 use clap::{Parser, ValueEnum};
 use clipo::model::hf::SaveDtype;
+use clipo::model::Memory;
 use clipo::optim::AdamWConfig;
 use clipo::args;
 use clipo::schedule::{KlControl, LrSchedule, LrStyle};
@@ -41,19 +42,19 @@ struct Args {
     #[arg(long)]
     policy: PathBuf,
     /// Output directory (staged and renamed into place; an unchanged re-run is a no-op).
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "plan")]
+    out: Option<PathBuf>,
     /// rl (default) or sft.
     #[arg(long, value_enum, default_value = "rl")]
     objective: Objective,
     /// The frozen reference policy for the KL penalty (usually the initial policy).
     #[arg(long = "ref")]
     reference: Option<PathBuf>,
-    /// Trajectories table (clipo-rollout).
-    #[arg(long, required_if_eq("objective", "rl"))]
+    /// Trajectories table (clipo-rollout); required with --objective rl.
+    #[arg(long)]
     trajectories: Option<PathBuf>,
-    /// Rewards table (clipo-verify).
-    #[arg(long, required_if_eq("objective", "rl"))]
+    /// Rewards table (clipo-verify); required with --objective rl.
+    #[arg(long)]
     rewards: Option<PathBuf>,
     /// Embeddings table (clipo-embed); its contrastive_reward is added to the score. Without
     /// it this is plain RLVR.
@@ -179,6 +180,30 @@ struct Args {
     /// Sequences per forward/backward pass (memory); the result does not depend on it.
     #[arg(long, default_value_t = 8)]
     micro_batch: usize,
+    /// Activation checkpointing: keep each decoder layer's input only and recompute the layer
+    /// in the backward (one more forward per layer; verl's enable_gradient_checkpointing).
+    /// Implies chunked log-probs. The gradient equals the plain backward's up to rounding.
+    #[arg(long)]
+    grad_checkpoint: bool,
+    /// Chunked log-probs: lm_head, log-softmax, the sampled token's log-prob and the entropy
+    /// this many response tokens at a time, forward and backward, so no (tokens x vocabulary)
+    /// logits of a whole micro-batch exist. Default: off, or with --grad-checkpoint 2^25 /
+    /// vocabulary tokens (128 MiB of f32 logits).
+    #[arg(long)]
+    logit_chunk: Option<usize>,
+    /// Print the memory plan of a step with these settings as one JSON object and exit: peak
+    /// bytes and their parts (weights, f32 masters, AdamW moments, gradients, activations,
+    /// logits, workspace), device and host apart. Reads only --policy's config.json; opens no
+    /// device and trains nothing. Sizes: --plan-seq-len tokens per sequence, --micro-batch
+    /// sequences (or --max-tokens-per-micro-batch tokens) per pass.
+    #[arg(long)]
+    plan: bool,
+    /// --plan: prompt + response tokens of each sequence.
+    #[arg(long, default_value_t = 2048)]
+    plan_seq_len: usize,
+    /// --plan: the device the plan is for: cpu or cuda (default: --device's kind).
+    #[arg(long)]
+    plan_device: Option<String>,
     /// Passes over the batch.
     #[arg(long, default_value_t = 1)]
     epochs: usize,
@@ -231,8 +256,53 @@ struct Args {
     force: bool,
 }
 
+/// `--plan`: the memory plan of a step with these settings, from config.json alone.
+fn memory_plan(a: &Args, memory: Memory) -> anyhow::Result<clipo::model::plan::Plan> {
+    let config = a.policy.join("config.json");
+    let cfg = clipo::model::Config::from_file(&config)?;
+    let kind = a.plan_device.as_deref().unwrap_or(&a.device);
+    let cuda = match kind.split(':').next() {
+        Some("cpu") => false,
+        Some("cuda") => true,
+        _ => bail!("--plan-device {kind}: expected cpu or cuda"),
+    };
+    let dtype = match a.dtype.as_deref() {
+        None if cuda => candle_core::DType::BF16,
+        d => clipo::policy::parse_dtype(d, &candle_core::Device::Cpu)?,
+    };
+    args::count("--plan-seq-len", a.plan_seq_len)?;
+    let seqs = match a.max_tokens_per_micro_batch {
+        Some(budget) => (budget / a.plan_seq_len).max(1),
+        None => a.micro_batch,
+    };
+    let fused = !cuda && matches!(dtype, candle_core::DType::F32 | candle_core::DType::F64) && !clipo::model::composed();
+    Ok(clipo::model::plan::plan(&cfg, &clipo::model::plan::PlanRequest {
+        dtype,
+        fused,
+        memory,
+        seq_len: a.plan_seq_len,
+        response_len: a.plan_seq_len,
+        seqs,
+        offload: a.offload_optimizer,
+    }))
+}
+
 fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
     ensure!(a.policy.is_dir(), "--policy {}: no such directory", a.policy.display());
+    if let Some(c) = a.logit_chunk {
+        args::count("--logit-chunk", c)?;
+    }
+    let memory = Memory { grad_checkpoint: a.grad_checkpoint, logit_chunk: a.logit_chunk };
+    args::count("--micro-batch", a.micro_batch)?;
+    if let Some(t) = a.max_tokens_per_micro_batch {
+        args::count("--max-tokens-per-micro-batch", t)?;
+    }
+    if a.plan {
+        let plan = memory_plan(&a, memory)?;
+        println!("{}", serde_json::to_string(&plan)?);
+        std::process::exit(0);
+    }
+    let out = a.out.clone().context("--out is required")?;
     {
         let mut inputs = vec![("--policy", a.policy.as_path())];
         for (flag, p) in [("--ref", &a.reference), ("--trajectories", &a.trajectories), ("--rewards", &a.rewards), ("--embeddings", &a.embeddings), ("--prompts", &a.prompts)] {
@@ -240,16 +310,12 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
                 inputs.push((flag, p.as_path()));
             }
         }
-        clipo::paths::refuse_aliases(&inputs, &[("--out", &a.out)])?;
+        clipo::paths::refuse_aliases(&inputs, &[("--out", &out)])?;
     }
     clipo::policy::parse_dtype(a.dtype.as_deref(), &candle_core::Device::Cpu)?;
     args::positive("--lr", a.lr)?;
     args::non_negative("--weight-decay", a.weight_decay)?;
     args::non_negative("--max-grad-norm", a.max_grad_norm)?;
-    args::count("--micro-batch", a.micro_batch)?;
-    if let Some(t) = a.max_tokens_per_micro_batch {
-        args::count("--max-tokens-per-micro-batch", t)?;
-    }
     args::count("--mini-batches", a.mini_batches)?;
     args::count("--epochs", a.epochs)?;
     args::non_negative("--entropy-coef", a.entropy_coef)?;
@@ -280,10 +346,11 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
         return Ok(Err(SftConfig {
             policy: a.policy,
             prompts,
-            out: a.out,
+            out,
             steps: a.steps,
             batch_size: a.batch_size,
             micro_batch: a.micro_batch,
+            memory,
             optim,
             max_grad_norm,
             seed: a.seed,
@@ -344,7 +411,7 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
         rewards: a.rewards.context("--rewards is required")?,
         embeddings: a.embeddings,
         step: a.step,
-        out: a.out,
+        out,
         estimator,
         loss,
         kl,
@@ -363,6 +430,7 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
         mini_batches: a.mini_batches,
         micro_batch: a.micro_batch,
         max_tokens_per_micro_batch: a.max_tokens_per_micro_batch,
+        memory,
         epochs: a.epochs,
         actor_warmup: a.actor_warmup,
         old_logprobs,

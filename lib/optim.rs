@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
@@ -109,24 +108,7 @@ pub struct StepStats {
     pub skipped: bool,
 }
 
-/// Gradients by parameter name, in name order (so the norm sums in one order every run).
-pub type Grads = BTreeMap<String, Tensor>;
-
-/// The gradients of `vars` in a backward pass, by name; with `acc`, added to what it holds
-/// (micro-batches whose losses share the mini-batch's normalisers add up to its gradient).
-pub fn collect_grads(vars: &[(String, Var)], store: &GradStore, acc: &mut Grads) -> Result<()> {
-    for (name, var) in vars {
-        if let Some(g) = store.get(var.as_tensor()) {
-            let g = g.to_dtype(DType::F32)?;
-            let sum = match acc.remove(name) {
-                Some(prev) => (prev + g)?,
-                None => g,
-            };
-            acc.insert(name.clone(), sum);
-        }
-    }
-    Ok(())
-}
+pub use crate::model::train::{collect_grads, Grads};
 
 /// AdamW over named trainable tensors (the policy's `Var`s).
 ///

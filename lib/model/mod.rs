@@ -10,6 +10,9 @@
 //!   (REFERENCE.md §1-2).
 //! - [`hf`], [`gguf`], [`tokenizer`], [`chat`]: model directories: loading and saving them the
 //!   way transformers does, importing llama.cpp GGUF files, tokenizers and chat templates.
+//! - [`train`]: the training pass with bounded memory: gradient checkpointing and chunked
+//!   log-probs, by segments whose backwards chain through leaves.
+//! - [`plan`]: the memory plan of a training step from `config.json` alone (`clipo-update --plan`).
 //! - [`score`]: teacher-forced log-probs (and entropies) of response tokens, with and without a
 //!   graph, and the `mean` pooled hidden state.
 //! - `ops` (crate-private): fused CPU kernels for f32/f64 with hand-written backward passes
@@ -26,14 +29,17 @@ pub(crate) mod exp;
 pub mod gguf;
 pub mod hf;
 pub(crate) mod ops;
+pub mod plan;
 pub mod sample;
 pub mod score;
 pub mod tokenizer;
+pub mod train;
 pub mod transformer;
 
 pub use config::{Config, Family};
 pub use sample::{FinishReason, Sample, SampleParams, SampleRequest, StopCheck};
 pub use score::{Scored, Sequence};
+pub use train::{Memory, TrainPass};
 pub use transformer::Model;
 pub use ops::{composed, set_composed};
 

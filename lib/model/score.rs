@@ -20,9 +20,8 @@ use candle_core::{DType, Device, Tensor, D};
 use super::transformer::Model;
 use super::{Error, Result};
 
-/// Logits held at once by the no-grad path: 2^25 f32 = 128 MiB (e.g. 682 tokens of a
-/// 49,152-token vocabulary, 220 of Qwen2.5's 151,936).
-const LOGIT_CHUNK_ELEMS: usize = 1 << 25;
+/// Logits held at once by the no-grad path.
+use super::train::LOGIT_CHUNK_ELEMS;
 
 /// One prompt and its response, as token ids.
 #[derive(Debug, Clone, Copy)]
@@ -57,31 +56,33 @@ impl Scored {
 }
 
 /// Token layout of a batch (see the module doc).
-struct Layout {
+pub(super) struct Layout {
     /// (N,) u32: every row's prompt and response one after another, no padding.
-    packed: Tensor,
+    pub(super) packed: Tensor,
     /// Row b's token count in `packed`: |prompt_b| + |response_b|.
-    seq_lens: Vec<usize>,
+    pub(super) seq_lens: Vec<usize>,
     /// longest response
-    r: usize,
+    pub(super) r: usize,
     /// (M,) u32, M = the number of response tokens: the row of `packed` whose hidden state
     /// predicts each response token (the token before it).
-    pred: Tensor,
+    pub(super) pred: Tensor,
     /// (M,) u32 the response tokens.
-    targets: Tensor,
+    pub(super) targets: Tensor,
     /// (B*R,) u32: for response slot (b, i), its token's row of `packed`, or N (a zero row) past
     /// the end of the response.
-    resp: Tensor,
+    pub(super) resp: Tensor,
     /// (B*R,) u32: for response slot (b, i), its index among the M response tokens, or M (a
     /// zero) past the end of the response.
-    slot: Tensor,
+    pub(super) slot: Tensor,
+    /// (M,) u32: each response token's response slot b*R + i (the inverse of `slot`).
+    pub(super) flat: Tensor,
     /// (B, R) f32 1/0
-    mask: Tensor,
-    lens: Vec<usize>,
+    pub(super) mask: Tensor,
+    pub(super) lens: Vec<usize>,
 }
 
 impl Layout {
-    fn new(seqs: &[Sequence], device: &Device) -> Result<Self> {
+    pub(super) fn new(seqs: &[Sequence], device: &Device) -> Result<Self> {
         if seqs.is_empty() {
             return Err(Error::Input("no sequences to score".into()));
         }
@@ -95,6 +96,7 @@ impl Layout {
         let mut packed = Vec::with_capacity(n);
         let (mut pred, mut targets) = (Vec::with_capacity(m), Vec::with_capacity(m));
         let (mut resp, mut slot, mut mask) = (vec![n as u32; b * r], vec![m as u32; b * r], vec![0f32; b * r]);
+        let mut flat = Vec::with_capacity(m);
         for (bi, s) in seqs.iter().enumerate() {
             // response token i of row b: at packed row off + pl + i, predicted by the row before
             let (off, pl) = (packed.len(), s.prompt.len());
@@ -103,6 +105,7 @@ impl Layout {
                 slot[bi * r + i] = pred.len() as u32;
                 mask[bi * r + i] = 1.0;
                 pred.push((off + pl + i - 1) as u32);
+                flat.push((bi * r + i) as u32);
             }
             packed.extend_from_slice(s.prompt);
             packed.extend_from_slice(s.response);
@@ -116,13 +119,14 @@ impl Layout {
             targets: Tensor::from_vec(targets, m, device)?,
             resp: Tensor::from_vec(resp, b * r, device)?,
             slot: Tensor::from_vec(slot, b * r, device)?,
+            flat: Tensor::from_vec(flat, m, device)?,
             mask: Tensor::from_vec(mask, (b, r), device)?,
             lens: seqs.iter().map(|s| s.response.len()).collect(),
         })
     }
 
     /// Per-response-token values (M,) -> (B, R), zeros past each row's end (with the graph).
-    fn unpack(&self, x: &Tensor) -> Result<Tensor> {
+    pub(super) fn unpack(&self, x: &Tensor) -> Result<Tensor> {
         let zero = Tensor::zeros(1, x.dtype(), x.device())?;
         let b = self.lens.len();
         Ok(Tensor::cat(&[x, &zero], 0)?.index_select(&self.slot, 0)?.reshape((b, self.r))?)
@@ -140,7 +144,7 @@ impl Layout {
 
 /// logits (N, V), targets (N,) u32 -> (log-probs (N,), entropy (N,) f32), both with the graph of
 /// `logits`. `z = logits / temperature`.
-fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<(Tensor, Tensor)> {
+pub(super) fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<(Tensor, Tensor)> {
     if super::ops::supported(logits) {
         // One fused pass (f32/f64 on the CPU): [log p, entropy, logsumexp] per row.
         let out = super::ops::token_logprobs(logits, targets, temperature)?;
@@ -170,7 +174,7 @@ fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result
 }
 
 /// Mean over each row's response tokens of packed hidden states (N, d) -> (B, d) f32, no graph.
-fn mean_response_hidden(hidden: &Tensor, l: &Layout) -> Result<Tensor> {
+pub(super) fn mean_response_hidden(hidden: &Tensor, l: &Layout) -> Result<Tensor> {
     let h = l.response_hidden(hidden)?.to_dtype(DType::F32)?; // (B, R, d)
     let denom: Vec<f32> = l.lens.iter().map(|&n| 1.0 / n.max(1) as f32).collect();
     let denom = Tensor::from_vec(denom, (l.lens.len(), 1), hidden.device())?;
@@ -219,9 +223,8 @@ impl Model {
     /// the old log-probs where [`Self::nograd_matches_training`] is false. Called with the
     /// training step's own micro-batches, the first PPO ratio is exactly 1, as verl's
     /// recomputation with the actor makes it.
-    pub fn logprobs_as_trained(&self, seqs: &[Sequence], temperature: f64) -> Result<Vec<Vec<f32>>> {
-        let s = self.response_logprobs(seqs, temperature)?;
-        (0..seqs.len()).map(|b| s.logprobs_row(b)).collect()
+    pub fn logprobs_as_trained(&self, seqs: &[Sequence], temperature: f64, memory: super::train::Memory) -> Result<Vec<Vec<f32>>> {
+        self.train_pass(seqs, temperature, memory)?.logprobs_rows()
     }
 
     /// The same without a graph (frozen reference, old log-probs, `mean` pooling), with fused
@@ -290,7 +293,7 @@ impl Model {
         Ok(Tensor::cat(&out, 0)?)
     }
 
-    fn empty_scored(&self, l: &Layout, b: usize) -> Result<Scored> {
+    pub(super) fn empty_scored(&self, l: &Layout, b: usize) -> Result<Scored> {
         let z = Tensor::zeros((b, 0), DType::F32, self.device())?;
         let d = self.config().hidden_size;
         Ok(Scored {
@@ -303,7 +306,7 @@ impl Model {
     }
 }
 
-fn check_temperature(t: f64) -> Result<()> {
+pub(super) fn check_temperature(t: f64) -> Result<()> {
     if !(t > 0.0 && t.is_finite()) {
         return Err(Error::Input(format!("temperature {t} must be > 0")));
     }

@@ -177,6 +177,15 @@ impl Fused {
     }
 }
 
+/// Packed sequences laid out for the layers ([`Decoder::packed`]).
+pub(crate) struct Packed {
+    ctx: Ctx,
+    /// The ids the embedding reads: (N,) packed, or (B*T,) left-padded.
+    ids: Tensor,
+    /// The composed path's padded batch: B, T and the (N,) rows of the real tokens in (B*T).
+    padded: Option<(usize, usize, Tensor)>,
+}
+
 impl Ctx {
     /// x: (B, H, T, hd) -> rotated, rotate-half convention (transformers' `rotate_half`).
     fn rope(&self, x: &Tensor) -> Result<Tensor> {
@@ -631,7 +640,6 @@ impl Decoder {
             )));
         }
         let past = cache.as_ref().map_or(0, |c| c.len);
-        let tk = past + t;
         let device = ids.device();
         let dtype = self.embed_tokens.dtype();
 
@@ -645,6 +653,27 @@ impl Decoder {
             let xs = self.forward_fused(&ids.flatten_all()?, &positions, rows, (b, t), cache)?;
             return Ok(xs.reshape((b, t, d))?);
         }
+        let ctx = self.padded_ctx(left_pad, past, t, dtype, device)?;
+        let mut xs = self
+            .embed_tokens
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, d))?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let c = cache.as_deref_mut().map(|c| (c, i));
+            xs = layer.forward(&xs, &ctx, c)?;
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        self.norm.forward(&xs, self.fast)
+    }
+
+    /// The composed path's per-call inputs for B left-padded rows of T new columns after
+    /// `past` cached ones: rope tables at each row's positions and the additive mask
+    /// (B, 1, 1, T, past + T).
+    fn padded_ctx(&self, left_pad: &[usize], past: usize, t: usize, dtype: DType, device: &Device) -> Result<Ctx> {
+        let b = left_pad.len();
+        let tk = past + t;
         let mut positions = Vec::with_capacity(b * t);
         let mut mask = Vec::with_capacity(b * t * tk);
         for &pad in left_pad {
@@ -665,7 +694,7 @@ impl Decoder {
                 Tensor::cat(&[&sin, &sin], D::Minus1)?.unsqueeze(1)?,
             )
         };
-        let ctx = Ctx {
+        Ok(Ctx {
             cos,
             sin,
             cos2,
@@ -673,20 +702,22 @@ impl Decoder {
             mask,
             fast: self.fast,
             fused: None,
-        };
+        })
+    }
 
-        let mut xs = self
-            .embed_tokens
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, d))?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let c = cache.as_deref_mut().map(|c| (c, i));
-            xs = layer.forward(&xs, &ctx, c)?;
-        }
-        if let Some(c) = cache {
-            c.len += t;
-        }
-        self.norm.forward(&xs, self.fast)
+    /// The fused path's per-call inputs: rope tables at `positions` and the row layout.
+    fn fused_ctx(&self, positions: &[u32], rows: AttnRows, (b, t): (usize, usize), device: &Device) -> Result<Ctx> {
+        let rope = self.rope_tables_f64(positions, self.embed_tokens.dtype());
+        let placeholder = Tensor::zeros((), self.embed_tokens.dtype(), device)?;
+        Ok(Ctx {
+            cos: placeholder.clone(),
+            sin: placeholder.clone(),
+            cos2: placeholder.clone(),
+            sin2: placeholder.clone(),
+            mask: placeholder,
+            fast: self.fast,
+            fused: Some(Fused { rope, rows, fast: self.fast, b, t }),
+        })
     }
 
     /// The fused CPU path: ids (B*T,) at rope `positions` -> (B*T, d) final-norm hidden states;
@@ -699,17 +730,7 @@ impl Decoder {
         (b, t): (usize, usize),
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let rope = self.rope_tables_f64(positions, self.embed_tokens.dtype());
-        let placeholder = Tensor::zeros((), self.embed_tokens.dtype(), ids.device())?;
-        let ctx = Ctx {
-            cos: placeholder.clone(),
-            sin: placeholder.clone(),
-            cos2: placeholder.clone(),
-            sin2: placeholder.clone(),
-            mask: placeholder,
-            fast: self.fast,
-            fused: Some(Fused { rope, rows, fast: self.fast, b, t }),
-        };
+        let ctx = self.fused_ctx(positions, rows, (b, t), ids.device())?;
         let mut xs = self.embed_tokens.index_select(ids, 0)?; // (B*T, d)
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
@@ -726,6 +747,18 @@ impl Decoder {
     /// within the sequence). On the fused path no padding is computed at all; elsewhere the
     /// sequences are left-padded into a batch and their rows gathered back.
     fn forward_packed(&self, ids: &Tensor, lens: &[usize]) -> Result<Tensor> {
+        let p = self.packed(ids, lens)?;
+        let mut xs = self.embed(&p)?;
+        for layer in &self.layers {
+            xs = self.layer(layer, &xs, &p)?;
+        }
+        self.final_norm(&xs, &p)
+    }
+
+    /// Lays out packed sequences for the layers: on the fused path as they are ((N, d)
+    /// activations), elsewhere left-padded into a (B, T) batch whose rows are gathered back by
+    /// [`Self::final_norm`].
+    fn packed(&self, ids: &Tensor, lens: &[usize]) -> Result<Packed> {
         let n = ids.dim(0)?;
         if lens.iter().sum::<usize>() != n || lens.contains(&0) {
             return Err(Error::Input(format!(
@@ -735,7 +768,8 @@ impl Decoder {
         if ops::supported(&self.embed_tokens) {
             let positions: Vec<u32> = lens.iter().flat_map(|&l| 0..l as u32).collect();
             let rows = AttnRows::Packed { lens: Arc::new(lens.to_vec()) };
-            return self.forward_fused(ids, &positions, rows, (1, n), None);
+            let ctx = self.fused_ctx(&positions, rows, (1, n), ids.device())?;
+            return Ok(Packed { ctx, ids: ids.clone(), padded: None });
         }
         let t = lens.iter().copied().max().unwrap_or(0);
         let flat: Vec<u32> = ids.to_vec1()?;
@@ -748,10 +782,32 @@ impl Decoder {
             keep.extend((bi * t + t - l..(bi + 1) * t).map(|i| i as u32));
             off += l;
         }
-        let padded = Tensor::from_vec(padded, (lens.len(), t), ids.device())?;
-        let hidden = self.forward(&padded, &pads, None)?; // (B, T, d)
+        let b = lens.len();
+        let ctx = self.padded_ctx(&pads, 0, t, self.embed_tokens.dtype(), ids.device())?;
         let keep = Tensor::from_vec(keep, n, ids.device())?;
-        Ok(hidden.flatten_to(1)?.index_select(&keep, 0)?)
+        Ok(Packed { ctx, ids: Tensor::from_vec(padded, b * t, ids.device())?, padded: Some((b, t, keep)) })
+    }
+
+    /// The token embeddings of a packed batch: (N, d) fused, (B, T, d) composed.
+    fn embed(&self, p: &Packed) -> Result<Tensor> {
+        let xs = self.embed_tokens.index_select(&p.ids, 0)?;
+        Ok(match &p.padded {
+            Some((b, t, _)) => xs.reshape((*b, *t, ()))?,
+            None => xs,
+        })
+    }
+
+    /// One decoder layer over a packed batch (no cache).
+    fn layer(&self, layer: &Block, xs: &Tensor, p: &Packed) -> Result<Tensor> {
+        layer.forward(xs, &p.ctx, None)
+    }
+
+    /// The final norm of a packed batch's last activations -> (N, d), the padding dropped.
+    fn final_norm(&self, xs: &Tensor, p: &Packed) -> Result<Tensor> {
+        match &p.padded {
+            None => Ok(ops::rms_norm(xs, &self.norm.weight, self.norm.eps)?),
+            Some((_, _, keep)) => Ok(self.norm.forward(xs, self.fast)?.flatten_to(1)?.index_select(keep, 0)?),
+        }
     }
 
     /// (N, d) -> (N, V)
@@ -914,6 +970,32 @@ impl Model {
         let mut out = dims;
         *out.last_mut().unwrap() = self.cfg.vocab_size;
         Ok(logits.reshape(out)?)
+    }
+
+    /// The graph path in pieces, for the segmented training pass ([`super::train`]): packed
+    /// sequences laid out for the layers.
+    pub(crate) fn packed_graph(&self, ids: &Tensor, lens: &[usize]) -> Result<Packed> {
+        self.graph.packed(ids, lens)
+    }
+
+    /// The token embeddings of a packed batch, with the graph.
+    pub(crate) fn embed_graph(&self, p: &Packed) -> Result<Tensor> {
+        self.graph.embed(p)
+    }
+
+    /// Decoder layer `i` over a packed batch, with the graph.
+    pub(crate) fn layer_graph(&self, i: usize, xs: &Tensor, p: &Packed) -> Result<Tensor> {
+        self.graph.layer(&self.graph.layers[i], xs, p)
+    }
+
+    /// The final norm of a packed batch -> (N, d) hidden states, with the graph.
+    pub(crate) fn final_norm_graph(&self, xs: &Tensor, p: &Packed) -> Result<Tensor> {
+        self.graph.final_norm(xs, p)
+    }
+
+    /// Decoder layers.
+    pub(crate) fn num_layers(&self) -> usize {
+        self.graph.layers.len()
     }
 
     /// `lm_head` without a graph.

@@ -29,7 +29,8 @@ use candle_core::{DType, Tensor};
 use crate::error::{Error, Result};
 use crate::model::hf::{save_hf_dir, SaveDtype};
 use crate::model::score::Sequence;
-use crate::optim::{collect_grads, AdamWConfig, Grads, Optimizer};
+use crate::model::Memory;
+use crate::optim::{AdamWConfig, Grads, Optimizer};
 use crate::policy::{parse_device, parse_dtype, policy_hash, policy_id, Policy};
 use crate::prompts::read_prompts;
 use crate::schedule::{KlControl, LrSchedule};
@@ -176,6 +177,8 @@ pub struct UpdateConfig {
     pub micro_batch: usize,
     /// Token budget per forward/backward pass (replaces `micro_batch` when set).
     pub max_tokens_per_micro_batch: Option<usize>,
+    /// Gradient checkpointing and chunked log-probs (the training pass's memory).
+    pub memory: Memory,
     pub epochs: usize,
     pub actor_warmup: u64,
     pub old_logprobs: OldLogprobs,
@@ -461,7 +464,7 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
             if by_training {
                 for micro in plan.iter().flat_map(|mini| micro_batches(mini, &rows, chunk, cfg.max_tokens_per_micro_batch)) {
                     let mseqs: Vec<Sequence> = micro.iter().map(|&i| seqs[i]).collect();
-                    let lp = policy.model.logprobs_as_trained(&mseqs, temperature).map_err(model_err(&cfg.policy))?;
+                    let lp = policy.model.logprobs_as_trained(&mseqs, temperature, cfg.memory).map_err(model_err(&cfg.policy))?;
                     for (&i, row) in micro.iter().zip(lp) {
                         old[i] = row;
                     }
@@ -551,7 +554,8 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
                 let mut grads = Grads::new();
                 for micro in micro_batches(members, &rows, chunk, cfg.max_tokens_per_micro_batch).iter().map(Vec::as_slice) {
                     let mseqs: Vec<Sequence> = micro.iter().map(|&i| seqs[i]).collect();
-                    let scored = policy.model.response_logprobs(&mseqs, temperature).map_err(model_err(&cfg.policy))?;
+                    let pass = policy.model.train_pass(&mseqs, temperature, cfg.memory).map_err(model_err(&cfg.policy))?;
+                    let scored = &pass.scored;
                     let (b, r) = scored.logprobs.dims2()?;
                     let logp = scored.logprobs.to_dtype(DType::F32)?;
                     let old = padded(&micro.iter().map(|&i| old_lp[i].as_slice()).collect::<Vec<_>>(), r, &device)?;
@@ -583,8 +587,7 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
                     clip_sum += f64::from(st.clipfrac) * weight;
                     clip_lo_sum += f64::from(st.clipfrac_lower) * weight;
                     ppo_kl_sum += f64::from(st.ppo_kl) * weight;
-                    let store = total.backward()?;
-                    collect_grads(&vars, &store, &mut grads)?;
+                    pass.backward(&total, &mut grads).map_err(model_err(&cfg.policy))?;
                     if epoch == 0 {
                         // Per-sequence audit figures at the first pass (before this mini-batch's step).
                         let lp = logp.detach().to_vec2::<f32>()?;
@@ -834,6 +837,8 @@ pub struct SftConfig {
     /// Examples per optimiser step.
     pub batch_size: usize,
     pub micro_batch: usize,
+    /// Gradient checkpointing and chunked log-probs.
+    pub memory: Memory,
     pub optim: AdamWConfig,
     pub max_grad_norm: Option<f64>,
     pub seed: u64,
@@ -887,10 +892,10 @@ pub fn run_sft(cfg: &SftConfig, log: &mut dyn FnMut(usize, f64)) -> Result<f64> 
         let mut loss_sum = 0f64;
         for micro in batch.chunks(cfg.micro_batch.max(1)) {
             let seqs: Vec<Sequence> = micro.iter().map(|&i| Sequence { prompt: &examples[i].0, response: &examples[i].1 }).collect();
-            let s = policy.model.response_logprobs(&seqs, 1.0).map_err(model_err(&cfg.policy))?;
-            let loss = (s.logprobs.to_dtype(DType::F32)?.sum_all()?.neg()? / tokens)?;
+            let pass = policy.model.train_pass(&seqs, 1.0, cfg.memory).map_err(model_err(&cfg.policy))?;
+            let loss = (pass.scored.logprobs.to_dtype(DType::F32)?.sum_all()?.neg()? / tokens)?;
             loss_sum += f64::from(loss.to_scalar::<f32>()?);
-            collect_grads(&vars, &loss.backward()?, &mut grads)?;
+            pass.backward(&loss, &mut grads).map_err(model_err(&cfg.policy))?;
         }
         if optimizer.step(&vars, &grads, cfg.max_grad_norm, &cfg.optim)?.skipped {
             eprintln!("clipo-update sft: step {step}: loss {loss_sum}, non-finite gradient norm: step skipped");
