@@ -292,7 +292,7 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
     if let Some(c) = a.logit_chunk {
         args::count("--logit-chunk", c)?;
     }
-    let memory = Memory { grad_checkpoint: a.grad_checkpoint, logit_chunk: a.logit_chunk };
+    let memory = Memory { grad_checkpoint: a.grad_checkpoint, logit_chunk: a.logit_chunk, host_grads: a.offload_optimizer };
     args::count("--micro-batch", a.micro_batch)?;
     if let Some(t) = a.max_tokens_per_micro_batch {
         args::count("--max-tokens-per-micro-batch", t)?;

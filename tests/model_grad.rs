@@ -190,9 +190,9 @@ fn checkpointed_and_chunked_passes_give_the_plain_gradients() {
             let (plain, plain_lp) = run(Memory::default());
             assert_eq!(plain.len(), m.vars().len(), "{name}: every weight has a gradient");
             for memory in [
-                Memory { grad_checkpoint: true, logit_chunk: None },
-                Memory { grad_checkpoint: false, logit_chunk: Some(2) },
-                Memory { grad_checkpoint: true, logit_chunk: Some(5) },
+                Memory { grad_checkpoint: true, ..Memory::default() },
+                Memory { logit_chunk: Some(2), ..Memory::default() },
+                Memory { grad_checkpoint: true, logit_chunk: Some(5), ..Memory::default() },
             ] {
                 let (grads, lp) = run(memory);
                 if memory.logit_chunk.is_none() {

@@ -68,7 +68,13 @@ fn a_bf16_update_starts_from_a_ratio_of_exactly_one() {
     let (t, r, out) = (d.join("t.parquet"), d.join("r.parquet"), d.join("p"));
     ok(run("clipo-rollout", &["--policy", s(&policy), "--prompts", s(&train), "--per-step", "8", "--step", "1", "--n", "4", "--max-new-tokens", "12", "--out", s(&t)]));
     ok(run("clipo-verify", &["--input", s(&t), "--output", s(&r)]));
-    ok(run("clipo-update", &["--policy", s(&policy), "--trajectories", s(&t), "--rewards", s(&r), "--kl", "off", "--step", "1", "--dtype", "bf16", "--micro-batch", "5", "--out", s(&out)]));
+    // The plain pass, and the segmented one (checkpointed, log-probs 3 tokens at a time): each
+    // takes its old log-probs from its own training pass.
+    for (k, memory) in [&[][..], &["--grad-checkpoint", "--logit-chunk", "3"][..]].into_iter().enumerate() {
+    let out = out.with_extension(k.to_string());
+    let mut args = vec!["--policy", s(&policy), "--trajectories", s(&t), "--rewards", s(&r), "--kl", "off", "--step", "1", "--dtype", "bf16", "--micro-batch", "5", "--out", s(&out)];
+    args.extend_from_slice(memory);
+    ok(run("clipo-update", &args));
     let a = clipo::table::read_table(&out.join("advantages.parquet"), &[], &["mean_ratio", "response_tokens"]).unwrap();
     let col = |n: &str| a.batch.column_by_name(n).unwrap().clone();
     let ratio = col("mean_ratio");
@@ -83,6 +89,69 @@ fn a_bf16_update_starts_from_a_ratio_of_exactly_one() {
         }
     }
     assert!(checked >= 16, "{checked}");
+    }
+}
+
+/// Gradient checkpointing recomputes each layer in the backward and chunked log-probs split the
+/// head: the trained weights are the plain pass's up to the order of gradient sums (a tied
+/// embedding's two gradients meet in another order).
+#[test]
+fn checkpointed_and_chunked_training_gives_the_plain_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (policy, train) = common::tiny_and_task(d, 32, 4);
+    let sft = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["--objective", "sft", "--policy", s(&policy), "--prompts", s(&train), "--steps", "2", "--batch-size", "16"];
+        args.extend_from_slice(&["--micro-batch", "8", "--lr", "1e-3", "--out", s(out)]);
+        args.extend_from_slice(extra);
+        ok(run("clipo-update", &args));
+    };
+    let (plain, ckpt, chunked) = (d.join("plain"), d.join("ckpt"), d.join("chunked"));
+    sft(&plain, &[]);
+    sft(&ckpt, &["--grad-checkpoint"]);
+    sft(&chunked, &["--grad-checkpoint", "--logit-chunk", "7"]);
+    for other in [&ckpt, &chunked] {
+        let o = ok(run("clipo-model", &["compare", s(&policy), s(&plain), s(other)]));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        println!("plain vs {}: {v}", other.display());
+        assert_eq!(v["moved_a"], 1.0, "{v}");
+        assert!(v["max_abs_diff"].as_f64().unwrap() < 1e-5, "{v}");
+        assert!(v["same_direction"].as_f64().unwrap() > 0.999, "{v}");
+    }
+}
+
+/// `clipo-update --plan` for Qwen2.5-3B-Instruct's config.json (nothing else in the directory):
+/// bf16 with checkpointing at 2048 tokens fits an 80 GB card and still counts the f32 masters
+/// and both moments; the plain pass does not fit; offload moves 16 bytes a parameter to the host.
+#[test]
+fn the_plan_of_qwen25_3b_fits_an_80gb_card_with_checkpointing() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("Qwen2.5-3B-Instruct");
+    std::fs::create_dir(&policy).unwrap();
+    std::fs::write(
+        policy.join("config.json"),
+        r#"{"architectures":["Qwen2ForCausalLM"],"hidden_size":2048,"intermediate_size":11008,"num_attention_heads":16,
+            "num_hidden_layers":36,"num_key_value_heads":2,"rms_norm_eps":1e-6,"rope_theta":1000000.0,
+            "tie_word_embeddings":true,"vocab_size":151936,"max_position_embeddings":32768,"torch_dtype":"bfloat16"}"#,
+    )
+    .unwrap();
+    let plan = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--plan", "--policy", s(&policy), "--dtype", "bf16", "--plan-device", "cuda", "--plan-seq-len", "2048", "--max-tokens-per-micro-batch", "2048"];
+        args.extend_from_slice(extra);
+        serde_json::from_slice(&ok(run("clipo-update", &args)).stdout).unwrap()
+    };
+    let ckpt = plan(&["--grad-checkpoint"]);
+    let n = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    assert_eq!(n(&ckpt, "parameters"), 3_085_938_688.0);
+    assert!(n(&ckpt, "peak_bytes") < 80e9, "{ckpt}");
+    assert!(n(&ckpt, "master") + n(&ckpt, "moments") >= 37e9, "{ckpt}");
+    let plain = plan(&[]);
+    assert!(n(&plain, "peak_bytes") > 80e9, "{plain}");
+    let off = plan(&["--grad-checkpoint", "--offload-optimizer"]);
+    assert_eq!(n(&off, "host_bytes"), 16.0 * 3_085_938_688.0);
+    assert_eq!(n(&off, "device_bytes") + n(&off, "host_bytes"), n(&ckpt, "peak_bytes"));
+    // Nothing was written beside the config.
+    assert_eq!(std::fs::read_dir(&policy).unwrap().count(), 1);
 }
 
 /// The CPU twin of scripts/gpu_check.sh's first check: three SFT steps on the composed candle ops

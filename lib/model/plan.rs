@@ -8,7 +8,7 @@
 //! weights     P b                                    (the model the passes run)
 //! master      P 4          when b < 4               (f32 masters; host with offload)
 //! moments     2 P 4                                  (AdamW exp_avg, exp_avg_sq; host with offload)
-//! gradients   P 4 + G b                              (the f32 accumulator, plus candle's gradients
+//! gradients   P 4 + G b                              (the f32 accumulator, host with offload, plus candle's gradients
 //!                                                     of one backward: G = P plain, the largest
 //!                                                     segment's parameters when segmented)
 //! activations L A          plain                     (A = one layer's saved tensors, below)
@@ -139,8 +139,9 @@ pub fn plan(cfg: &Config, req: &PlanRequest) -> Plan {
     let logit_bytes = if req.fused { 8 } else { b + 32 };
     let logits = rows * v * logit_bytes;
     let workspace = layer_act;
-    let host = if req.offload { master + moments } else { 0 };
-    let device = weights + gradients + activations + logits + workspace + if req.offload { 0 } else { master + moments };
+    // The offloaded optimizer keeps masters, moments and the gradient sums on the host.
+    let host = if req.offload { master + moments + p * 4 } else { 0 };
+    let device = weights + gradients + activations + logits + workspace + master + moments - host;
     Plan {
         parameters: p,
         peak_bytes: device + host,
@@ -181,7 +182,7 @@ mod tests {
         let req = PlanRequest {
             dtype: DType::BF16,
             fused: false,
-            memory: Memory { grad_checkpoint: true, logit_chunk: None },
+            memory: Memory { grad_checkpoint: true, ..Memory::default() },
             seq_len: 2048,
             response_len: 2048,
             seqs: 1,
@@ -196,9 +197,9 @@ mod tests {
         // Without checkpointing the same step does not.
         let plain = super::plan(&cfg, &PlanRequest { memory: Memory::default(), ..req });
         assert!(plain.peak_bytes > 80_000_000_000, "{plain:?}");
-        // Offload moves masters and moments to the host.
+        // Offload moves masters, moments and the f32 gradient sums to the host.
         let off = super::plan(&cfg, &PlanRequest { offload: true, ..req });
-        assert_eq!(off.host_bytes, 12 * p);
+        assert_eq!(off.host_bytes, 16 * p);
         assert_eq!(off.device_bytes + off.host_bytes, plan.peak_bytes);
     }
 }

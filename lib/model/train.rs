@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 
 use super::score::{check_temperature, mean_response_hidden, token_logprobs, Layout, Scored, Sequence};
 use super::transformer::{Model, Packed};
@@ -44,9 +44,19 @@ pub type Grads = BTreeMap<String, Tensor>;
 /// micro-batches whose losses share the mini-batch's normalisers add up to its gradient, and
 /// the segments of one pass add up to the plain backward's.
 pub fn collect_grads(vars: &[(String, Var)], store: &GradStore, acc: &mut Grads) -> candle_core::Result<()> {
+    collect_grads_on(vars, store, acc, None)
+}
+
+/// [`collect_grads`], the sums kept on `device` when given (host memory for the offloaded
+/// optimizer, as ZeRO-Offload keeps its gradients).
+pub fn collect_grads_on(vars: &[(String, Var)], store: &GradStore, acc: &mut Grads, device: Option<&Device>) -> candle_core::Result<()> {
     for (name, var) in vars {
         if let Some(g) = store.get(var.as_tensor()) {
             let g = g.to_dtype(DType::F32)?;
+            let g = match device {
+                Some(d) => g.to_device(d)?,
+                None => g,
+            };
             let sum = match acc.remove(name) {
                 Some(prev) => (prev + g)?,
                 None => g,
@@ -65,9 +75,17 @@ pub struct Memory {
     /// Response tokens per `lm_head` chunk. `None`: the whole micro-batch at once, or with
     /// checkpointing [`LOGIT_CHUNK_ELEMS`] / vocabulary tokens.
     pub logit_chunk: Option<usize>,
+    /// Accumulate the f32 gradients in host memory (with the offloaded optimizer).
+    #[serde(default)]
+    pub host_grads: bool,
 }
 
 impl Memory {
+    /// Where the gradient sums live: the host with `host_grads`, else with the weights.
+    fn grads_device(&self) -> Option<Device> {
+        self.host_grads.then_some(Device::Cpu)
+    }
+
     pub fn segmented(&self) -> bool {
         self.grad_checkpoint || self.logit_chunk.is_some()
     }
@@ -86,6 +104,7 @@ impl Memory {
 /// [`Self::backward`].
 pub struct TrainPass<'a> {
     model: &'a Model,
+    memory: Memory,
     /// Log-probs and entropies that carry the loss's gradient (the graph through the weights in
     /// the plain pass, leaves in the segmented one), the mask, `mean` pooled hidden states.
     pub scored: Scored,
@@ -117,13 +136,13 @@ impl Model {
     pub fn train_pass(&self, seqs: &[Sequence], temperature: f64, memory: Memory) -> Result<TrainPass<'_>> {
         let Some(chunk) = memory.chunk_tokens(self.config().vocab_size) else {
             let scored = self.response_logprobs(seqs, temperature)?;
-            return Ok(TrainPass { model: self, scored, segments: None });
+            return Ok(TrainPass { model: self, memory, scored, segments: None });
         };
         check_temperature(temperature)?;
         let layout = Layout::new(seqs, self.device())?;
         if layout.r == 0 {
             let scored = self.empty_scored(&layout, seqs.len())?;
-            return Ok(TrainPass { model: self, scored, segments: None });
+            return Ok(TrainPass { model: self, memory, scored, segments: None });
         }
         let packed = self.packed_graph(&layout.packed, &layout.seq_lens)?;
         // The layers: with checkpointing each layer's graph is dropped as soon as its output
@@ -167,7 +186,7 @@ impl Model {
             lens: layout.lens.clone(),
         };
         let segments = Segments { layout, packed, inputs, body, top, h, lp, ent, chunk, temperature };
-        Ok(TrainPass { model: self, scored, segments: Some(segments) })
+        Ok(TrainPass { model: self, memory, scored, segments: Some(segments) })
     }
 }
 
@@ -181,8 +200,10 @@ impl TrainPass<'_> {
     /// `grads` by name.
     pub fn backward(self, loss: &Tensor, grads: &mut Grads) -> Result<()> {
         let vars = self.model.vars();
+        let on = self.memory.grads_device();
+        let add = |st: &GradStore, grads: &mut Grads| collect_grads_on(&vars, st, grads, on.as_ref());
         let Some(s) = self.segments else {
-            collect_grads(&vars, &loss.backward()?, grads)?;
+            add(&loss.backward()?, grads)?;
             return Ok(());
         };
         let model = self.model;
@@ -217,7 +238,7 @@ impl TrainPass<'_> {
             }
             let surrogate = terms.into_iter().reduce(|x, y| (x + y).expect("scalars")).expect("a term");
             let st = surrogate.backward()?;
-            collect_grads(&vars, &st, grads)?;
+            add(&st, grads)?;
             dh.push(match st.get(hc.as_tensor()) {
                 Some(g) => g.clone(),
                 None => hd.narrow(0, start, len)?.zeros_like()?,
@@ -225,28 +246,28 @@ impl TrainPass<'_> {
         }
         // 3. The final norm and the gather: the gradient at the last layer's output.
         let st = (&s.h * Tensor::cat(&dh, 0)?)?.sum_all()?.backward()?;
-        collect_grads(&vars, &st, grads)?;
+        add(&st, grads)?;
         let Some(mut g) = st.get(s.top.as_tensor()).cloned() else {
             return Ok(());
         };
         drop(st);
         // 4. The layers, last to first, and 5. the embedding.
         match s.body {
-            Some(body) => collect_grads(&vars, &(body * g)?.sum_all()?.backward()?, grads)?,
+            Some(body) => add(&(body * g)?.sum_all()?.backward()?, grads)?,
             None => {
                 let mut inputs = s.inputs;
                 for i in (0..inputs.len()).rev() {
                     let x = Var::from_tensor(&inputs.pop().expect("one input per layer"))?;
                     let y = model.layer_graph(i, x.as_tensor(), &s.packed)?;
                     let st = (y * &g)?.sum_all()?.backward()?;
-                    collect_grads(&vars, &st, grads)?;
+                    add(&st, grads)?;
                     g = match st.get(x.as_tensor()) {
                         Some(gx) => gx.clone(),
                         None => return Ok(()),
                     };
                 }
                 let x0 = model.embed_graph(&s.packed)?;
-                collect_grads(&vars, &(x0 * g)?.sum_all()?.backward()?, grads)?;
+                add(&(x0 * g)?.sum_all()?.backward()?, grads)?;
             }
         }
         Ok(())
