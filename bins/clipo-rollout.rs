@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use clipo::args;
+use clipo::engine::EngineConfig;
 use clipo::stages::rollout::{run, HiddenMode, RolloutConfig, Selection, SystemPrompt};
 
 /// Sample responses with a policy: prompts (verl parquet or JSONL) -> trajectories.parquet.
@@ -103,6 +104,34 @@ struct Args {
     /// Compute dtype: f32, bf16 or f16 (default: f32 on the CPU, bf16 on CUDA).
     #[arg(long)]
     dtype: Option<String>,
+    /// Sample through an inference server at this base URL (http://HOST:PORT) instead of the
+    /// built-in sampler; repeat for several servers (requests are spread over them). The prompt
+    /// goes as the token ids rendered here, each sample with its own derived seed; the response's
+    /// token ids and log-probs come back (the behaviour log-probs). The server must serve
+    /// --policy (see --engine-reload); hidden states come from a teacher-forced pass of --policy.
+    #[arg(long = "engine", value_name = "URL")]
+    engines: Vec<String>,
+    /// The servers' API: sglang (/generate), vllm (/v1/completions with return_token_ids), or
+    /// llamacpp (llama.cpp's llama-server /completion). Default: detected from the first server.
+    #[arg(long)]
+    engine_kind: Option<String>,
+    /// Requests in flight at once, over all servers.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds one request may take before it counts as failed (and is retried).
+    #[arg(long, default_value_t = 600.0)]
+    engine_timeout: f64,
+    /// Retries of a request on connection errors and 5xx answers, with back-off (0.5 s, 1 s,
+    /// 2 s, ... at most 8 s apart). Any other failure stops the run at once.
+    #[arg(long, default_value_t = 5)]
+    engine_retries: usize,
+    /// The `model` field of vLLM requests (default: the server's first model).
+    #[arg(long)]
+    engine_model: Option<String>,
+    /// Ask the servers to load --policy before sampling and check they serve it (SGLang's
+    /// update_weights_from_disk; vLLM and llama.cpp need a restart on the new policy).
+    #[arg(long)]
+    engine_reload: bool,
     /// Recompute even when the output is up to date.
     #[arg(long)]
     force: bool,
@@ -142,7 +171,28 @@ impl TryFrom<Args> for RolloutConfig {
             (None, true) => SystemPrompt::Drop,
             (None, false) => SystemPrompt::Keep,
         };
+        ensure!(a.engine_kind.is_none() || !a.engines.is_empty(), "--engine-kind needs --engine URL");
+        ensure!(!a.engine_reload || !a.engines.is_empty(), "--engine-reload needs --engine URL");
+        let engine = if a.engines.is_empty() {
+            None
+        } else {
+            for u in &a.engines {
+                ensure!(u.starts_with("http://"), "--engine {u}: expected http://HOST:PORT (plain HTTP)");
+            }
+            args::count("--concurrency", a.concurrency)?;
+            args::positive("--engine-timeout", a.engine_timeout)?;
+            Some(EngineConfig {
+                urls: a.engines,
+                kind: a.engine_kind.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
+                concurrency: a.concurrency,
+                timeout_s: a.engine_timeout,
+                retries: a.engine_retries,
+                model: a.engine_model,
+            })
+        };
         Ok(RolloutConfig {
+            engine,
+            engine_reload: a.engine_reload,
             policy: a.policy,
             prompts: a.prompts,
             out: a.out,

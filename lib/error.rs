@@ -47,6 +47,11 @@ pub enum Error {
     #[error("{dir}: {detail}")]
     Model { dir: PathBuf, detail: String },
 
+    /// An inference server failed a request: down after the retries, an HTTP error, or a body
+    /// that is not what its API returns.
+    #[error("engine {server}: {request}: {detail}")]
+    Engine { server: String, request: String, detail: String },
+
     /// An error from the tensor library.
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),

@@ -15,6 +15,7 @@
 pub mod args;
 pub mod checkpoint;
 pub mod contrastive;
+pub mod engine;
 pub mod error;
 pub mod lock;
 pub mod model;

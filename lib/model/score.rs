@@ -182,6 +182,18 @@ pub(super) fn mean_response_hidden(hidden: &Tensor, l: &Layout) -> Result<Tensor
     Ok(summed.broadcast_mul(&denom)?)
 }
 
+/// REFERENCE.md §2 `official`: sum over response positions 0..L-2 of the packed hidden states
+/// (N, d), divided by L -> (B, d) f32, no graph (zeros when L = 0).
+fn official_response_hidden(hidden: &Tensor, l: &Layout) -> Result<Tensor> {
+    let h = l.response_hidden(hidden)?.to_dtype(DType::F32)?; // (B, R, d)
+    let (b, r) = (l.lens.len(), l.r);
+    let fed: Vec<f32> = l.lens.iter().flat_map(|&n| (0..r).map(move |i| if i + 1 < n { 1.0 } else { 0.0 })).collect();
+    let fed = Tensor::from_vec(fed, (b, r, 1), hidden.device())?;
+    let denom: Vec<f32> = l.lens.iter().map(|&n| 1.0 / n.max(1) as f32).collect();
+    let denom = Tensor::from_vec(denom, (b, 1), hidden.device())?;
+    Ok(h.broadcast_mul(&fed)?.sum(1)?.broadcast_mul(&denom)?)
+}
+
 impl Model {
     /// Log-probs of the response tokens with a graph through every weight (for the policy
     /// loss), plus entropies, mask and `mean` pooled hidden states. `temperature` scales the
@@ -281,11 +293,19 @@ impl Model {
     /// REFERENCE.md §2 `mean` pooling only (no `lm_head`): (B, d) f32, the mean of the
     /// final-norm hidden states over each response's L tokens, by a teacher-forced no-grad pass.
     pub fn mean_hidden(&self, seqs: &[Sequence], chunk_rows: usize) -> Result<Tensor> {
+        self.pooled_hidden(seqs, chunk_rows, false)
+    }
+
+    /// REFERENCE.md §2 pooling by a teacher-forced no-grad pass, (B, d) f32: `official` sums the
+    /// states at the response tokens a sampler feeds back (positions 0..L-2: the last token is
+    /// never fed) and divides by L, as the reference computes it while decoding; otherwise the
+    /// true mean over all L. For responses sampled elsewhere (an inference server).
+    pub fn pooled_hidden(&self, seqs: &[Sequence], chunk_rows: usize, official: bool) -> Result<Tensor> {
         let mut out = vec![];
         for chunk in seqs.chunks(chunk_rows.max(1)) {
             let l = Layout::new(chunk, self.device())?;
             let hidden = self.forward_hidden_packed_nograd(&l.packed, &l.seq_lens)?;
-            out.push(mean_response_hidden(&hidden, &l)?);
+            out.push(if official { official_response_hidden(&hidden, &l)? } else { mean_response_hidden(&hidden, &l)? });
         }
         if out.is_empty() {
             return Err(Error::Input("no sequences".into()));

@@ -22,6 +22,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
+use crate::engine::{Engine, EngineConfig, Sampler};
 use crate::model::sample::{SampleParams, SampleRequest};
 use crate::model::score::Sequence;
 use crate::policy::{parse_device, parse_dtype, Policy};
@@ -116,6 +117,10 @@ pub struct RolloutConfig {
     pub device: String,
     /// Compute dtype (`--dtype`); None: f32 on the CPU, bf16 on CUDA.
     pub dtype: Option<String>,
+    /// Sample through inference servers instead of the built-in sampler.
+    pub engine: Option<EngineConfig>,
+    /// Ask the servers to load --policy before sampling (SGLang).
+    pub engine_reload: bool,
     pub force: bool,
 }
 
@@ -245,6 +250,8 @@ fn config_json(cfg: &RolloutConfig, policy_id: &str) -> serde_json::Value {
         "max_new_tokens": cfg.max_new_tokens, "max_prompt_tokens": cfg.max_prompt_tokens,
         "seed": cfg.seed, "step": cfg.step, "selection": cfg.selection, "shard": [cfg.shard.0, cfg.shard.1],
         "hidden": cfg.hidden, "system_prompt": cfg.system_prompt, "greedy": cfg.greedy, "dtype": cfg.dtype, "stop": cfg.stop,
+        // Which sampler, not where it runs: a resumed run may reach the servers at other addresses.
+        "engine": cfg.engine.as_ref().map(|e| e.kind.map_or("auto".to_string(), |k| format!("{k:?}").to_lowercase())),
     })
 }
 
@@ -380,6 +387,17 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
     };
     let params = SampleParams { stop_check: stop_check(&policy, &cfg.stop), ..params };
     let hidden_dim = if cfg.hidden == HiddenMode::None { 0 } else { policy.model.config().hidden_size };
+    // The sampler: the built-in one, or the inference servers (reloaded with this policy when
+    // asked); either way the rest of the stage is the same.
+    let engine = cfg.engine.as_ref().map(Engine::connect).transpose()?;
+    if let (Some(e), true) = (&engine, cfg.engine_reload) {
+        e.reload(&cfg.policy)?;
+    }
+    let sampler: &dyn Sampler = match &engine {
+        Some(e) => e,
+        None => &policy.model,
+    };
+    let model_err = |e: crate::model::Error| Error::Model { dir: cfg.policy.clone(), detail: e.to_string() };
 
     let bar = crate::progress::bar(ready.len() as u64, "prompts");
     bar.inc((batches[..resumed].iter().map(|b| b.len()).sum::<usize>()) as u64);
@@ -395,22 +413,25 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
             batch.iter().map(|r| (0..cfg.n).map(|s| derive_seed(SAMPLING, cfg.seed, cfg.step, &r.prompt.prompt_id, s as u64)).collect()).collect();
         let reqs: Vec<SampleRequest> =
             batch.iter().zip(&seeds).flat_map(|(r, ss)| ss.iter().map(move |&seed| SampleRequest { prompt: &r.ids, seed })).collect();
-        let mut samples = policy.model.sample(&reqs, &params).map_err(|e| Error::Model { dir: cfg.policy.clone(), detail: e.to_string() })?.into_iter();
+        let mut samples = sampler.sample(&reqs, &params)?.into_iter();
         for (r, seeds) in batch.iter().zip(seeds) {
             let samples: Vec<_> = samples.by_ref().take(cfg.n).collect();
-            let mean = if cfg.hidden == HiddenMode::Mean {
+            // Pooled states the sampler did not give: a teacher-forced pass of the policy over
+            // prompt + response (`mean` always; `official` for responses sampled by a server).
+            let official = cfg.hidden == HiddenMode::Official && !sampler.has_hidden();
+            let pooled = if cfg.hidden == HiddenMode::Mean || official {
                 let seqs: Vec<Sequence> = samples.iter().map(|s| Sequence { prompt: &r.ids, response: &s.tokens }).collect();
-                let m = policy.model.mean_hidden(&seqs, cfg.n).map_err(|e| Error::Model { dir: cfg.policy.clone(), detail: e.to_string() })?;
+                let m = policy.model.pooled_hidden(&seqs, cfg.n, official).map_err(model_err)?;
                 Some(m.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
             } else {
                 None
             };
             for (s, (sample, seed)) in samples.into_iter().zip(seeds).enumerate() {
                 generated += sample.tokens.len();
-                let hidden = match cfg.hidden {
-                    HiddenMode::Official => Some(sample.hidden_official),
-                    HiddenMode::Mean => mean.as_ref().map(|m| m[s].clone()),
-                    HiddenMode::None => None,
+                let hidden = match (&pooled, cfg.hidden) {
+                    (_, HiddenMode::None) => None,
+                    (Some(m), _) => Some(m[s].clone()),
+                    (None, _) => Some(sample.hidden_official),
                 };
                 rows.push(Trajectory {
                     prompt_id: r.prompt.prompt_id.clone(),
@@ -515,6 +536,8 @@ mod tests {
             stop: vec![],
             device: "cpu".into(),
             dtype: None,
+            engine: None,
+            engine_reload: false,
             force: false,
         }
     }
