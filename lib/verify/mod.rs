@@ -1,3 +1,7 @@
+//! Scoring responses. Beside the paper's verifier (below, the default): [`gsm8k`] (verl's GSM8K
+//! scorer), [`scorer`] (users' scorer programs over a JSON-lines protocol) and [`dispatch`]
+//! (which scorer takes which data source); each gives a [`Scored`] row.
+//!
 //! The reference answer verifier (REFERENCE.md §5): verl's
 //! `conrl_reward.compute_score`, ported to Rust bit for bit where we could read
 //! the Python, so rewards match the paper's without a Python process.
