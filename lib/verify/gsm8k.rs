@@ -12,6 +12,11 @@
 //!   defaults (`format_score=0.0, score=1.0`), which its dispatcher never changes.
 //!
 //! Reasons: `no_answer` (nothing extracted), `exact_match`, `mismatch`.
+//!
+//! Checked against verl's Python (volcengine/verl b178a3c, 2026-01-29) once, by hand: 20,000
+//! random responses built from `####`, digits, `,`, `.`, `-`, `$`, spaces, newlines, non-ASCII
+//! and prefixes up to 400 characters, each method: score and extracted answer equal on every one
+//! (`clipo-verify --scorer gsm8k` against verl's file served by scripts/verl_scorer.py).
 
 use std::sync::LazyLock;
 
