@@ -52,6 +52,11 @@ pub enum Error {
     #[error("engine {server}: {request}: {detail}")]
     Engine { server: String, request: String, detail: String },
 
+    /// A scorer program (`clipo-verify --scorer`) failed on a response: it exited, answered
+    /// something that is not a score, or answered out of order.
+    #[error("scorer `{command}`: row {row} (prompt_id {prompt_id}, sample_idx {sample_idx}): {detail}")]
+    Scorer { command: String, row: usize, prompt_id: String, sample_idx: u32, detail: String },
+
     /// An error from the tensor library.
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),

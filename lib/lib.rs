@@ -3,7 +3,8 @@
 //!
 //! - [`schema`]: the tables the stages exchange, declared once; [`table`]: reading them with
 //!   schema checks, writing them atomically with provenance; [`prompts`], [`trajectories`].
-//! - [`verify`]: the reference verifier (REFERENCE.md §5).
+//! - [`verify`]: the reference verifier (REFERENCE.md §5), verl's gsm8k scorer, users' scorer
+//!   programs and the choice per data source.
 //! - [`model`]: Llama/Qwen2 in candle, trainable, with sampling; GGUF import, tokenizers, chat
 //!   templates, Hugging Face directories. [`policy`]: a model directory as the stages use it.
 //! - [`rl`]: advantages, policy losses, KL (REFERENCE.md §6); [`optim`]: AdamW; [`schedule`]:

@@ -195,6 +195,9 @@ pub mod rewards {
     pub const CORRECT: Column = col("correct", Kind::Bool, false);
     pub const SCORE: Column = col("score", Kind::Float32, false);
     pub const REASON: Column = col("reason", Kind::Utf8, false);
+    /// Further keys a scorer program answered, as one JSON object (null for the built-ins).
+    /// Optional on read: tables written before scorer programs have no such column.
+    pub const EXTRA: Column = col("extra", Kind::Utf8, true);
 
     pub fn schema() -> SchemaRef {
         schema_of(vec![
@@ -205,6 +208,7 @@ pub mod rewards {
             Field::new("correct", DataType::Boolean, false),
             Field::new("score", DataType::Float32, false),
             Field::new("reason", DataType::Utf8, false),
+            Field::new("extra", DataType::Utf8, true),
         ])
     }
 }

@@ -9,13 +9,16 @@
 # files stay under STEP_DIR/rounds/. Every stage is resumable, so a killed step reruns cheaply.
 #
 # Environment: BIN POLICY_DIR PROMPTS STEP STEP_DIR PER_STEP N MAX_NEW TEMPERATURE SEED
-# ROLLOUT_ARGS MAX_ROUNDS (default 3) METRIC (correct|score, default correct).
+# ROLLOUT_ARGS VERIFY_ARGS (clipo-verify's flags, shell-quoted: "--scorer 'python3 s.py'")
+# MAX_ROUNDS (default 3) METRIC (correct|score, default correct).
 set -euo pipefail
 : "${BIN:?}" "${POLICY_DIR:?}" "${PROMPTS:?}" "${STEP:?}" "${STEP_DIR:?}" "${PER_STEP:?}" "${N:?}" "${MAX_NEW:?}"
 MAX_ROUNDS=${MAX_ROUNDS:-3}
 METRIC=${METRIC:-correct}
 case "$MAX_ROUNDS" in ''|*[!0-9]*|0) echo "dynamic_sampling: MAX_ROUNDS=$MAX_ROUNDS: expected a whole number >= 1" >&2; exit 2 ;; esac
 case "$METRIC" in correct|acc|score) ;; *) echo "dynamic_sampling: METRIC=$METRIC: expected correct or score" >&2; exit 2 ;; esac
+# VERIFY_ARGS as the shell would split it (quotes kept together).
+eval "verify_args=(${VERIFY_ARGS:-})"
 R="$STEP_DIR/rounds"
 mkdir -p "$R"
 filter_args=()
@@ -33,7 +36,10 @@ for ((r = 0; r < MAX_ROUNDS; r++)); do
     cat "$R/rollout-$r.err" >&2
     exit 2
   fi
-  "$BIN/clipo-verify" --input "$t" --output "$w" --summary > "$R/verify-$r.json" 2>/dev/null
+  if ! "$BIN/clipo-verify" --input "$t" --output "$w" --summary "${verify_args[@]}" > "$R/verify-$r.json" 2> "$R/verify-$r.log"; then
+    cat "$R/verify-$r.log" >&2
+    exit 2
+  fi
   filter_args+=(--trajectories "$t" --rewards "$w")
   "$BIN/clipo-filter" "${filter_args[@]}" --keep "$PER_STEP" --metric "$METRIC" \
     --out-trajectories "$STEP_DIR/trajectories.parquet" --out-rewards "$STEP_DIR/rewards.parquet" > "$STEP_DIR/filter.json.tmp"
@@ -46,5 +52,6 @@ grep -q '"kept":0,' "$STEP_DIR/filter.json.tmp" && {
   exit 2
 }
 cp "$R/rollout-0.json" "$STEP_DIR/rollout.json.tmp" && mv "$STEP_DIR/rollout.json.tmp" "$STEP_DIR/rollout.json"
+cp "$R/verify-0.log" "$STEP_DIR/verify.log"
 cp "$R/verify-0.json" "$STEP_DIR/verify.json.tmp" && mv "$STEP_DIR/verify.json.tmp" "$STEP_DIR/verify.json"
 mv "$STEP_DIR/filter.json.tmp" "$STEP_DIR/filter.json"

@@ -7,7 +7,11 @@
 # Layout: $(RUN)/step-000003/{trajectories,rewards,embeddings}.parquet, head.safetensors(.json),
 # policy/ (model, optimizer, advantages.parquet, metrics.json), eval/<set>.json (clipo-verify
 # summaries of greedy rollouts), and the stages' JSON lines (rollout.json, verify.json,
-# embed.json). $(RUN)/metrics.jsonl collects one line per step (`clipo-report RUN --collect`).
+# embed.json); verify.log holds clipo-verify's table (accuracy, scores and reasons per data
+# source). $(RUN)/metrics.jsonl collects one line per step (`clipo-report RUN --collect`).
+#
+# Your own reward: VERIFY_ARGS goes to every clipo-verify (training steps and evaluation), e.g.
+#   make -f scripts/loop.mk ... VERIFY_ARGS="--scorer 'python3 scripts/verl_scorer.py my_reward.py'"
 
 # A recipe (recipes/track1-gsm8k.mk, recipes/track2-math.mk) sets the paper's values of the
 # variables below; the command line still wins.
@@ -32,6 +36,10 @@ N ?= 8
 MAX_NEW ?= 64
 TEMPERATURE ?= 1.0
 ROLLOUT_ARGS ?=
+# clipo-verify's flags: --scorer, --scorer-for, --scorer-workers, --scorer-timeout (schemas/scorer.md).
+# Exported, so that scripts/dynamic_sampling.sh reads it with its quotes intact.
+VERIFY_ARGS ?=
+export VERIFY_ARGS
 EMBED_ARGS ?=
 UPDATE_ARGS ?=
 # Evaluation: greedy rollouts of each set every EVAL_EVERY steps (and at step 0).
@@ -91,8 +99,8 @@ $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rollout.json &:
 	@touch $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rollout.json
 
 $(call step_dir,$(1))/rewards.parquet $(call step_dir,$(1))/verify.json &: $(call step_dir,$(1))/trajectories.parquet
-	$(BIN)/clipo-verify --input $(call step_dir,$(1))/trajectories.parquet --output $(call step_dir,$(1))/rewards.parquet --summary 2>/dev/null \
-	  $(call to_json,$(call step_dir,$(1))/verify.json)
+	$(BIN)/clipo-verify --input $(call step_dir,$(1))/trajectories.parquet --output $(call step_dir,$(1))/rewards.parquet --summary $(VERIFY_ARGS) \
+	  2> $(call step_dir,$(1))/verify.log $(call to_json,$(call step_dir,$(1))/verify.json) || { cat $(call step_dir,$(1))/verify.log >&2; exit 2; }
 	@touch $(call step_dir,$(1))/rewards.parquet $(call step_dir,$(1))/verify.json
 
 endif
@@ -128,7 +136,8 @@ $(call step_dir,$(1))/eval/$(2).json: $(call policy_file,$(1)) $(EVAL_DIR)/$(2).
 	@mkdir -p $$(@D)
 	$(BIN)/clipo-rollout --policy $(call policy_dir,$(1)) --prompts $(EVAL_DIR)/$(2).parquet --greedy --hidden none \
 	  --max-new-tokens $(MAX_NEW) --batch-size 64 $(RECIPE_EVAL_ARGS) $(EVAL_ARGS) --out $$(@D)/$(2).trajectories.parquet > /dev/null
-	$(BIN)/clipo-verify --input $$(@D)/$(2).trajectories.parquet --output $$(@D)/$(2).rewards.parquet --summary > $$@.tmp 2>/dev/null
+	$(BIN)/clipo-verify --input $$(@D)/$(2).trajectories.parquet --output $$(@D)/$(2).rewards.parquet --summary $(VERIFY_ARGS) \
+	  > $$@.tmp 2> $$(@D)/$(2).verify.log || { cat $$(@D)/$(2).verify.log >&2; exit 2; }
 	@mv $$@.tmp $$@
 endef
 

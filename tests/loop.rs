@@ -192,6 +192,62 @@ fn the_loop_runs_on_a_sharded_policy_and_remakes_a_deleted_file() {
     assert_eq!(std::fs::read(step.join("update.json")).unwrap(), update_json);
 }
 
+/// A user's verl reward file in the loop (the README's command): VERIFY_ARGS reaches the
+/// training step's clipo-verify and the evaluation's, scores other than 0/1 reach the update, and
+/// verify.log holds the table with the scorer's reasons.
+#[test]
+fn the_loop_scores_with_a_users_verl_reward_file() {
+    if !std::process::Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIP: no python3 on PATH");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bins = bin("clipo-rollout").parent().unwrap().to_path_buf();
+    ok(run("clipo-data", &["arith", "--out", s(&d.join("data")), "--train", "8", "--test", "4", "--seed", "1"]));
+    let policy = d.join("tiny");
+    ok(run("clipo-model", &["init", "--preset", "tiny", "--seed", "0", s(&policy)]));
+    let reward = d.join("my_reward.py");
+    std::fs::write(
+        &reward,
+        "def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n    \
+         hit = ground_truth in solution_str\n    \
+         return {'score': 0.5 if hit else -0.5, 'reason': 'contains' if hit else 'absent'}\n",
+    )
+    .unwrap();
+    let run_dir = d.join("run");
+    let o = Command::new("make")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .args(["--no-print-directory", "-s", "-f", "scripts/loop.mk"])
+        .arg(format!("BIN={}", bins.display()))
+        .arg(format!("RUN={}", run_dir.display()))
+        .arg(format!("POLICY={}", policy.display()))
+        .arg(format!("PROMPTS={}", d.join("data/train.parquet").display()))
+        .arg(format!("EVAL_DIR={}", d.join("data").display()))
+        .args(["EVAL_SETS=test", "EVAL_EVERY=1", "STEPS=1", "ALGO=clipo", "PER_STEP=4", "N=4", "MAX_NEW=8", "EMBED_ARGS=--dim 8"])
+        .arg(format!("VERIFY_ARGS=--scorer 'python3 scripts/verl_scorer.py {}' --scorer-workers 2", reward.display()))
+        .args(["UPDATE_ARGS=--lr 1e-3", "all"])
+        .output()
+        .expect("make runs");
+    assert!(o.status.success(), "make: {}\n{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    let step = run_dir.join("step-000001");
+    let rewards = clipo::stages::verify::read_rewards(&step.join("rewards.parquet")).unwrap();
+    let reasons: Vec<&str> = rewards.utf8(&clipo::schema::rewards::REASON).iter().map(Option::unwrap).collect();
+    assert_eq!(reasons.len(), 16);
+    assert!(reasons.iter().all(|r| *r == "contains" || *r == "absent"), "{reasons:?}");
+    assert!(rewards.f32(&clipo::schema::rewards::SCORE).values().iter().all(|v| v.abs() == 0.5));
+    let log = std::fs::read_to_string(step.join("verify.log")).unwrap();
+    assert!(log.contains("reasons clipo/arith") && log.contains("score_mean"), "{log}");
+    // The update saw the scores as they are.
+    let update: serde_json::Value = serde_json::from_str(std::fs::read_to_string(step.join("update.json")).unwrap().trim()).unwrap();
+    let scores = rewards.f32(&clipo::schema::rewards::SCORE).values().to_vec();
+    let expected = scores.iter().map(|&v| f64::from(v)).sum::<f64>() / scores.len() as f64;
+    assert!((update["critic/score/mean"].as_f64().unwrap() - expected).abs() < 1e-6, "{update}");
+    // The evaluation used the same scorer.
+    let eval = std::fs::read_to_string(run_dir.join("step-000001/eval/test.json")).unwrap();
+    assert!(eval.contains("\"absent\"") || eval.contains("\"contains\""), "{eval}");
+}
+
 /// Every file of a run directory but the ones that carry timings, by relative path.
 fn run_files(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
@@ -212,6 +268,7 @@ fn run_files(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
             .iter()
             .any(|t| k.ends_with(t))
             || (k.contains("/eval/") && k.ends_with(".json"))
+            || k.ends_with(".log")
     };
     out.retain(|k, _| !timed(k));
     out

@@ -73,7 +73,10 @@ fn write_rewards(path: &Path, rows: &[Resp]) {
         f32s(rows.iter().map(|r| if r.correct { 1.0 } else { 0.0 })),
         strings(rows.iter().map(|r| if r.correct { "normalized_match" } else { "mismatch" }.to_string())),
     ];
-    write(path, RecordBatch::try_new(rw::schema(), cols).unwrap(), rw::TABLE);
+    // The columns of a rewards table written before scorer programs (no `extra`): still read.
+    let names = ["prompt_id", "sample_idx", "data_source", "extracted", "correct", "score", "reason"];
+    let batch = RecordBatch::try_from_iter(names.into_iter().zip(cols)).unwrap();
+    write(path, batch, rw::TABLE);
 }
 
 fn write_step(step_dir: &Path, rows: &[Resp], contrastive: bool) {

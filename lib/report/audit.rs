@@ -1,5 +1,5 @@
 //! Auditing one step's rollouts offline: every response of chosen prompts with its verifier
-//! score, contrastive reward, advantage, extracted answer and an excerpt, and a flag on correct
+//! score, contrastive reward, advantage, the scorer's extracted answer and reason and an excerpt, and a flag on correct
 //! responses whose contrastive reward is far below their group's.
 //!
 //! Why: CLIPO's contrastive reward is lower for a correct response whose representation sits
@@ -56,6 +56,8 @@ pub struct AuditRow {
     pub score: f32,
     pub correct: bool,
     pub extracted: Option<String>,
+    /// Why the scorer gave its score (absent from tables written by other tools).
+    pub reason: Option<String>,
     pub contrastive_reward: Option<f32>,
     pub advantage: Option<f32>,
     pub response_text: String,
@@ -123,7 +125,9 @@ pub fn load_step(run_dir: &Path, step: u64) -> Result<StepAudit> {
         )));
     }
     let rewards_path = dir.join("rewards.parquet");
-    let r = read_table(&rewards_path, &[rw::PROMPT_ID, rw::SAMPLE_IDX, rw::DATA_SOURCE, rw::EXTRACTED, rw::CORRECT, rw::SCORE], &[])?;
+    let r = read_table(&rewards_path, &[rw::PROMPT_ID, rw::SAMPLE_IDX, rw::DATA_SOURCE, rw::EXTRACTED, rw::CORRECT, rw::SCORE], &[rw::REASON.name])?;
+    let reason = r.batch.column_by_name(rw::REASON.name).and_then(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok());
+    let reason = reason.as_ref().map(|c| c.as_any().downcast_ref::<arrow::array::StringArray>().expect("cast to utf8"));
     let traj_path = dir.join("trajectories.parquet");
     let t = read_table(&traj_path, &[tr::PROMPT_ID, tr::SAMPLE_IDX, tr::RESPONSE_TEXT], &[])?;
     let mut text: HashMap<(&str, u32), &str> = HashMap::new();
@@ -199,6 +203,7 @@ pub fn load_step(run_dir: &Path, step: u64) -> Result<StepAudit> {
             score: rsc.value(i),
             correct: rc.value(i),
             extracted: re.is_valid(i).then(|| re.value(i).to_string()),
+            reason: reason.filter(|c| c.is_valid(i)).map(|c| c.value(i).to_string()),
             contrastive_reward: contrastive.get(&key).copied(),
             advantage: advantage.get(&key).copied(),
             response_text: response.to_string(),
@@ -320,7 +325,7 @@ pub fn audit_samples(dir: &Path, step: u64, prompts: Option<&[String]>, limit: u
             g.rows.len(),
             if crs.is_empty() { String::new() } else { format!("; contrastive reward of correct responses: mean {m:.3}, sd {sd:.3}") }
         );
-        let cells: Vec<[String; 6]> = g
+        let cells: Vec<[String; 7]> = g
             .rows
             .iter()
             .map(|r| {
@@ -330,15 +335,16 @@ pub fn audit_samples(dir: &Path, step: u64, prompts: Option<&[String]>, limit: u
                     opt(r.contrastive_reward, 3),
                     opt(r.advantage, 3),
                     r.extracted.as_deref().map_or("-".into(), |e| short(e, 24)),
+                    r.reason.as_deref().map_or("-".into(), |e| short(e, 24)),
                     if r.flagged { "LOW".into() } else { String::new() },
                 ]
             })
             .collect();
-        let headers = ["idx", "score", "c_reward", "advantage", "extracted", "flag"];
-        let widths: Vec<usize> = (0..6)
+        let headers = ["idx", "score", "c_reward", "advantage", "extracted", "reason", "flag"];
+        let widths: Vec<usize> = (0..7)
             .map(|c| cells.iter().map(|r| r[c].chars().count()).chain([headers[c].len()]).max().unwrap_or(0))
             .collect();
-        let line = |items: [&str; 6], tail: &str| -> String {
+        let line = |items: [&str; 7], tail: &str| -> String {
             let mut s = String::from("  ");
             for (c, item) in items.iter().enumerate() {
                 let w = widths[c];
@@ -354,7 +360,7 @@ pub fn audit_samples(dir: &Path, step: u64, prompts: Option<&[String]>, limit: u
         };
         o += &line(headers, "response");
         for (r, c) in g.rows.iter().zip(&cells) {
-            o += &line([&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]], &excerpt(&r.response_text));
+            o += &line([&c[0], &c[1], &c[2], &c[3], &c[4], &c[5], &c[6]], &excerpt(&r.response_text));
         }
     }
     Ok(o)

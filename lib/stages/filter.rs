@@ -76,8 +76,6 @@ pub struct FilterSummary {
     pub up_to_date: bool,
 }
 
-const REWARD_COLUMNS: [crate::schema::Column; 7] = [rw::PROMPT_ID, rw::SAMPLE_IDX, rw::DATA_SOURCE, rw::EXTRACTED, rw::CORRECT, rw::SCORE, rw::REASON];
-
 /// Key of the summary in the merged trajectories' metadata (an up-to-date rerun reprints it).
 const SUMMARY_KEY: &str = "clipo.filter_summary";
 
@@ -91,7 +89,8 @@ struct Round {
 
 fn read_round(traj_path: &Path, rewards_path: &Path, metric: Metric) -> Result<Round> {
     let traj = read_table(traj_path, &tr::COLUMNS, &[])?;
-    let rewards = read_table(rewards_path, &REWARD_COLUMNS, &[])?;
+    // Every rewards column, in the schema's order (`extra` as nulls in older tables).
+    let rewards = crate::stages::verify::read_rewards(rewards_path)?;
     check_lineage(rewards_path, &rewards.metadata, "--trajectories", traj_path, &file_sha256(traj_path)?, "clipo-verify")?;
     let keys = traj.row_keys(&tr::PROMPT_ID, &tr::SAMPLE_IDX);
     traj.index_keys(&keys)?;

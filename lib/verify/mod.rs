@@ -1,3 +1,7 @@
+//! Scoring responses. Beside the paper's verifier (below, the default): [`gsm8k`] (verl's GSM8K
+//! scorer), [`scorer`] (users' scorer programs over a JSON-lines protocol) and [`dispatch`]
+//! (which scorer takes which data source); each gives a [`Scored`] row.
+//!
 //! The reference answer verifier (REFERENCE.md §5): verl's
 //! `conrl_reward.compute_score`, ported to Rust bit for bit where we could read
 //! the Python, so rewards match the paper's without a Python process.
@@ -49,13 +53,16 @@
 //! braces; nesting limits where Python itself would raise, scoring as Python's
 //! `except` branches do).
 
+pub mod dispatch;
 pub mod expr;
 pub mod extract;
 pub mod grader;
+pub mod gsm8k;
 pub mod latex;
 mod latex_table;
 pub mod mathd;
 pub mod pystr;
+pub mod scorer;
 
 /// Why a response got its score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,6 +115,28 @@ pub struct Verdict {
     pub score: f32,
     /// Why.
     pub reason: Reason,
+}
+
+/// What any scorer (this verifier, verl's gsm8k, a user's program) says about one response:
+/// one row of the rewards table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// The answer as the scorer read it, if it says.
+    pub extracted: Option<String>,
+    /// The label the contrastive reward uses.
+    pub correct: bool,
+    /// The reward GRPO uses, as it is (any finite value).
+    pub score: f32,
+    /// Why, in a word or two (counted by `clipo-verify --summary`).
+    pub reason: String,
+    /// Further keys a scorer program answered, as one JSON object.
+    pub extra: Option<String>,
+}
+
+impl From<Verdict> for Scored {
+    fn from(v: Verdict) -> Scored {
+        Scored { extracted: v.extracted, correct: v.correct, score: v.score, reason: v.reason.as_str().into(), extra: None }
+    }
 }
 
 /// Data-source prefixes scored by exact letter match.
