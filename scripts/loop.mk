@@ -36,6 +36,13 @@ N ?= 8
 MAX_NEW ?= 64
 TEMPERATURE ?= 1.0
 ROLLOUT_ARGS ?=
+# Training rollouts through inference servers (clipo-rollout --engine): ENGINE = their base
+# URLs (http://HOST:PORT, space-separated); ENGINE_ARGS e.g. --engine-reload (SGLang loads each
+# step's policy directory before its rollout) or --concurrency 256. Evaluations stay built-in
+# unless EVAL_ARGS names an engine.
+ENGINE ?=
+ENGINE_ARGS ?=
+engine_flags := $(foreach u,$(ENGINE),--engine $(u)) $(if $(ENGINE),$(ENGINE_ARGS))
 # clipo-verify's flags: --scorer, --scorer-for, --scorer-workers, --scorer-timeout (schemas/scorer.md).
 # Exported, so that scripts/dynamic_sampling.sh reads it with its quotes intact.
 VERIFY_ARGS ?=
@@ -87,14 +94,14 @@ ifeq ($(DYNAMIC_SAMPLING),1)
 $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rollout.json $(call step_dir,$(1))/rewards.parquet $(call step_dir,$(1))/verify.json &: $(call policy_file,$(2)) $(PROMPTS)
 	@mkdir -p $(call step_dir,$(1))
 	BIN=$(BIN) POLICY_DIR=$(call policy_dir,$(2)) PROMPTS=$(PROMPTS) STEP=$(1) STEP_DIR=$(call step_dir,$(1)) PER_STEP=$(PER_STEP) N=$(N) \
-	  MAX_NEW=$(MAX_NEW) TEMPERATURE=$(TEMPERATURE) SEED=$(SEED) ROLLOUT_ARGS="$(RECIPE_ROLLOUT_ARGS) $(ROLLOUT_ARGS)" \
+	  MAX_NEW=$(MAX_NEW) TEMPERATURE=$(TEMPERATURE) SEED=$(SEED) ROLLOUT_ARGS="$(RECIPE_ROLLOUT_ARGS) $(ROLLOUT_ARGS) $(engine_flags)" \
 	  MAX_ROUNDS=$(MAX_ROUNDS) METRIC=$(DS_METRIC) scripts/dynamic_sampling.sh
 	@touch $(foreach f,trajectories.parquet rollout.json rewards.parquet verify.json,$(call step_dir,$(1))/$(f))
 else
 $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rollout.json &: $(call policy_file,$(2)) $(PROMPTS)
 	@mkdir -p $(call step_dir,$(1))
 	$(BIN)/clipo-rollout --policy $(call policy_dir,$(2)) --prompts $(PROMPTS) --per-step $(PER_STEP) --step $(1) --n $(N) \
-	  --max-new-tokens $(MAX_NEW) --temperature $(TEMPERATURE) --seed $(SEED) --hidden official $(RECIPE_ROLLOUT_ARGS) $(ROLLOUT_ARGS) \
+	  --max-new-tokens $(MAX_NEW) --temperature $(TEMPERATURE) --seed $(SEED) --hidden official $(RECIPE_ROLLOUT_ARGS) $(ROLLOUT_ARGS) $(engine_flags) \
 	  --out $(call step_dir,$(1))/trajectories.parquet $(call to_json,$(call step_dir,$(1))/rollout.json)
 	@touch $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rollout.json
 
