@@ -49,6 +49,9 @@ loop() {
     UPDATE_ARGS="--lr $LR --kl off --micro-batch 128 --old-logprobs rollout" "$@"
 }
 
+# Settings that differ from the run's recorded ones stop here, naming each (scripts/loop.mk):
+# a finished demo is never re-reported as a run with new settings.
+loop settings
 echo "demo: $ALGO, $STEPS steps of $PER_STEP prompts x $N samples, evaluation every $EVAL_EVERY steps ($RUN)"
 for step in $(seq 0 "$STEPS"); do
   dir=$(printf '%s/step-%06d' "$RUN" "$step")

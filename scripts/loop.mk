@@ -64,6 +64,29 @@ DS_METRIC ?= correct
 # at 3B) or `all`.
 KEEP_OPTIMIZER ?= last
 
+# Settings take effect or are refused: the settings that make a run what it is are recorded in
+# $(RUN)/settings.txt by its first invocation; a later one with any of them changed stops before
+# anything runs, naming each, instead of reporting the old run as if it were the new one. A new
+# experiment takes a new RUN=runs/NAME. STEPS may grow (a run is extended), and EVAL_*,
+# ENGINE and BIN may change (where and how often, not what, is computed).
+define nl
+
+
+endef
+settings_keys := RECIPE ALGO SEED POLICY REF PROMPTS PER_STEP N MAX_NEW TEMPERATURE ROLLOUT_ARGS VERIFY_ARGS EMBED_ARGS UPDATE_ARGS DYNAMIC_SAMPLING MAX_ROUNDS DS_METRIC
+settings_text := $(foreach k,$(settings_keys),$(k)=$(strip $($(k))) $(nl))
+ifneq ($(RUN),)
+$(shell mkdir -p $(RUN))
+$(file > $(RUN)/.settings.now,$(settings_text))
+settings_changed := $(shell if [ -f $(RUN)/settings.txt ]; then diff $(RUN)/settings.txt $(RUN)/.settings.now | sed -n 's/^> *//p' | tr '\n' ';'; else cp $(RUN)/.settings.now $(RUN)/settings.txt; fi)
+ifneq ($(strip $(settings_changed)),)
+$(error $(RUN) was made with other settings ($(RUN)/settings.txt); changed now: $(settings_changed) Start a new run with RUN=runs/NAME, or remove $(RUN) to redo this one)
+endif
+endif
+# `make -f scripts/loop.mk settings`: the check alone (scripts/demo.sh runs it first).
+.PHONY: settings
+settings: ; @:
+
 # A stage that finds its output up to date leaves the file as it is; the rules touch their
 # target after each stage so that make sees it newer than what it was made from.
 

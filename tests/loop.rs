@@ -153,8 +153,8 @@ fn the_loop_runs_on_a_sharded_policy_and_remakes_a_deleted_file() {
     std::fs::remove_file(&whole).unwrap();
 
     let run_dir = d.join("run");
-    let make = || {
-        let o = Command::new("make")
+    let make_with = |update_args: &str| {
+        Command::new("make")
             .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
             .args(["--no-print-directory", "-s", "-f", "scripts/loop.mk"])
             .arg(format!("BIN={}", bins.display()))
@@ -163,9 +163,12 @@ fn the_loop_runs_on_a_sharded_policy_and_remakes_a_deleted_file() {
             .arg(format!("PROMPTS={}", d.join("data/train.parquet").display()))
             .arg(format!("EVAL_DIR={}", d.join("data").display()))
             .args(["EVAL_SETS=test", "EVAL_EVERY=1", "STEPS=1", "ALGO=clipo", "PER_STEP=4", "N=2", "MAX_NEW=8", "EMBED_ARGS=--dim 8"])
-            .args(["UPDATE_ARGS=--lr 1e-3", "all"])
+            .args([update_args, "all"])
             .output()
-            .expect("make runs");
+            .expect("make runs")
+    };
+    let make = || {
+        let o = make_with("UPDATE_ARGS=--lr 1e-3");
         assert!(o.status.success(), "make: {}\n{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
     };
     make();
@@ -189,6 +192,13 @@ fn the_loop_runs_on_a_sharded_policy_and_remakes_a_deleted_file() {
     assert!(after > before && after >= mtime(&step.join("trajectories.parquet")), "what depends on it was remade");
     // The same inputs give the same tables: the stages after it find their outputs up to date
     // and the per-step lines stay whole.
+    assert_eq!(std::fs::read(step.join("update.json")).unwrap(), update_json);
+    // A changed setting is refused, named, before anything runs: the old run is never reported
+    // as the new one.
+    let o = make_with("UPDATE_ARGS=--lr 1e-2");
+    let e = stderr(&o);
+    assert!(!o.status.success(), "a changed setting was accepted");
+    assert!(e.contains("UPDATE_ARGS=--lr 1e-2") && e.contains("RUN=runs/NAME"), "{e}");
     assert_eq!(std::fs::read(step.join("update.json")).unwrap(), update_json);
 }
 
