@@ -196,6 +196,8 @@ fn shards_concatenate_to_the_unsharded_output_and_steps_select_without_replaceme
             stop: vec![],
             device: "cpu".into(),
             dtype: None,
+            engine: None,
+            engine_reload: false,
             force: false,
         };
         let prompts = clipo::prompts::read_prompts(&cfg.prompts).unwrap();

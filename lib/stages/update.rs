@@ -520,7 +520,6 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
 
     let adv = advantages(&reward, &groups, cfg.estimator);
 
-    let mut stats = vec![SeqStats { mean_ratio: 1.0, ..Default::default() }; rows.len()];
     let mut metrics = serde_json::Map::new();
     let mut note = None;
     let lr = cfg.lr_schedule.lr_at(cfg.optim.lr, cfg.step, cfg.actor_warmup);
@@ -531,9 +530,8 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     };
     keep_masters(&mut optimizer, &cfg.policy, dtype)?;
     optimizer.offload = cfg.offload_optimizer;
-    let (mut pg_sum, mut kl_sum, mut ent_sum, mut clip_sum, mut clip_lo_sum, mut ppo_kl_sum, mut gnorm_sum, mut n_steps) =
-        (0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0usize);
-    let mut skipped_steps = 0usize;
+    // Not trained (warm-up, every group dropped): the audit's ratios are 1.
+    let mut done = Done { stats: vec![SeqStats { mean_ratio: 1.0, ..Default::default() }; rows.len()], ..Default::default() };
     let t_update = Instant::now();
     let updated = if warmup {
         note = Some(format!("actor warm-up: step {} < {}, the policy is copied through unchanged", cfg.step, cfg.actor_warmup));
@@ -542,83 +540,12 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         note = Some("every group was dropped by dynamic sampling (every group's verifier scores are equal): the policy is copied through unchanged".into());
         false
     } else {
-        let vars = policy.model.vars();
-        for epoch in 0..cfg.epochs {
-            for members in &plan {
-                let loss_len = |i: usize| if cfg.mask_truncated && rows[i].truncated { 0 } else { rows[i].response.len() };
-                let norm = Norm {
-                    tokens: members.iter().map(|&i| loss_len(i) as f64).sum(),
-                    seqs: members.len() as f64,
-                    norm_len: max_len as f64,
-                };
-                let mut grads = Grads::new();
-                for micro in micro_batches(members, &rows, chunk, cfg.max_tokens_per_micro_batch).iter().map(Vec::as_slice) {
-                    let mseqs: Vec<Sequence> = micro.iter().map(|&i| seqs[i]).collect();
-                    let pass = policy.model.train_pass(&mseqs, temperature, cfg.memory).map_err(model_err(&cfg.policy))?;
-                    let scored = &pass.scored;
-                    let (b, r) = scored.logprobs.dims2()?;
-                    let logp = scored.logprobs.to_dtype(DType::F32)?;
-                    let old = padded(&micro.iter().map(|&i| old_lp[i].as_slice()).collect::<Vec<_>>(), r, &device)?;
-                    let a = Tensor::from_vec(micro.iter().map(|&i| adv[i]).collect::<Vec<f32>>(), b, &device)?;
-                    let lmask: Vec<f32> = micro.iter().flat_map(|&i| (0..r).map(move |t| if t < loss_len(i) { 1.0 } else { 0.0 })).collect();
-                    let lmask = Tensor::from_vec(lmask, (b, r), &device)?;
-                    let w = is_weights.as_ref().map(|w| padded(&micro.iter().map(|&i| w[i].as_slice()).collect::<Vec<_>>(), r, &device)).transpose()?;
-                    let (pg, st): (Tensor, PgStats) = policy_loss_weighted(&logp, &old, &a, &lmask, &cfg.loss, &norm, w.as_ref())?;
-                    let mut total = pg.clone();
-                    let mut kl_tok = None;
-                    if let (Some(reflp), Some(est), false) = (&ref_lp, cfg.kl, cfg.kl_in_reward) {
-                        let rl = padded(&micro.iter().map(|&i| reflp[i].as_slice()).collect::<Vec<_>>(), r, &device)?;
-                        let kl = kl_penalty(&logp, &rl, est)?;
-                        let kl_loss = aggregate(&kl, &lmask, cfg.loss.agg, &norm)?;
-                        kl_sum += f64::from(kl_loss.to_scalar::<f32>()?);
-                        total = (total + (kl_loss * kl_coef)?)?;
-                        kl_tok = Some(kl.detach().to_vec2::<f32>()?);
-                    }
-                    ent_sum += aggregate(&scored.entropy.detach(), &lmask, crate::rl::Aggregation::TokenMean, &norm)?.to_scalar::<f32>()? as f64;
-                    if cfg.entropy_coef != 0.0 {
-                        // verl: policy_loss = pg_loss - entropy_coeff * agg_loss(entropy, loss_agg_mode)
-                        let ent_loss = aggregate(&scored.entropy, &lmask, cfg.loss.agg, &norm)?;
-                        total = (total - (ent_loss * cfg.entropy_coef)?)?;
-                    }
-                    // A non-finite loss gives a non-finite gradient norm: the optimiser skips that
-                    // mini-batch's step and the metrics count it.
-                    pg_sum += f64::from(pg.to_scalar::<f32>()?);
-                    let weight = micro.iter().map(|&i| loss_len(i) as f64).sum::<f64>() / norm.tokens.max(1.0);
-                    clip_sum += f64::from(st.clipfrac) * weight;
-                    clip_lo_sum += f64::from(st.clipfrac_lower) * weight;
-                    ppo_kl_sum += f64::from(st.ppo_kl) * weight;
-                    pass.backward(&total, &mut grads).map_err(model_err(&cfg.policy))?;
-                    if epoch == 0 {
-                        // Per-sequence audit figures at the first pass (before this mini-batch's step).
-                        let lp = logp.detach().to_vec2::<f32>()?;
-                        for (bi, &i) in micro.iter().enumerate() {
-                            let n = rows[i].response.len().max(1);
-                            let (mut ratio, mut clipped, mut kl) = (0f64, 0f64, 0f64);
-                            for t in 0..rows[i].response.len() {
-                                let rho = f64::from((lp[bi][t] - old_lp[i][t]).clamp(-20.0, 20.0)).exp();
-                                ratio += rho;
-                                let (lo, hi) = (1.0 - cfg.loss.clip_low, 1.0 + cfg.loss.clip_high);
-                                let a = f64::from(adv[i]);
-                                clipped += f64::from(u8::from(-a * rho.clamp(lo, hi) > -a * rho));
-                                kl += kl_tok.as_ref().map_or(0.0, |k| f64::from(k[bi][t]));
-                            }
-                            stats[i] = SeqStats { mean_ratio: (ratio / n as f64) as f32, clipped: (clipped / n as f64) as f32, kl: (kl / n as f64) as f32 };
-                        }
-                    }
-                }
-                let step = optimizer.step(&vars, &grads, cfg.max_grad_norm, &optim)?;
-                if step.skipped {
-                    skipped_steps += 1;
-                } else {
-                    gnorm_sum += step.grad_norm;
-                }
-                n_steps += 1;
-            }
-        }
-        if skipped_steps == n_steps {
+        let batch = Batch { cfg, rows: &rows, seqs: &seqs, adv: &adv, old_lp: &old_lp, ref_lp: ref_lp.as_ref(), is_weights: is_weights.as_ref(), plan: &plan, max_len, temperature, chunk, kl_coef };
+        done = optimise(&batch, &policy.model, &mut optimizer, &optim)?;
+        if done.skipped == done.steps {
             note = Some(format!("every optimiser step of step {} had a non-finite gradient norm and was skipped: the policy is unchanged", cfg.step));
         }
-        skipped_steps < n_steps
+        done.skipped < done.steps
     };
     optimizer.sync_to_host()?;
     let tensors = optimizer.weights_to_save(&policy.model.vars())?;
@@ -655,9 +582,9 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
             col_f32(&|i| reward[i]),
             col_f32(&|i| if keep[i] { adv[i] } else { 0.0 }),
             Arc::new(rows.iter().map(|r| r.response.len() as u32).collect::<UInt32Array>()),
-            col_f32(&|i| stats[i].mean_ratio),
-            col_f32(&|i| stats[i].clipped),
-            col_f32(&|i| stats[i].kl),
+            col_f32(&|i| done.stats[i].mean_ratio),
+            col_f32(&|i| done.stats[i].clipped),
+            col_f32(&|i| done.stats[i].kl),
         ],
     )
     .map_err(|e| Error::Other(format!("building the advantages table: {e}")))?;
@@ -670,16 +597,16 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     let f = |v: f64| serde_json::json!(v);
     let lens: Vec<f64> = rows.iter().map(|r| r.response.len() as f64).collect();
     let advs: Vec<f64> = (0..rows.len()).filter(|&i| keep[i]).map(|i| f64::from(adv[i])).collect();
-    let passes = (n_steps.max(1)) as f64;
+    let passes = (done.steps.max(1)) as f64;
     metrics.insert("step".into(), serde_json::json!(cfg.step));
-    metrics.insert("actor/pg_loss".into(), f(pg_sum / passes));
-    metrics.insert("actor/pg_clipfrac".into(), f(clip_sum / passes));
-    metrics.insert("actor/pg_clipfrac_lower".into(), f(clip_lo_sum / passes));
-    metrics.insert("actor/ppo_kl".into(), f(ppo_kl_sum / passes));
-    metrics.insert("actor/kl_loss".into(), f(kl_sum / passes));
-    metrics.insert("actor/entropy".into(), f(ent_sum / passes));
-    metrics.insert("actor/grad_norm".into(), f(gnorm_sum / (n_steps - skipped_steps).max(1) as f64));
-    metrics.insert("actor/skipped_steps".into(), serde_json::json!(skipped_steps));
+    metrics.insert("actor/pg_loss".into(), f(done.pg / passes));
+    metrics.insert("actor/pg_clipfrac".into(), f(done.clip / passes));
+    metrics.insert("actor/pg_clipfrac_lower".into(), f(done.clip_lower / passes));
+    metrics.insert("actor/ppo_kl".into(), f(done.ppo_kl / passes));
+    metrics.insert("actor/kl_loss".into(), f(done.kl / passes));
+    metrics.insert("actor/entropy".into(), f(done.entropy / passes));
+    metrics.insert("actor/grad_norm".into(), f(done.grad_norm / (done.steps - done.skipped).max(1) as f64));
+    metrics.insert("actor/skipped_steps".into(), serde_json::json!(done.skipped));
     metrics.insert("actor/lr".into(), f(lr));
     metrics.insert("actor/kl_coef".into(), f(kl_coef));
     if let Some(k) = reward_kl {
@@ -726,6 +653,122 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     }
     std::fs::rename(&staging, &cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     Ok(UpdateOutcome { metrics, updated, up_to_date: false, note })
+}
+
+/// What the optimisation phase reads: the step's rows and everything computed for them.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    cfg: &'a UpdateConfig,
+    rows: &'a [Row],
+    seqs: &'a [Sequence<'a>],
+    adv: &'a [f32],
+    old_lp: &'a [Vec<f32>],
+    ref_lp: Option<&'a Vec<Vec<f32>>>,
+    is_weights: Option<&'a Vec<Vec<f32>>>,
+    plan: &'a [Vec<usize>],
+    max_len: usize,
+    temperature: f64,
+    chunk: usize,
+    kl_coef: f64,
+}
+
+/// What the optimisation phase did: sums over its passes (mean = sum / steps), the audit
+/// figures of each sequence's first pass, the optimiser steps taken and skipped.
+#[derive(Default)]
+struct Done {
+    stats: Vec<SeqStats>,
+    pg: f64,
+    kl: f64,
+    entropy: f64,
+    clip: f64,
+    clip_lower: f64,
+    ppo_kl: f64,
+    grad_norm: f64,
+    steps: usize,
+    skipped: usize,
+}
+
+/// The optimisation loop (REFERENCE.md §6): for each epoch and mini-batch, the micro-batches'
+/// policy loss (+ KL, - entropy bonus) backpropagated under the mini-batch's normalisers, then
+/// one AdamW step.
+fn optimise(b: &Batch, model: &crate::model::Model, optimizer: &mut Optimizer, optim: &AdamWConfig) -> Result<Done> {
+    let vars = model.vars();
+    let Batch { cfg, rows, seqs, adv, old_lp, ref_lp, is_weights, plan, max_len, temperature, chunk, kl_coef } = *b;
+    let device = model.device().clone();
+    let mut d = Done { stats: vec![SeqStats { mean_ratio: 1.0, ..Default::default() }; rows.len()], ..Default::default() };
+    for epoch in 0..cfg.epochs {
+        for members in plan {
+            let loss_len = |i: usize| if cfg.mask_truncated && rows[i].truncated { 0 } else { rows[i].response.len() };
+            let norm = Norm {
+                tokens: members.iter().map(|&i| loss_len(i) as f64).sum(),
+                seqs: members.len() as f64,
+                norm_len: max_len as f64,
+            };
+            let mut grads = Grads::new();
+            for micro in micro_batches(members, rows, chunk, cfg.max_tokens_per_micro_batch).iter().map(Vec::as_slice) {
+                let mseqs: Vec<Sequence> = micro.iter().map(|&i| seqs[i]).collect();
+                let pass = model.train_pass(&mseqs, temperature, cfg.memory).map_err(model_err(&cfg.policy))?;
+                let scored = &pass.scored;
+                let (b, r) = scored.logprobs.dims2()?;
+                let logp = scored.logprobs.to_dtype(DType::F32)?;
+                let old = padded(&micro.iter().map(|&i| old_lp[i].as_slice()).collect::<Vec<_>>(), r, &device)?;
+                let a = Tensor::from_vec(micro.iter().map(|&i| adv[i]).collect::<Vec<f32>>(), b, &device)?;
+                let lmask: Vec<f32> = micro.iter().flat_map(|&i| (0..r).map(move |t| if t < loss_len(i) { 1.0 } else { 0.0 })).collect();
+                let lmask = Tensor::from_vec(lmask, (b, r), &device)?;
+                let w = is_weights.as_ref().map(|w| padded(&micro.iter().map(|&i| w[i].as_slice()).collect::<Vec<_>>(), r, &device)).transpose()?;
+                let (pg, st): (Tensor, PgStats) = policy_loss_weighted(&logp, &old, &a, &lmask, &cfg.loss, &norm, w.as_ref())?;
+                let mut total = pg.clone();
+                let mut kl_tok = None;
+                if let (Some(reflp), Some(est), false) = (&ref_lp, cfg.kl, cfg.kl_in_reward) {
+                    let rl = padded(&micro.iter().map(|&i| reflp[i].as_slice()).collect::<Vec<_>>(), r, &device)?;
+                    let kl = kl_penalty(&logp, &rl, est)?;
+                    let kl_loss = aggregate(&kl, &lmask, cfg.loss.agg, &norm)?;
+                    d.kl += f64::from(kl_loss.to_scalar::<f32>()?);
+                    total = (total + (kl_loss * kl_coef)?)?;
+                    kl_tok = Some(kl.detach().to_vec2::<f32>()?);
+                }
+                d.entropy += aggregate(&scored.entropy.detach(), &lmask, crate::rl::Aggregation::TokenMean, &norm)?.to_scalar::<f32>()? as f64;
+                if cfg.entropy_coef != 0.0 {
+                    // verl: policy_loss = pg_loss - entropy_coeff * agg_loss(entropy, loss_agg_mode)
+                    let ent_loss = aggregate(&scored.entropy, &lmask, cfg.loss.agg, &norm)?;
+                    total = (total - (ent_loss * cfg.entropy_coef)?)?;
+                }
+                // A non-finite loss gives a non-finite gradient norm: the optimiser skips that
+                // mini-batch's step and the metrics count it.
+                d.pg += f64::from(pg.to_scalar::<f32>()?);
+                let weight = micro.iter().map(|&i| loss_len(i) as f64).sum::<f64>() / norm.tokens.max(1.0);
+                d.clip += f64::from(st.clipfrac) * weight;
+                d.clip_lower += f64::from(st.clipfrac_lower) * weight;
+                d.ppo_kl += f64::from(st.ppo_kl) * weight;
+                pass.backward(&total, &mut grads).map_err(model_err(&cfg.policy))?;
+                if epoch == 0 {
+                    // Per-sequence audit figures at the first pass (before this mini-batch's step).
+                    let lp = logp.detach().to_vec2::<f32>()?;
+                    for (bi, &i) in micro.iter().enumerate() {
+                        let n = rows[i].response.len().max(1);
+                        let (mut ratio, mut clipped, mut kl) = (0f64, 0f64, 0f64);
+                        for t in 0..rows[i].response.len() {
+                            let rho = f64::from((lp[bi][t] - old_lp[i][t]).clamp(-20.0, 20.0)).exp();
+                            ratio += rho;
+                            let (lo, hi) = (1.0 - cfg.loss.clip_low, 1.0 + cfg.loss.clip_high);
+                            let a = f64::from(adv[i]);
+                            clipped += f64::from(u8::from(-a * rho.clamp(lo, hi) > -a * rho));
+                            kl += kl_tok.as_ref().map_or(0.0, |k| f64::from(k[bi][t]));
+                        }
+                        d.stats[i] = SeqStats { mean_ratio: (ratio / n as f64) as f32, clipped: (clipped / n as f64) as f32, kl: (kl / n as f64) as f32 };
+                    }
+                }
+            }
+            let step = optimizer.step(&vars, &grads, cfg.max_grad_norm, optim)?;
+            if step.skipped {
+                d.skipped += 1;
+            } else {
+                d.grad_norm += step.grad_norm;
+            }
+            d.steps += 1;
+        }
+    }
+    Ok(d)
 }
 
 /// Mixed precision: when the model computes in a narrower dtype than f32, the optimiser keeps
