@@ -8,7 +8,15 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, D};
 use clipo::model::{Model, Sequence};
 
-const FIXTURES: [&str; 3] = ["tiny-llama", "tiny-llama-bias", "tiny-qwen2"];
+const FIXTURES: [&str; 7] = [
+    "tiny-llama",
+    "tiny-llama-bias",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-qwen3-tied",
+    "tiny-llama3-rope",
+    "tiny-mistral",
+];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(file!())
@@ -313,7 +321,7 @@ fn bf16_matches_transformers_within_its_precision_and_old_equals_training_logpro
         let old = m.response_logprobs_nograd(&seqs, 1.0, 3).unwrap();
         // The update's old log-probs on this path come from the training pass itself.
         assert!(!m.nograd_matches_training());
-        let as_trained = m.logprobs_as_trained(&seqs, 1.0).unwrap();
+        let as_trained = m.logprobs_as_trained(&seqs, 1.0, clipo::model::Memory::default()).unwrap();
         for i in 0..4 {
             assert_eq!(as_trained[i], train.logprobs_row(i).unwrap(), "{name} row {i}: old and training log-probs differ");
         }

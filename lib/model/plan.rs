@@ -91,6 +91,9 @@ pub fn parameter_counts(cfg: &Config) -> (u64, u64, u64) {
     if cfg.mlp_bias() {
         layer += 2 * i + d;
     }
+    if cfg.qk_norm() {
+        layer += 2 * hd;
+    }
     let embed = v * d;
     let head = if cfg.tie_word_embeddings { 0 } else { v * d };
     (embed + head + d + cfg.num_hidden_layers as u64 * layer, layer, v * d)
@@ -110,7 +113,8 @@ pub fn plan(cfg: &Config, req: &PlanRequest) -> Plan {
     let (s, t) = (req.seqs.max(1) as u64, req.seq_len.max(1) as u64);
     let n = s * t;
     let m = s * (req.response_len.min(req.seq_len) as u64);
-    let bias = u64::from(cfg.qkv_bias()) * (h + 2 * kv) * hd;
+    // q/k biases and Qwen3's q/k norms each keep one more (H + Hkv) hd (+ Hkv hd for v's bias)
+    let bias = u64::from(cfg.qkv_bias()) * (h + 2 * kv) * hd + u64::from(cfg.qk_norm()) * (h + kv) * hd;
 
     let layer_act = if req.fused {
         n * (6 * d + (2 * h + 3 * kv) * hd + bias + h * hd + 3 * i) * b
