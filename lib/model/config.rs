@@ -69,7 +69,8 @@ pub enum RopeScaling {
 /// validate; deserialising directly skips the checks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
-    #[serde(default)]
+    /// Absent or null (a config saved without a model): the family comes from `model_type`.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub architectures: Vec<String>,
     #[serde(default)]
     pub model_type: Option<String>,
@@ -122,6 +123,10 @@ pub struct Config {
     /// An id or a list of ids.
     #[serde(default)]
     pub eos_token_id: Option<serde_json::Value>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
 fn default_max_pos() -> usize {

@@ -853,6 +853,12 @@ impl Decoder {
     }
 }
 
+/// The rope frequencies `inv_freq` (head_dim / 2) an f32 model of `cfg` rotates by, bit for bit
+/// those of transformers' `ROPE_INIT_FUNCTIONS` (for `dynamic`: below max_position_embeddings).
+pub fn rope_inv_freq(cfg: &Config) -> Result<Vec<f32>> {
+    Ok(inv_freq::<f32>(cfg.rope_base(), cfg.head_dim(), cfg.rope_scaling()?))
+}
+
 /// transformers' rope frequencies `inv_freq` (hd/2) under `scaling`, computed in the precision
 /// `F` as `modeling_rope_utils.py` does in torch: `1 / base^(2i/hd)`, then for `linear`
 /// `inv_freq / factor`, for `llama3` (`_compute_llama3_parameters`) per frequency, with
