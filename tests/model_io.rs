@@ -612,3 +612,43 @@ fn info_names_what_is_unsupported() {
         assert!(text.contains("clipo loads it: no (unsupported model: ") && text.contains(want), "{key}: {text}");
     }
 }
+
+/// Qwen3's shipped chat template (thinking blocks, `enable_thinking`, tools, tool calls and
+/// responses, `reasoning_content` and its aliases) renders byte for byte as transformers renders
+/// it (tests/fixtures/model_io/qwen3-chat_cases.json, by scripts/make_qwen3_chat_cases.py), and
+/// fails where transformers fails; from a model directory's chat_template.jinja too.
+#[test]
+fn qwen3_chat_template_renders_like_transformers() {
+    use clipo::model::chat::RenderExtras;
+    let source = std::fs::read_to_string(fixture("qwen3-chat_template.jinja")).unwrap();
+    let cases = read_json(&fixture("qwen3-chat_cases.json"));
+    let special = SpecialTokens::from_tokenizer_config(&cases["special_tokens"]);
+    let chat = ChatTemplate::new(source.clone(), special).unwrap();
+    let mut rendered = 0;
+    for case in cases["cases"].as_array().unwrap() {
+        let extras = RenderExtras {
+            tools: Some(case["tools"].clone()).filter(|t| !t.is_null()),
+            vars: case["vars"].as_object().unwrap().clone(),
+        };
+        let messages = minijinja::Value::from_serialize(&case["messages"]);
+        let got = chat.render_with(messages, case["add_generation_prompt"].as_bool().unwrap(), &extras);
+        match case["rendered"].as_str() {
+            Some(want) => {
+                assert_eq!(got.unwrap(), want, "{}", case["messages"]);
+                rendered += 1;
+            }
+            None => assert!(got.is_err(), "transformers fails on {}, we rendered {got:?}", case["messages"]),
+        }
+    }
+    assert_eq!(rendered, 11);
+
+    // As a model directory holds it: chat_template.jinja, special tokens from tokenizer_config.json.
+    let tmp = tempdir();
+    std::fs::write(tmp.path().join("chat_template.jinja"), &source).unwrap();
+    std::fs::write(tmp.path().join("tokenizer_config.json"), r#"{"eos_token": "<|im_end|>", "bos_token": null}"#).unwrap();
+    let chat = ChatTemplate::from_dir(tmp.path()).unwrap();
+    assert_eq!(
+        chat.render(&[ChatMessage::new("user", "2 + 3?")], true).unwrap(),
+        "<|im_start|>user\n2 + 3?<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
