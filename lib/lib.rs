@@ -4,7 +4,7 @@
 //! - [`schema`]: the tables the stages exchange, declared once; [`table`]: reading them with
 //!   schema checks, writing them atomically with provenance; [`prompts`], [`trajectories`].
 //! - [`verify`]: the reference verifier (REFERENCE.md §5).
-//! - [`model`]: Llama/Qwen2 in candle, trainable, with sampling; GGUF import, tokenizers, chat
+//! - [`model`]: Llama/Qwen2/Qwen3/Mistral in candle, trainable, with sampling; GGUF import, tokenizers, chat
 //!   templates, Hugging Face directories. [`policy`]: a model directory as the stages use it.
 //! - [`rl`]: advantages, policy losses, KL (REFERENCE.md §6); [`optim`]: AdamW; [`schedule`]:
 //!   the learning-rate schedule and the adaptive KL coefficient.

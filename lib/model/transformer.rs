@@ -1,10 +1,14 @@
-//! The Llama / Qwen2 decoder: weights, KV cache and the two forward paths.
+//! The Llama / Qwen2 / Qwen3 / Mistral decoder: weights, KV cache and the two forward paths.
 //!
-//! One implementation covers both families; they differ only in which projections carry a
-//! bias (see [`super::config`]). The maths follows transformers' `modeling_llama.py` /
-//! `modeling_qwen2.py`: RMSNorm in f32 (`x * rsqrt(mean(x^2) + eps) * w`), rotate-half RoPE with
-//! `inv_freq = 1 / base^(2i/d)` computed in f32, attention scores scaled by `1/sqrt(head_dim)`
-//! with an additive mask and softmax in f32, SiLU-gated MLP, final RMSNorm, `lm_head`.
+//! One implementation covers the four families; they differ in which projections carry a
+//! bias, Qwen3's q/k norms, the rope scaling and Mistral's attention window (see
+//! [`super::config`]). The maths follows transformers' `modeling_llama.py` /
+//! `modeling_qwen2.py` / `modeling_qwen3.py` / `modeling_mistral.py`: RMSNorm in f32
+//! (`x * rsqrt(mean(x^2) + eps) * w`; Qwen3 also over each head of q and k after the
+//! projection, before rope), rotate-half RoPE with `inv_freq = 1 / base^(2i/d)` computed in f32
+//! (scaled as `modeling_rope_utils.py` does: [`rope_inv_freq`]), attention scores scaled by
+//! `1/sqrt(head_dim)` with an additive mask (causal, left padding, Mistral's window) and softmax
+//! in f32, SiLU-gated MLP, final RMSNorm, `lm_head`.
 //!
 //! Two paths through the same weights:
 //! - the **graph** path ([`Model::forward_hidden`]): only ops that backpropagate in candle 0.11
