@@ -652,3 +652,129 @@ fn qwen3_chat_template_renders_like_transformers() {
         "<|im_start|>user\n2 + 3?<|im_end|>\n<|im_start|>assistant\n"
     );
 }
+
+/// The GGUF name llama.cpp gives a Hugging Face tensor name (the inverse of
+/// `gguf::hf_tensor_name`).
+fn gguf_tensor_name(hf: &str) -> String {
+    match hf {
+        "model.embed_tokens.weight" => return "token_embd.weight".into(),
+        "model.norm.weight" => return "output_norm.weight".into(),
+        "lm_head.weight" => return "output.weight".into(),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap();
+    let (layer, rest) = rest.split_once('.').unwrap();
+    let (part, kind) = rest.rsplit_once('.').unwrap();
+    let g = match part {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        other => panic!("{other}"),
+    };
+    format!("blk.{layer}.{g}.{kind}")
+}
+
+/// A parity fixture (tests/fixtures/tiny-qwen2, tiny-qwen3) written as llama.cpp's converter
+/// writes a `qwen2` / `qwen3` GGUF: its metadata keys, tensor names, no Q/K permutation (only
+/// LlamaModel permutes), f32 tensors, and a byte-level vocabulary of the 256 byte characters
+/// (`pre = qwen2`). Returns the fixture's tensors by HF name.
+fn fixture_as_gguf(name: &str, arch: &str, out: &Path) -> Vec<(String, Tensor)> {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use gguf_file::Value as V;
+    let dir = root().join("tests/fixtures").join(name);
+    let cfg = read_json(&dir.join("config.json"));
+    let mut tensors: Vec<(String, Tensor)> = vec![];
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let file = p.file_name().unwrap().to_str().unwrap().to_string();
+        if file.starts_with("model") && file.ends_with(".safetensors") {
+            tensors.extend(candle_core::safetensors::load(&p, &Device::Cpu).unwrap());
+        }
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let u = |k: &str| V::U32(cfg[k].as_u64().unwrap() as u32);
+    let theta = cfg["rope_parameters"]["rope_theta"].as_f64().unwrap() as f32;
+    let mut meta: Vec<(String, V)> = vec![
+        ("general.architecture".into(), V::String(arch.into())),
+        (format!("{arch}.block_count"), u("num_hidden_layers")),
+        (format!("{arch}.embedding_length"), u("hidden_size")),
+        (format!("{arch}.feed_forward_length"), u("intermediate_size")),
+        (format!("{arch}.attention.head_count"), u("num_attention_heads")),
+        (format!("{arch}.attention.head_count_kv"), u("num_key_value_heads")),
+        (format!("{arch}.context_length"), u("max_position_embeddings")),
+        (format!("{arch}.attention.layer_norm_rms_epsilon"), V::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32)),
+        (format!("{arch}.rope.freq_base"), V::F32(theta)),
+        ("tokenizer.ggml.model".into(), V::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), V::String("qwen2".into())),
+        ("tokenizer.ggml.eos_token_id".into(), V::U32(2)),
+    ];
+    if arch == "qwen3" {
+        meta.push((format!("{arch}.attention.key_length"), u("head_dim")));
+        meta.push((format!("{arch}.attention.value_length"), u("head_dim")));
+    }
+    // GPT-2's byte alphabet, in byte order: the 256 single-character tokens.
+    let printable: Vec<u32> = (33..=126).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut n = 0;
+    let tokens: Vec<V> = (0..256u32)
+        .map(|b| {
+            let c = if printable.contains(&b) {
+                char::from_u32(b).unwrap()
+            } else {
+                n += 1;
+                char::from_u32(255 + n).unwrap()
+            };
+            V::String(c.to_string())
+        })
+        .collect();
+    meta.push(("tokenizer.ggml.token_type".into(), V::Array(vec![V::I32(1); 256])));
+    meta.push(("tokenizer.ggml.tokens".into(), V::Array(tokens)));
+    meta.push(("tokenizer.ggml.merges".into(), V::Array(vec![])));
+    let q: Vec<(String, QTensor)> = tensors
+        .iter()
+        .map(|(n, t)| (gguf_tensor_name(n), QTensor::quantize(t, GgmlDType::F32).unwrap()))
+        .collect();
+    let meta_refs: Vec<(&str, &V)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let q_refs: Vec<(&str, &QTensor)> = q.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut w = std::fs::File::create(out).unwrap();
+    gguf_file::write(&mut w, &meta_refs, &q_refs).unwrap();
+    tensors
+}
+
+/// Qwen2 and Qwen3 GGUFs import to the fixture's weights bit for bit, into a directory whose
+/// config clipo and transformers read as Qwen2ForCausalLM / Qwen3ForCausalLM, and the imported
+/// model gives transformers' logits.
+#[test]
+fn qwen2_and_qwen3_ggufs_import() {
+    use clipo::model::Model;
+    let tmp = tempdir();
+    for (name, arch, class) in [("tiny-qwen2", "qwen2", "Qwen2ForCausalLM"), ("tiny-qwen3", "qwen3", "Qwen3ForCausalLM")] {
+        let gguf = tmp.path().join(format!("{name}.gguf"));
+        let want = fixture_as_gguf(name, arch, &gguf);
+        let out = tmp.path().join(name);
+        let summary = import_gguf(&gguf, &out, SaveDtype::F32).unwrap();
+        assert_eq!(summary.architecture, arch);
+        let got = weights(&out);
+        assert_eq!(got.len(), want.len(), "{name}");
+        for ((a, x), (b, y)) in got.iter().zip(&want) {
+            assert_eq!(a, b);
+            assert_eq!(values(x), values(y), "{name} {a}");
+        }
+        let config = read_json(&out.join("config.json"));
+        assert_eq!(config["architectures"][0], class);
+        let m = Model::load(&out, &Device::Cpu, DType::F32).unwrap();
+        let exp = candle_core::safetensors::load(root().join("tests/fixtures").join(name).join("expected.safetensors"), &Device::Cpu).unwrap();
+        let x = exp["prompt_1"].to_dtype(DType::U32).unwrap().unsqueeze(0).unwrap();
+        let logits = m.logits_nograd(&x, &[0]).unwrap().squeeze(0).unwrap();
+        let d = (logits - &exp["logits_1"]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-4, "{name}: {d}");
+        println!("{name}: {arch} GGUF imported, weights bit for bit, logits within {d:.1e} of transformers'");
+    }
+}
