@@ -778,3 +778,37 @@ fn qwen2_and_qwen3_ggufs_import() {
         println!("{name}: {arch} GGUF imported, weights bit for bit, logits within {d:.1e} of transformers'");
     }
 }
+
+/// A SentencePiece GGUF (`tokenizer.ggml.model = llama`: scores, byte-fallback tokens, the space
+/// marker; written by the `gguf` package, scripts/make_spm_gguf_fixture.py) imports into a
+/// directory whose tokenizer gives transformers' ids on 44 texts (with and without the BOS it
+/// adds), decodes them back as transformers does, and holds the same merges.
+#[test]
+fn sentencepiece_gguf_tokenizes_like_transformers() {
+    let tmp = tempdir();
+    let out = tmp.path().join("spm");
+    let summary = import_gguf(&fixture("tiny-spm.gguf"), &out, SaveDtype::F32).unwrap();
+    let expected = read_json(&fixture("tiny-spm-expected.json"));
+    assert_eq!(summary.vocab_size as u64, expected["vocab_size"].as_u64().unwrap());
+    let tok = load_tokenizer(&out).unwrap();
+    let ours: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer.json")).unwrap()).unwrap();
+    let theirs = &expected["tokenizer_json"];
+    assert_eq!(ours["model"]["merges"], theirs["model"]["merges"]);
+    for key in ["pre_tokenizer", "decoder", "post_processor", "normalizer", "added_tokens"] {
+        assert_eq!(ours[key], theirs[key], "{key}");
+    }
+    let cases = expected["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 44);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let ids = |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
+        let got = encode_prompt(&tok, text).unwrap();
+        assert_eq!(got, ids("ids"), "{text:?}");
+        let with_bos = tok.encode_fast(text, true).unwrap().get_ids().to_vec();
+        assert_eq!(with_bos, ids("ids_with_bos"), "{text:?} with BOS");
+        assert_eq!(decode(&tok, &got, false).unwrap(), case["decoded"].as_str().unwrap(), "{text:?} decoded");
+    }
+    // the model itself loads
+    let m = clipo::model::Model::load(&out, &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(m.config().vocab_size as u64, expected["vocab_size"].as_u64().unwrap());
+}

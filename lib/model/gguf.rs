@@ -185,6 +185,18 @@ impl Meta<'_> {
         });
         strings.collect()
     }
+    fn floats(&self, key: &str) -> Result<Vec<f32>, GgufError> {
+        let Some(v) = self.get(key) else {
+            return Ok(vec![]);
+        };
+        let items = v.to_vec().map_err(|e| meta_err(key, e.to_string()))?;
+        let floats = items.iter().map(|x| match *x {
+            Value::F32(f) => Ok(f),
+            Value::F64(f) => Ok(f as f32),
+            _ => Err(meta_err(key, "expected floats")),
+        });
+        floats.collect()
+    }
     fn ints(&self, key: &str) -> Result<Vec<i32>, GgufError> {
         let Some(v) = self.get(key) else {
             return Ok(vec![]);
@@ -205,17 +217,20 @@ fn read_vocab(meta: &Meta) -> Result<GgufVocab, GgufError> {
     let model = meta
         .string("tokenizer.ggml.model")?
         .ok_or_else(|| meta_err("tokenizer.ggml.model", "missing"))?;
+    // llama.cpp and transformers add a BOS to a SentencePiece vocabulary that does not say
+    let add_bos_default = model == "llama";
     Ok(GgufVocab {
-        model,
         pre: meta.string("tokenizer.ggml.pre")?,
         tokens: meta.strings("tokenizer.ggml.tokens")?,
         token_types: meta.ints("tokenizer.ggml.token_type")?,
         merges: meta.strings("tokenizer.ggml.merges")?,
+        scores: meta.floats("tokenizer.ggml.scores")?,
+        model,
         bos_id: meta.id("tokenizer.ggml.bos_token_id")?,
         eos_id: meta.id("tokenizer.ggml.eos_token_id")?,
         unk_id: meta.id("tokenizer.ggml.unknown_token_id")?,
         pad_id: meta.id("tokenizer.ggml.padding_token_id")?,
-        add_bos: meta.bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
+        add_bos: meta.bool("tokenizer.ggml.add_bos_token")?.unwrap_or(add_bos_default),
     })
 }
 
@@ -532,7 +547,6 @@ pub fn tokenizer_files(model: &GgufModel) -> Result<Vec<(String, Vec<u8>)>, Gguf
         .collect();
     let mut tokenizer_config = serde_json::json!({
         "add_bos_token": vocab.add_bos,
-        "add_prefix_space": false,
         "added_tokens_decoder": added,
         "clean_up_tokenization_spaces": false,
         "model_max_length": model.config["max_position_embeddings"],
@@ -541,6 +555,10 @@ pub fn tokenizer_files(model: &GgufModel) -> Result<Vec<(String, Vec<u8>)>, Gguf
         "tokenizer_class": "PreTrainedTokenizerFast",
     });
     let obj = tokenizer_config.as_object_mut().unwrap();
+    if vocab.model == "gpt2" {
+        // byte-level BPE: no space before the text (a SentencePiece vocabulary's Metaspace adds one)
+        obj.insert("add_prefix_space".into(), false.into());
+    }
     obj.extend(special.clone());
     if let Some(template) = &model.chat_template {
         obj.insert("chat_template".into(), template.clone().into());
