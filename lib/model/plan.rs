@@ -178,6 +178,27 @@ mod tests {
     }
 
     #[test]
+    fn plan_counts_every_familys_parameters() {
+        // Qwen3-0.6B (q/k norms, head_dim 128 != hidden / heads), Llama-3.2-1B, Mistral-7B: the
+        // plan's count is the model's, as published (0.6B, 1.24B, 7.24B).
+        for (json, want) in [
+            (r#"{"architectures":["Qwen3ForCausalLM"],"head_dim":128,"hidden_size":1024,"intermediate_size":3072,
+                "num_attention_heads":16,"num_hidden_layers":28,"num_key_value_heads":8,"rms_norm_eps":1e-6,
+                "tie_word_embeddings":true,"vocab_size":151936}"#, 596_049_920u64),
+            (r#"{"architectures":["LlamaForCausalLM"],"head_dim":64,"hidden_size":2048,"intermediate_size":8192,
+                "num_attention_heads":32,"num_hidden_layers":16,"num_key_value_heads":8,"rms_norm_eps":1e-5,
+                "tie_word_embeddings":true,"vocab_size":128256}"#, 1_235_814_400),
+            (r#"{"architectures":["MistralForCausalLM"],"hidden_size":4096,"intermediate_size":14336,
+                "num_attention_heads":32,"num_hidden_layers":32,"num_key_value_heads":8,"rms_norm_eps":1e-5,
+                "sliding_window":4096,"vocab_size":32000}"#, 7_241_732_096),
+        ] {
+            let cfg = Config::from_json(json).unwrap();
+            assert_eq!(parameter_counts(&cfg).0, want);
+            assert_eq!(cfg.num_parameters() as u64, want);
+        }
+    }
+
+    #[test]
     fn qwen25_3b_parameters_and_checkpointed_bf16_fits_80gb() {
         let cfg = qwen25_3b();
         let (p, _, _) = parameter_counts(&cfg);
