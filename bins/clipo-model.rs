@@ -19,9 +19,10 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Import a GGUF (llama architecture, e.g. SmolLM2-135M-Instruct.Q4_1.gguf) as a Hugging
-    /// Face directory: config.json, model.safetensors, tokenizer.json, tokenizer_config.json
-    /// (with the chat template), special_tokens_map.json, generation_config.json.
+    /// Import a GGUF (llama, qwen2 or qwen3 architecture, e.g. SmolLM2-135M-Instruct.Q4_1.gguf;
+    /// byte-level BPE or SentencePiece vocabulary) as a Hugging Face directory: config.json,
+    /// model.safetensors, tokenizer.json, tokenizer_config.json (with the chat template),
+    /// special_tokens_map.json, generation_config.json.
     ImportGguf {
         /// The .gguf file.
         gguf: PathBuf,
@@ -35,7 +36,8 @@ enum Command {
         force: bool,
     },
     /// Print a model directory's architecture, sizes, parameter count, vocabulary, stop
-    /// tokens and whether it has a chat template.
+    /// tokens, whether it has a chat template, and whether clipo loads it (or what of its
+    /// config.json is unsupported).
     Info {
         /// The model directory.
         dir: PathBuf,

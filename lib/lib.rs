@@ -5,7 +5,7 @@
 //!   schema checks, writing them atomically with provenance; [`prompts`], [`trajectories`].
 //! - [`verify`]: the reference verifier (REFERENCE.md §5), verl's gsm8k scorer, users' scorer
 //!   programs and the choice per data source.
-//! - [`model`]: Llama/Qwen2 in candle, trainable, with sampling; GGUF import, tokenizers, chat
+//! - [`model`]: Llama/Qwen2/Qwen3/Mistral in candle, trainable, with sampling; GGUF import, tokenizers, chat
 //!   templates, Hugging Face directories. [`policy`]: a model directory as the stages use it.
 //! - [`rl`]: advantages, policy losses, KL (REFERENCE.md §6); [`optim`]: AdamW; [`schedule`]:
 //!   the learning-rate schedule and the adaptive KL coefficient.

@@ -530,3 +530,285 @@ fn smollm2_info() {
         (Some(100000.0), Some(1e-5))
     );
 }
+
+/// A parity fixture of each new family (tests/fixtures/tiny-*) with the tiny GGUF's tokenizer
+/// files beside it, as a model directory in `tmp`.
+fn family_dir(tmp: &Path, name: &str) -> PathBuf {
+    let gg = tmp.join("gguf-tokenizer");
+    if !gg.is_dir() {
+        import_gguf(&fixture("tiny-llama.gguf"), &gg, SaveDtype::F32).unwrap();
+    }
+    let src = root().join("tests/fixtures").join(name);
+    let out = tmp.join(name);
+    std::fs::create_dir_all(&out).unwrap();
+    for f in ["config.json", "model.safetensors", "generation_config.json"] {
+        std::fs::copy(src.join(f), out.join(f)).unwrap();
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+        std::fs::copy(gg.join(f), out.join(f)).unwrap();
+    }
+    out
+}
+
+/// Qwen3 (untied and tied), Llama with llama3 rope scaling and Mistral: saved from the model's
+/// weights (f32 and bf16) and reloaded, they give the same logits bit for bit; `clipo-model info`
+/// describes them and says what clipo uses of each.
+#[test]
+fn new_families_save_reload_and_describe() {
+    use clipo::model::Model;
+    let tmp = tempdir();
+    let bin = env!("CARGO_BIN_EXE_clipo-model");
+    let cases = [
+        ("tiny-qwen3", "architecture: Qwen3ForCausalLM", "clipo loads it: yes (Qwen3 (q/k norms), rope theta 1000000)"),
+        ("tiny-qwen3-tied", "tied embeddings: true", "clipo loads it: yes (Qwen3 (q/k norms), rope theta 10000)"),
+        ("tiny-llama3-rope", "architecture: LlamaForCausalLM", "rope theta 10000 llama3 x8 from 16 positions"),
+        ("tiny-mistral", "architecture: MistralForCausalLM", "clipo loads it: yes (Mistral, rope theta 10000, sliding window 8)"),
+    ];
+    let ids = Tensor::new(&[[5u32, 17, 99, 3, 200, 42, 7, 8, 9, 10, 11, 12, 13, 14]], &Device::Cpu).unwrap();
+    for (name, line1, line2) in cases {
+        let src = family_dir(tmp.path(), name);
+        for (dtype, save) in [(DType::F32, SaveDtype::F32), (DType::BF16, SaveDtype::Bf16)] {
+            let m = Model::load(&src, &Device::Cpu, dtype).unwrap();
+            let tensors: Vec<(String, Tensor)> = m.vars().into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
+            let out = tmp.path().join(format!("{name}-{save}"));
+            hf::save_hf_dir(&out, &src, &tensors, save).unwrap();
+            let back = Model::load(&out, &Device::Cpu, dtype).unwrap();
+            assert_eq!(values(&back.logits_nograd(&ids, &[0]).unwrap()), values(&m.logits_nograd(&ids, &[0]).unwrap()), "{name} {save}");
+            let o = Command::new(bin).args(["info".as_ref(), out.as_os_str()]).output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let text = String::from_utf8(o.stdout).unwrap();
+            let params = format!("parameters: {} ", m.config().num_parameters());
+            for line in [line1, line2, params.as_str()] {
+                assert!(text.contains(line), "{name}: missing {line:?} in\n{text}");
+            }
+        }
+    }
+}
+
+/// `clipo-model info` on a directory clipo cannot load says so and names what is unsupported:
+/// the architecture, the rope type, Qwen's per-layer sliding windows.
+#[test]
+fn info_names_what_is_unsupported() {
+    let tmp = tempdir();
+    let bin = env!("CARGO_BIN_EXE_clipo-model");
+    let dir = family_dir(tmp.path(), "tiny-llama3-rope");
+    let config = read_json(&dir.join("config.json"));
+    let edits: [(&str, serde_json::Value, &str); 3] = [
+        ("architectures", serde_json::json!(["Gemma2ForCausalLM"]), "architecture \"Gemma2ForCausalLM\""),
+        (
+            "rope_parameters",
+            serde_json::json!({"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0}),
+            "rope_parameters rope_type \"yarn\" (supported: default, linear, dynamic, llama3)",
+        ),
+        ("layer_types", serde_json::json!(["full_attention", "sliding_attention"]), "layer_types \"sliding_attention\""),
+    ];
+    for (key, value, want) in edits {
+        let mut c = config.clone();
+        c[key] = value;
+        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        let o = Command::new(bin).args(["info".as_ref(), dir.as_os_str()]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8(o.stdout).unwrap();
+        assert!(text.contains("clipo loads it: no (unsupported model: ") && text.contains(want), "{key}: {text}");
+    }
+}
+
+/// Qwen3's shipped chat template (thinking blocks, `enable_thinking`, tools, tool calls and
+/// responses, `reasoning_content` and its aliases) renders byte for byte as transformers renders
+/// it (tests/fixtures/model_io/qwen3-chat_cases.json, by scripts/make_qwen3_chat_cases.py), and
+/// fails where transformers fails; from a model directory's chat_template.jinja too.
+#[test]
+fn qwen3_chat_template_renders_like_transformers() {
+    use clipo::model::chat::RenderExtras;
+    let source = std::fs::read_to_string(fixture("qwen3-chat_template.jinja")).unwrap();
+    let cases = read_json(&fixture("qwen3-chat_cases.json"));
+    let special = SpecialTokens::from_tokenizer_config(&cases["special_tokens"]);
+    let chat = ChatTemplate::new(source.clone(), special).unwrap();
+    let mut rendered = 0;
+    for case in cases["cases"].as_array().unwrap() {
+        let extras = RenderExtras {
+            tools: Some(case["tools"].clone()).filter(|t| !t.is_null()),
+            vars: case["vars"].as_object().unwrap().clone(),
+        };
+        let messages = minijinja::Value::from_serialize(&case["messages"]);
+        let got = chat.render_with(messages, case["add_generation_prompt"].as_bool().unwrap(), &extras);
+        match case["rendered"].as_str() {
+            Some(want) => {
+                assert_eq!(got.unwrap(), want, "{}", case["messages"]);
+                rendered += 1;
+            }
+            None => assert!(got.is_err(), "transformers fails on {}, we rendered {got:?}", case["messages"]),
+        }
+    }
+    assert_eq!(rendered, 11);
+
+    // As a model directory holds it: chat_template.jinja, special tokens from tokenizer_config.json.
+    let tmp = tempdir();
+    std::fs::write(tmp.path().join("chat_template.jinja"), &source).unwrap();
+    std::fs::write(tmp.path().join("tokenizer_config.json"), r#"{"eos_token": "<|im_end|>", "bos_token": null}"#).unwrap();
+    let chat = ChatTemplate::from_dir(tmp.path()).unwrap();
+    assert_eq!(
+        chat.render(&[ChatMessage::new("user", "2 + 3?")], true).unwrap(),
+        "<|im_start|>user\n2 + 3?<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+/// The GGUF name llama.cpp gives a Hugging Face tensor name (the inverse of
+/// `gguf::hf_tensor_name`).
+fn gguf_tensor_name(hf: &str) -> String {
+    match hf {
+        "model.embed_tokens.weight" => return "token_embd.weight".into(),
+        "model.norm.weight" => return "output_norm.weight".into(),
+        "lm_head.weight" => return "output.weight".into(),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap();
+    let (layer, rest) = rest.split_once('.').unwrap();
+    let (part, kind) = rest.rsplit_once('.').unwrap();
+    let g = match part {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        other => panic!("{other}"),
+    };
+    format!("blk.{layer}.{g}.{kind}")
+}
+
+/// A parity fixture (tests/fixtures/tiny-qwen2, tiny-qwen3) written as llama.cpp's converter
+/// writes a `qwen2` / `qwen3` GGUF: its metadata keys, tensor names, no Q/K permutation (only
+/// LlamaModel permutes), f32 tensors, and a byte-level vocabulary of the 256 byte characters
+/// (`pre = qwen2`). Returns the fixture's tensors by HF name.
+fn fixture_as_gguf(name: &str, arch: &str, out: &Path) -> Vec<(String, Tensor)> {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use gguf_file::Value as V;
+    let dir = root().join("tests/fixtures").join(name);
+    let cfg = read_json(&dir.join("config.json"));
+    let mut tensors: Vec<(String, Tensor)> = vec![];
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let file = p.file_name().unwrap().to_str().unwrap().to_string();
+        if file.starts_with("model") && file.ends_with(".safetensors") {
+            tensors.extend(candle_core::safetensors::load(&p, &Device::Cpu).unwrap());
+        }
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let u = |k: &str| V::U32(cfg[k].as_u64().unwrap() as u32);
+    let theta = cfg["rope_parameters"]["rope_theta"].as_f64().unwrap() as f32;
+    let mut meta: Vec<(String, V)> = vec![
+        ("general.architecture".into(), V::String(arch.into())),
+        (format!("{arch}.block_count"), u("num_hidden_layers")),
+        (format!("{arch}.embedding_length"), u("hidden_size")),
+        (format!("{arch}.feed_forward_length"), u("intermediate_size")),
+        (format!("{arch}.attention.head_count"), u("num_attention_heads")),
+        (format!("{arch}.attention.head_count_kv"), u("num_key_value_heads")),
+        (format!("{arch}.context_length"), u("max_position_embeddings")),
+        (format!("{arch}.attention.layer_norm_rms_epsilon"), V::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32)),
+        (format!("{arch}.rope.freq_base"), V::F32(theta)),
+        ("tokenizer.ggml.model".into(), V::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), V::String("qwen2".into())),
+        ("tokenizer.ggml.eos_token_id".into(), V::U32(2)),
+    ];
+    if arch == "qwen3" {
+        meta.push((format!("{arch}.attention.key_length"), u("head_dim")));
+        meta.push((format!("{arch}.attention.value_length"), u("head_dim")));
+    }
+    // GPT-2's byte alphabet, in byte order: the 256 single-character tokens.
+    let printable: Vec<u32> = (33..=126).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut n = 0;
+    let tokens: Vec<V> = (0..256u32)
+        .map(|b| {
+            let c = if printable.contains(&b) {
+                char::from_u32(b).unwrap()
+            } else {
+                n += 1;
+                char::from_u32(255 + n).unwrap()
+            };
+            V::String(c.to_string())
+        })
+        .collect();
+    meta.push(("tokenizer.ggml.token_type".into(), V::Array(vec![V::I32(1); 256])));
+    meta.push(("tokenizer.ggml.tokens".into(), V::Array(tokens)));
+    meta.push(("tokenizer.ggml.merges".into(), V::Array(vec![])));
+    let q: Vec<(String, QTensor)> = tensors
+        .iter()
+        .map(|(n, t)| (gguf_tensor_name(n), QTensor::quantize(t, GgmlDType::F32).unwrap()))
+        .collect();
+    let meta_refs: Vec<(&str, &V)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let q_refs: Vec<(&str, &QTensor)> = q.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut w = std::fs::File::create(out).unwrap();
+    gguf_file::write(&mut w, &meta_refs, &q_refs).unwrap();
+    tensors
+}
+
+/// Qwen2 and Qwen3 GGUFs import to the fixture's weights bit for bit, into a directory whose
+/// config clipo and transformers read as Qwen2ForCausalLM / Qwen3ForCausalLM, and the imported
+/// model gives transformers' logits.
+#[test]
+fn qwen2_and_qwen3_ggufs_import() {
+    use clipo::model::Model;
+    let tmp = tempdir();
+    for (name, arch, class) in [("tiny-qwen2", "qwen2", "Qwen2ForCausalLM"), ("tiny-qwen3", "qwen3", "Qwen3ForCausalLM")] {
+        let gguf = tmp.path().join(format!("{name}.gguf"));
+        let want = fixture_as_gguf(name, arch, &gguf);
+        let out = tmp.path().join(name);
+        let summary = import_gguf(&gguf, &out, SaveDtype::F32).unwrap();
+        assert_eq!(summary.architecture, arch);
+        let got = weights(&out);
+        assert_eq!(got.len(), want.len(), "{name}");
+        for ((a, x), (b, y)) in got.iter().zip(&want) {
+            assert_eq!(a, b);
+            assert_eq!(values(x), values(y), "{name} {a}");
+        }
+        let config = read_json(&out.join("config.json"));
+        assert_eq!(config["architectures"][0], class);
+        let m = Model::load(&out, &Device::Cpu, DType::F32).unwrap();
+        let exp = candle_core::safetensors::load(root().join("tests/fixtures").join(name).join("expected.safetensors"), &Device::Cpu).unwrap();
+        let x = exp["prompt_1"].to_dtype(DType::U32).unwrap().unsqueeze(0).unwrap();
+        let logits = m.logits_nograd(&x, &[0]).unwrap().squeeze(0).unwrap();
+        let d = (logits - &exp["logits_1"]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-4, "{name}: {d}");
+        println!("{name}: {arch} GGUF imported, weights bit for bit, logits within {d:.1e} of transformers'");
+    }
+}
+
+/// A SentencePiece GGUF (`tokenizer.ggml.model = llama`: scores, byte-fallback tokens, the space
+/// marker; written by the `gguf` package, scripts/make_spm_gguf_fixture.py) imports into a
+/// directory whose tokenizer gives transformers' ids on 44 texts (with and without the BOS it
+/// adds), decodes them back as transformers does, and holds the same merges.
+#[test]
+fn sentencepiece_gguf_tokenizes_like_transformers() {
+    let tmp = tempdir();
+    let out = tmp.path().join("spm");
+    let summary = import_gguf(&fixture("tiny-spm.gguf"), &out, SaveDtype::F32).unwrap();
+    let expected = read_json(&fixture("tiny-spm-expected.json"));
+    assert_eq!(summary.vocab_size as u64, expected["vocab_size"].as_u64().unwrap());
+    let tok = load_tokenizer(&out).unwrap();
+    let ours: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer.json")).unwrap()).unwrap();
+    let theirs = &expected["tokenizer_json"];
+    assert_eq!(ours["model"]["merges"], theirs["model"]["merges"]);
+    for key in ["pre_tokenizer", "decoder", "post_processor", "normalizer", "added_tokens"] {
+        assert_eq!(ours[key], theirs[key], "{key}");
+    }
+    let cases = expected["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 44);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let ids = |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
+        let got = encode_prompt(&tok, text).unwrap();
+        assert_eq!(got, ids("ids"), "{text:?}");
+        let with_bos = tok.encode_fast(text, true).unwrap().get_ids().to_vec();
+        assert_eq!(with_bos, ids("ids_with_bos"), "{text:?} with BOS");
+        assert_eq!(decode(&tok, &got, false).unwrap(), case["decoded"].as_str().unwrap(), "{text:?} decoded");
+    }
+    // the model itself loads
+    let m = clipo::model::Model::load(&out, &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(m.config().vocab_size as u64, expected["vocab_size"].as_u64().unwrap());
+}

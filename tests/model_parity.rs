@@ -8,7 +8,15 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, D};
 use clipo::model::{Model, Sequence};
 
-const FIXTURES: [&str; 3] = ["tiny-llama", "tiny-llama-bias", "tiny-qwen2"];
+const FIXTURES: [&str; 7] = [
+    "tiny-llama",
+    "tiny-llama-bias",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-qwen3-tied",
+    "tiny-llama3-rope",
+    "tiny-mistral",
+];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(file!())
@@ -313,7 +321,7 @@ fn bf16_matches_transformers_within_its_precision_and_old_equals_training_logpro
         let old = m.response_logprobs_nograd(&seqs, 1.0, 3).unwrap();
         // The update's old log-probs on this path come from the training pass itself.
         assert!(!m.nograd_matches_training());
-        let as_trained = m.logprobs_as_trained(&seqs, 1.0).unwrap();
+        let as_trained = m.logprobs_as_trained(&seqs, 1.0, clipo::model::Memory::default()).unwrap();
         for i in 0..4 {
             assert_eq!(as_trained[i], train.logprobs_row(i).unwrap(), "{name} row {i}: old and training log-probs differ");
         }
@@ -342,4 +350,41 @@ fn bf16_matches_transformers_within_its_precision_and_old_equals_training_logpro
         // The no-grad kernels round differently: why the old log-probs come from the training pass.
         assert!(worst_ratio < 0.25, "{name}: |no-grad - training log-prob| {worst_ratio}");
     }
+}
+
+/// The rope frequencies of Llama 3.1 and 3.2 (llama3 scaling), linear and dynamic scaling, bit for
+/// bit transformers' (tests/fixtures/rope_inv_freq.json, from scripts/make_parity_fixtures.py).
+#[test]
+fn rope_frequencies_equal_transformers() {
+    let text = std::fs::read_to_string(fixture("rope_inv_freq.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cases = json["cases"].as_object().unwrap();
+    assert_eq!(cases.len(), 4);
+    for (name, case) in cases {
+        let cfg = clipo::model::Config::from_json(&case["config"].to_string()).unwrap();
+        let got = clipo::model::transformer::rope_inv_freq(&cfg).unwrap();
+        let want: Vec<f32> = case["inv_freq"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        assert_eq!(got, want, "{name}");
+        println!("{name}: {} frequencies equal transformers' bit for bit", got.len());
+    }
+}
+
+/// Dynamic (NTK) scaling is the default rope below max_position_embeddings and refused past it
+/// (transformers then rescales with state kept across calls), naming what is unsupported.
+#[test]
+fn dynamic_rope_is_refused_past_max_position_embeddings() {
+    let dir = fixture("tiny-llama");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    cfg["rope_parameters"] = serde_json::json!({"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0});
+    cfg["max_position_embeddings"] = serde_json::json!(16);
+    let cfg = clipo::model::Config::from_json(&cfg.to_string()).unwrap();
+    let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let m = Model::from_tensors(cfg, tensors, &Device::Cpu, DType::F32).unwrap();
+    let (plain, exp) = load("tiny-llama");
+    let x = exp["prompt_1"].to_dtype(DType::U32).unwrap().unsqueeze(0).unwrap(); // 12 tokens
+    let d = max_diff(&m.forward_hidden(&x, &[0]).unwrap(), &plain.forward_hidden(&x, &[0]).unwrap(), None);
+    assert_eq!(d, 0.0);
+    let long = Tensor::cat(&[&x, &x], 1).unwrap(); // 24 tokens: positions past 16
+    let e = m.forward_hidden(&long, &[0]).err().unwrap().to_string();
+    assert!(e.contains("dynamic rope scaling") && e.contains("max_position_embeddings = 16"), "{e}");
 }

@@ -53,9 +53,13 @@ fn assert_same(a: &[Sample], b: &[Sample], what: &str) -> f32 {
     worst
 }
 
+/// One fixture of each family (tests/model_parity.rs): Llama, Qwen2, Qwen3, Llama with llama3
+/// rope scaling, Mistral (a window of 8, shorter than the prompts plus their samples).
+const FAMILIES: [&str; 5] = ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-llama3-rope", "tiny-mistral"];
+
 #[test]
 fn batch8_greedy_equals_batch1_greedy() {
-    for name in ["tiny-llama", "tiny-qwen2"] {
+    for name in FAMILIES {
         let m = load(name);
         let ps = prompts();
         let refs: Vec<&[u32]> = ps.iter().map(|p| p.as_slice()).collect();
@@ -195,7 +199,7 @@ fn stop_tokens_end_rows_early_and_the_others_go_on() {
 
 #[test]
 fn sampler_logprobs_equal_teacher_forced_scores() {
-    for name in ["tiny-llama", "tiny-qwen2"] {
+    for name in FAMILIES {
         let m = load(name);
         let ps = prompts();
         let t = 0.7;
@@ -255,7 +259,7 @@ fn teacher_forced_hidden(m: &Model, prompt: &[u32], response: &[u32]) -> Vec<Vec
 
 #[test]
 fn pooled_hidden_states_match_teacher_forcing() {
-    for name in ["tiny-llama", "tiny-qwen2"] {
+    for name in FAMILIES {
         let m = load(name);
         let ps = prompts();
         let reqs: Vec<SampleRequest> = ps

@@ -3,11 +3,15 @@
 //!
 //! transformers compiles the template in a sandboxed Jinja2 environment with `trim_blocks`,
 //! `lstrip_blocks` and loop controls, overrides `tojson` (plain `json.dumps`, no HTML escaping,
-//! non-ASCII kept), adds `raise_exception`, and passes `messages`, `tools` (none),
-//! `documents` (none), `add_generation_prompt` and the special tokens (`bos_token`,
-//! `eos_token`, `pad_token`, `unk_token`). We do the same with minijinja, plus minijinja-contrib's
+//! non-ASCII kept), adds `raise_exception`, and passes `messages`, `tools` (none unless given),
+//! `documents` (none), `add_generation_prompt`, the special tokens (`bos_token`,
+//! `eos_token`, `pad_token`, `unk_token`) and any extra keyword (Qwen3's `enable_thinking`). It
+//! also copies a message's reasoning given as `reasoning` or `thinking` to `reasoning_content`
+//! (and the first to `thinking`). We do the same with minijinja, plus minijinja-contrib's
 //! Python string and dict methods (`.strip()`, `.startswith()`, `.items()`, ...), which Qwen-style
-//! templates call.
+//! templates call. Qwen3's shipped template (thinking blocks, `enable_thinking`, tool calls and
+//! responses, `messages[::-1]`, `namespace`) renders byte for byte as transformers renders it
+//! (tests/model_io.rs, fixtures by scripts/make_qwen3_chat_cases.py).
 //!
 //! Departures from transformers, none of which SmolLM2's or Qwen2.5's templates touch:
 //! - maps iterate in key order, not insertion order, so `tojson` of a tool schema sorts its keys;
@@ -54,6 +58,14 @@ impl ChatMessage {
             content: content.into(),
         }
     }
+}
+
+/// What `apply_chat_template` passes beside the messages: tool schemas (`tools`) and extra
+/// template variables (`{"enable_thinking": false}` for Qwen3's non-thinking prompts).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RenderExtras {
+    pub tools: Option<serde_json::Value>,
+    pub vars: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The special tokens a template may print; `None` ones stay undefined, as in transformers.
@@ -180,23 +192,68 @@ impl ChatTemplate {
         messages: Value,
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
+        self.render_with(messages, add_generation_prompt, &RenderExtras::default())
+    }
+
+    /// As [`Self::render_value`] with tool schemas and extra template variables, as
+    /// `apply_chat_template(messages, tools=..., **vars)` passes them.
+    pub fn render_with(
+        &self,
+        messages: Value,
+        add_generation_prompt: bool,
+        extras: &RenderExtras,
+    ) -> Result<String, ChatError> {
         let s = &self.special;
-        let ctx = minijinja::context! {
-            messages => messages,
-            tools => Value::from(()),
-            documents => Value::from(()),
-            add_generation_prompt => add_generation_prompt,
-            bos_token => s.bos_token.as_deref().map(Value::from).unwrap_or(Value::UNDEFINED),
-            eos_token => s.eos_token.as_deref().map(Value::from).unwrap_or(Value::UNDEFINED),
-            pad_token => s.pad_token.as_deref().map(Value::from).unwrap_or(Value::UNDEFINED),
-            unk_token => s.unk_token.as_deref().map(Value::from).unwrap_or(Value::UNDEFINED),
-        };
+        let token = |t: &Option<String>| t.as_deref().map(Value::from).unwrap_or(Value::UNDEFINED);
+        let mut ctx: std::collections::BTreeMap<String, Value> = extras
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from_serialize(v)))
+            .collect();
+        for (k, v) in [
+            ("messages", alias_reasoning(messages)),
+            ("tools", extras.tools.as_ref().map(Value::from_serialize).unwrap_or(Value::from(()))),
+            ("documents", Value::from(())),
+            ("add_generation_prompt", Value::from(add_generation_prompt)),
+            ("bos_token", token(&s.bos_token)),
+            ("eos_token", token(&s.eos_token)),
+            ("pad_token", token(&s.pad_token)),
+            ("unk_token", token(&s.unk_token)),
+        ] {
+            ctx.insert(k.to_string(), v);
+        }
+        let ctx = Value::from(ctx);
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(ChatError::Compile)?;
         template.render(ctx).map_err(ChatError::Render)
     }
+}
+
+/// transformers' `_alias_reasoning_fields`: a message whose reasoning is given as
+/// `reasoning_content`, `thinking` or `reasoning` (the first non-null, in that order) gets it as
+/// `reasoning_content`, and as `thinking` unless it has its own. Other values pass unchanged.
+fn alias_reasoning(messages: Value) -> Value {
+    let Ok(serde_json::Value::Array(list)) = serde_json::to_value(&messages) else {
+        return messages;
+    };
+    let aliased: Vec<serde_json::Value> = list
+        .into_iter()
+        .map(|mut m| {
+            if let serde_json::Value::Object(o) = &mut m {
+                let reasoning = ["reasoning_content", "thinking", "reasoning"]
+                    .iter()
+                    .find_map(|k| o.get(*k).filter(|v| !v.is_null()).cloned());
+                if let Some(r) = reasoning {
+                    o.entry("thinking").or_insert_with(|| r.clone());
+                    o.insert("reasoning_content".into(), r);
+                }
+            }
+            m
+        })
+        .collect();
+    Value::from_serialize(&aliased)
 }
 
 /// The `chat_template` of a `tokenizer_config.json` value: a string, or a list of named templates

@@ -1,16 +1,26 @@
 //! The model configuration, read from a Hugging Face `config.json`.
 //!
-//! Two architectures are supported: `LlamaForCausalLM` and `Qwen2ForCausalLM`. Every option that
-//! would change the maths and that we do not implement (rope scaling, sliding-window attention,
-//! another activation) is rejected with an error that names it, never ignored.
+//! Four architectures are supported: `LlamaForCausalLM`, `Qwen2ForCausalLM`,
+//! `Qwen3ForCausalLM` and `MistralForCausalLM`. Every option that would change the maths and
+//! that we do not implement (yarn or longrope scaling, Qwen's per-layer sliding windows, another
+//! activation) is rejected with an error that names it, never ignored.
 //!
-//! Family differences the model has to honour:
+//! Family differences the model has to honour (transformers' `modeling_<family>.py`):
 //! - Llama: `attention_bias` puts a bias on q, k, v **and** o; `mlp_bias` on gate, up and down;
 //!   `head_dim` may be given explicitly.
 //! - Qwen2: q, k and v always have a bias, o and the MLP never do.
+//! - Qwen3: per-head RMSNorms `q_norm` and `k_norm` (weights of size `head_dim`) on the
+//!   projected queries and keys before rope; `attention_bias` on q, k, v and o as Llama (false in
+//!   every released checkpoint); `head_dim` explicit (128 while hidden / heads is 64 in 0.6B).
+//! - Mistral: the Llama layout without any bias, and `sliding_window`: a query sees the last
+//!   `sliding_window` keys, itself included (transformers' `kv_idx > q_idx - sliding_window`).
 //!
-//! Transformers 5 writes the rope base as `rope_parameters.rope_theta`; older versions as a
-//! top-level `rope_theta` (and scaling in `rope_scaling`). Both are read.
+//! Rope scaling (`rope_type`): `default`, `linear` (frequencies / factor), `dynamic` (NTK: the
+//! default frequencies until a position reaches `max_position_embeddings`, refused past it) and
+//! `llama3` (Llama 3.1 / 3.2: low frequencies / factor, high ones kept, a smooth ramp between),
+//! computed as `modeling_rope_utils.py` does. Transformers 5 writes them as `rope_parameters`
+//! (with `rope_theta` inside); older versions as a top-level `rope_theta` and `rope_scaling`
+//! (keyed `rope_type` or `type`). Both are read.
 
 use std::path::Path;
 
@@ -25,6 +35,32 @@ pub enum Family {
     Llama,
     /// `Qwen2ForCausalLM` (Qwen2, Qwen2.5).
     Qwen2,
+    /// `Qwen3ForCausalLM` (Qwen3 dense models): q/k norms.
+    Qwen3,
+    /// `MistralForCausalLM` (Mistral 7B, Ministral, ...): sliding-window attention.
+    Mistral,
+}
+
+/// The rope frequencies' scaling, from `rope_parameters` or `rope_scaling`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    /// `default` (or none): `inv_freq[i] = 1 / base^(2i/d)`.
+    Default,
+    /// `linear`: `inv_freq / factor` (positions interpolated by `factor`).
+    Linear { factor: f64 },
+    /// `dynamic` (NTK-aware): the default frequencies while every position is below
+    /// `max_position_embeddings`. transformers then grows the base with the longest sequence
+    /// seen so far (state kept across calls): not implemented, a longer call is refused.
+    Dynamic { factor: f64, max_position_embeddings: usize },
+    /// `llama3` (Llama 3.1 / 3.2): wavelengths above `original_max_position_embeddings /
+    /// low_freq_factor` divided by `factor`, below `.. / high_freq_factor` kept, interpolated in
+    /// between.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
 }
 
 /// `config.json` as written by transformers; the field names are the JSON keys.
@@ -33,7 +69,8 @@ pub enum Family {
 /// validate; deserialising directly skips the checks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
-    #[serde(default)]
+    /// Absent or null (a config saved without a model): the family comes from `model_type`.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub architectures: Vec<String>,
     #[serde(default)]
     pub model_type: Option<String>,
@@ -55,7 +92,7 @@ pub struct Config {
     /// Rope parameters (transformers >= 5): `{"rope_type": "default", "rope_theta": ...}`.
     #[serde(default)]
     pub rope_parameters: Option<serde_json::Value>,
-    /// Must be null (or of type "default"): no rope scaling is implemented.
+    /// Rope scaling (transformers < 5): null, or `{"rope_type": "llama3", "factor": ...}`.
     #[serde(default)]
     pub rope_scaling: Option<serde_json::Value>,
     #[serde(default = "default_max_pos")]
@@ -69,9 +106,16 @@ pub struct Config {
     /// Llama only: bias on the MLP projections.
     #[serde(default)]
     pub mlp_bias: bool,
-    /// Qwen2 only: must be false.
+    /// Qwen2 / Qwen3 only: must be false.
     #[serde(default)]
     pub use_sliding_window: bool,
+    /// Mistral: the attention window in tokens (null: none). Qwen2/Qwen3 write it too and use it
+    /// only under `use_sliding_window`.
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// transformers 5: each layer's attention (`full_attention` or `sliding_attention`).
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
     #[serde(default = "default_act")]
     pub hidden_act: String,
     #[serde(default)]
@@ -79,6 +123,10 @@ pub struct Config {
     /// An id or a list of ids.
     #[serde(default)]
     pub eos_token_id: Option<serde_json::Value>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
 fn default_max_pos() -> usize {
@@ -116,13 +164,18 @@ impl Config {
         match (arch, self.model_type.as_deref()) {
             (Some("LlamaForCausalLM"), _) => Ok(Family::Llama),
             (Some("Qwen2ForCausalLM"), _) => Ok(Family::Qwen2),
+            (Some("Qwen3ForCausalLM"), _) => Ok(Family::Qwen3),
+            (Some("MistralForCausalLM"), _) => Ok(Family::Mistral),
             (Some(other), _) => Err(Error::Unsupported(format!(
-                "architecture {other:?} (supported: LlamaForCausalLM, Qwen2ForCausalLM)"
+                "architecture {other:?} (supported: LlamaForCausalLM, Qwen2ForCausalLM, \
+                 Qwen3ForCausalLM, MistralForCausalLM)"
             ))),
             (None, Some("llama")) => Ok(Family::Llama),
             (None, Some("qwen2")) => Ok(Family::Qwen2),
+            (None, Some("qwen3")) => Ok(Family::Qwen3),
+            (None, Some("mistral")) => Ok(Family::Mistral),
             (None, other) => Err(Error::Unsupported(format!(
-                "model_type {other:?} without architectures (supported: llama, qwen2)"
+                "model_type {other:?} without architectures (supported: llama, qwen2, qwen3, mistral)"
             ))),
         }
     }
@@ -142,22 +195,24 @@ impl Config {
                 self.hidden_act
             )));
         }
-        if let Some(v) = &self.rope_scaling {
-            if !is_default_rope(v) {
-                return Err(Error::Unsupported(format!("rope_scaling {v} (only null)")));
-            }
+        self.rope_scaling()?;
+        if matches!(family, Family::Qwen2 | Family::Qwen3) && self.use_sliding_window {
+            return Err(Error::Unsupported(format!(
+                "use_sliding_window = true ({family:?}: per-layer sliding windows)"
+            )));
         }
-        if let Some(v) = &self.rope_parameters {
-            if !is_default_rope(v) {
-                return Err(Error::Unsupported(format!(
-                    "rope_parameters {v} (only rope_type \"default\")"
-                )));
-            }
+        if let Some(other) = self
+            .layer_types
+            .iter()
+            .flatten()
+            .find(|t| t.as_str() != "full_attention")
+        {
+            return Err(Error::Unsupported(format!(
+                "layer_types {other:?} (only full_attention layers; Mistral's sliding_window applies to all)"
+            )));
         }
-        if family == Family::Qwen2 && self.use_sliding_window {
-            return Err(Error::Unsupported(
-                "use_sliding_window = true (Qwen2)".into(),
-            ));
+        if family == Family::Mistral && self.sliding_window == Some(0) {
+            return Err(Error::Config("sliding_window 0 (Mistral)".into()));
         }
         if family == Family::Qwen2 && (self.attention_bias || self.mlp_bias) {
             return Err(Error::Unsupported(
@@ -204,17 +259,97 @@ impl Config {
             .unwrap_or(10_000.0)
     }
 
+    /// The rope scaling of `rope_parameters` (transformers 5), else of `rope_scaling`; an
+    /// unsupported type, or a missing or bad factor, is an error naming it.
+    pub fn rope_scaling(&self) -> Result<RopeScaling> {
+        let (key, v) = match (&self.rope_parameters, &self.rope_scaling) {
+            (Some(v), _) if !v.is_null() => ("rope_parameters", v),
+            (_, Some(v)) if !v.is_null() => ("rope_scaling", v),
+            _ => return Ok(RopeScaling::Default),
+        };
+        let m = v
+            .as_object()
+            .ok_or_else(|| Error::Config(format!("{key} {v} is not an object")))?;
+        // transformers reads partial_rotary_factor for every type; we rotate whole heads.
+        if let Some(f) = m.get("partial_rotary_factor") {
+            if f.as_f64() != Some(1.0) {
+                return Err(Error::Unsupported(format!("{key}.partial_rotary_factor {f} (only 1)")));
+            }
+        }
+        let ty = m
+            .get("rope_type")
+            .or_else(|| m.get("type"))
+            .and_then(|t| t.as_str())
+            .unwrap_or("default");
+        let num = |k: &str| -> Result<f64> {
+            m.get(k).and_then(|x| x.as_f64()).ok_or_else(|| {
+                Error::Config(format!("{key} of rope_type {ty:?} needs a number {k:?}: {v}"))
+            })
+        };
+        let factor = || -> Result<f64> {
+            let f = num("factor")?;
+            if f < 1.0 {
+                return Err(Error::Config(format!("{key}.factor {f} (must be at least 1)")));
+            }
+            Ok(f)
+        };
+        match ty {
+            "default" => Ok(RopeScaling::Default),
+            "linear" => Ok(RopeScaling::Linear { factor: factor()? }),
+            "dynamic" => Ok(RopeScaling::Dynamic {
+                factor: factor()?,
+                max_position_embeddings: self.max_position_embeddings,
+            }),
+            "llama3" => {
+                let (low, high) = (num("low_freq_factor")?, num("high_freq_factor")?);
+                if low >= high {
+                    return Err(Error::Config(format!(
+                        "{key}: low_freq_factor {low} must be below high_freq_factor {high}"
+                    )));
+                }
+                Ok(RopeScaling::Llama3 {
+                    factor: factor()?,
+                    low_freq_factor: low,
+                    high_freq_factor: high,
+                    // transformers falls back to max_position_embeddings when it is absent
+                    original_max_position_embeddings: match m.get("original_max_position_embeddings") {
+                        None => self.max_position_embeddings as f64,
+                        Some(_) => num("original_max_position_embeddings")?,
+                    },
+                })
+            }
+            other => Err(Error::Unsupported(format!(
+                "{key} rope_type {other:?} (supported: default, linear, dynamic, llama3)"
+            ))),
+        }
+    }
+
     /// Whether q, k and v carry a bias.
     pub fn qkv_bias(&self) -> bool {
         match self.family() {
             Ok(Family::Qwen2) => true,
-            _ => self.attention_bias,
+            Ok(Family::Llama | Family::Qwen3) => self.attention_bias,
+            // MistralAttention has no bias whatever the config says.
+            _ => false,
         }
     }
 
-    /// Whether o_proj carries a bias (Llama's `attention_bias` only).
+    /// Whether o_proj carries a bias (`attention_bias` of Llama and Qwen3).
     pub fn o_bias(&self) -> bool {
-        matches!(self.family(), Ok(Family::Llama)) && self.attention_bias
+        matches!(self.family(), Ok(Family::Llama | Family::Qwen3)) && self.attention_bias
+    }
+
+    /// Whether queries and keys go through per-head RMSNorms (`q_norm`, `k_norm`: Qwen3).
+    pub fn qk_norm(&self) -> bool {
+        matches!(self.family(), Ok(Family::Qwen3))
+    }
+
+    /// The attention window in tokens (Mistral's `sliding_window`), `None` for full attention.
+    pub fn attention_window(&self) -> Option<usize> {
+        match self.family() {
+            Ok(Family::Mistral) => self.sliding_window,
+            _ => None,
+        }
     }
 
     /// Whether the MLP projections carry a bias (Llama's `mlp_bias` only).
@@ -244,25 +379,10 @@ impl Config {
         let mlp_b = if self.mlp_bias() { 2 * i + d } else { 0 };
         let attn = d * h * hd + 2 * d * kv * hd + h * hd * d + qkv_b + o_b;
         let mlp = 3 * d * i + mlp_b;
-        let layer = attn + mlp + 2 * d;
+        let qk_norm = if self.qk_norm() { 2 * hd } else { 0 };
+        let layer = attn + mlp + 2 * d + qk_norm;
         let head = if self.tie_word_embeddings { 0 } else { v * d };
         v * d + self.num_hidden_layers * layer + d + head
-    }
-}
-
-fn is_default_rope(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::Null => true,
-        serde_json::Value::Object(m) => {
-            let ty = m.get("rope_type").or_else(|| m.get("type"));
-            let ty_ok = matches!(ty.and_then(|t| t.as_str()), None | Some("default"));
-            // transformers' default rope reads only rope_theta and partial_rotary_factor.
-            let full = m
-                .get("partial_rotary_factor")
-                .is_none_or(|f| f.as_f64() == Some(1.0));
-            ty_ok && full
-        }
-        _ => false,
     }
 }
 
@@ -301,15 +421,28 @@ mod tests {
 
     #[test]
     fn rejects_unsupported_options() {
-        let bad = LLAMA.replace("LlamaForCausalLM", "MistralForCausalLM");
+        let bad = LLAMA.replace("LlamaForCausalLM", "Gemma2ForCausalLM");
         let e = Config::from_json(&bad).unwrap_err().to_string();
-        assert!(e.contains("MistralForCausalLM"), "{e}");
+        assert!(e.contains("Gemma2ForCausalLM"), "{e}");
+        let bad = LLAMA.replace(
+            r#""rope_scaling":null"#,
+            r#""rope_scaling":{"rope_type":"yarn","factor":4.0}"#,
+        );
+        let e = Config::from_json(&bad).unwrap_err().to_string();
+        assert!(e.contains("rope_scaling") && e.contains("\"yarn\""), "{e}");
+        // llama3 without its frequency factors names the missing key
         let bad = LLAMA.replace(
             r#""rope_scaling":null"#,
             r#""rope_scaling":{"rope_type":"llama3","factor":8.0}"#,
         );
         let e = Config::from_json(&bad).unwrap_err().to_string();
-        assert!(e.contains("rope_scaling"), "{e}");
+        assert!(e.contains("low_freq_factor"), "{e}");
+        let bad = LLAMA.replace(
+            r#""rope_theta":10000.0"#,
+            r#""rope_parameters":{"rope_type":"longrope","rope_theta":1e4}"#,
+        );
+        let e = Config::from_json(&bad).unwrap_err().to_string();
+        assert!(e.contains("rope_parameters") && e.contains("longrope"), "{e}");
         let q = LLAMA
             .replace("LlamaForCausalLM", "Qwen2ForCausalLM")
             .replace(
@@ -341,6 +474,80 @@ mod tests {
         assert!(c.qkv_bias() && !c.o_bias() && !c.mlp_bias());
         // 3.09B parameters, as published.
         assert_eq!(c.num_parameters(), 3_085_938_688);
+    }
+
+    #[test]
+    fn reads_a_llama32_config() {
+        // Llama-3.2-1B-Instruct's config.json (transformers 4.x layout).
+        let c = Config::from_json(
+            r#"{"architectures": ["LlamaForCausalLM"], "attention_bias": false,
+            "attention_dropout": 0.0, "bos_token_id": 128000,
+            "eos_token_id": [128001, 128008, 128009], "head_dim": 64, "hidden_act": "silu",
+            "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+            "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
+            "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
+            "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": {"factor": 32.0,
+            "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+            "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+            "transformers_version": "4.45.0.dev0", "use_cache": true, "vocab_size": 128256}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.rope_scaling().unwrap(),
+            RopeScaling::Llama3 {
+                factor: 32.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192.0
+            }
+        );
+        assert_eq!(c.rope_base(), 500000.0);
+        // 1.24B parameters, as published.
+        assert_eq!(c.num_parameters(), 1_235_814_400);
+    }
+
+    #[test]
+    fn reads_a_qwen3_config() {
+        // Qwen3-0.6B's config.json: head_dim 128 although hidden / heads = 64.
+        let c = Config::from_json(
+            r#"{"architectures": ["Qwen3ForCausalLM"], "attention_bias": false,
+            "attention_dropout": 0.0, "bos_token_id": 151643, "eos_token_id": 151645,
+            "head_dim": 128, "hidden_act": "silu", "hidden_size": 1024,
+            "initializer_range": 0.02, "intermediate_size": 3072,
+            "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
+            "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8,
+            "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 1000000,
+            "sliding_window": null, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+            "transformers_version": "4.51.0", "use_cache": true, "use_sliding_window": false,
+            "vocab_size": 151936}"#,
+        )
+        .unwrap();
+        assert_eq!(c.family().unwrap(), Family::Qwen3);
+        assert_eq!(c.head_dim(), 128);
+        assert!(c.qk_norm() && !c.qkv_bias() && !c.o_bias() && !c.mlp_bias());
+        assert_eq!(c.attention_window(), None);
+        // 0.6B: 596M parameters with tied embeddings (751.6M counting the embedding twice).
+        assert_eq!(c.num_parameters(), 596_049_920);
+    }
+
+    #[test]
+    fn reads_a_mistral_config() {
+        // Mistral-7B-v0.1's config.json: a 4096-token window.
+        let c = Config::from_json(
+            r#"{"architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
+            "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+            "intermediate_size": 14336, "max_position_embeddings": 32768,
+            "model_type": "mistral", "num_attention_heads": 32, "num_hidden_layers": 32,
+            "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+            "sliding_window": 4096, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+            "transformers_version": "4.34.0.dev0", "use_cache": true, "vocab_size": 32000}"#,
+        )
+        .unwrap();
+        assert_eq!(c.family().unwrap(), Family::Mistral);
+        assert_eq!(c.attention_window(), Some(4096));
+        assert!(!c.qkv_bias() && !c.o_bias() && !c.mlp_bias() && !c.qk_norm());
+        assert_eq!(c.num_parameters(), 7_241_732_096);
     }
 
     #[test]

@@ -11,8 +11,11 @@
 //!   which computes the same `d * q + m` as the `gguf` package that transformers uses;
 //! - moved config.json and the tokenizer into metadata (`llama.*`, `tokenizer.ggml.*`).
 //!
-//! Only the `llama` architecture is read (SmolLM2, Llama 2/3 without rope scaling, Mistral);
-//! any other fails naming it before anything is written.
+//! The `llama` architecture is read (SmolLM2, Llama 2/3 without rope scaling, Mistral, which
+//! llama.cpp writes as llama), and `qwen2` / `qwen3` (Qwen2.5, Qwen3: no Q/K permutation, whose
+//! converter does not permute; q/k/v biases for qwen2, `attn_q_norm` / `attn_k_norm` and
+//! `attention.key_length` as head_dim for qwen3); any other fails naming it before anything is
+//! written.
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -25,7 +28,7 @@ use super::hf::{write_hf_dir, HfError, SaveDtype};
 use super::tokenizer::{tokenizer_from_gguf_vocab, GgufVocab, TokenizerError, TOKEN_TYPE_CONTROL};
 
 /// The `general.architecture` values [`import_gguf`] reads.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3"];
 
 /// End-of-turn tokens that chat models stop on besides their EOS (llama.cpp's end-of-generation
 /// list); each is added to `generation_config.json` when the vocabulary has it as a control token.
@@ -182,6 +185,18 @@ impl Meta<'_> {
         });
         strings.collect()
     }
+    fn floats(&self, key: &str) -> Result<Vec<f32>, GgufError> {
+        let Some(v) = self.get(key) else {
+            return Ok(vec![]);
+        };
+        let items = v.to_vec().map_err(|e| meta_err(key, e.to_string()))?;
+        let floats = items.iter().map(|x| match *x {
+            Value::F32(f) => Ok(f),
+            Value::F64(f) => Ok(f as f32),
+            _ => Err(meta_err(key, "expected floats")),
+        });
+        floats.collect()
+    }
     fn ints(&self, key: &str) -> Result<Vec<i32>, GgufError> {
         let Some(v) = self.get(key) else {
             return Ok(vec![]);
@@ -202,17 +217,20 @@ fn read_vocab(meta: &Meta) -> Result<GgufVocab, GgufError> {
     let model = meta
         .string("tokenizer.ggml.model")?
         .ok_or_else(|| meta_err("tokenizer.ggml.model", "missing"))?;
+    // llama.cpp and transformers add a BOS to a SentencePiece vocabulary that does not say
+    let add_bos_default = model == "llama";
     Ok(GgufVocab {
-        model,
         pre: meta.string("tokenizer.ggml.pre")?,
         tokens: meta.strings("tokenizer.ggml.tokens")?,
         token_types: meta.ints("tokenizer.ggml.token_type")?,
         merges: meta.strings("tokenizer.ggml.merges")?,
+        scores: meta.floats("tokenizer.ggml.scores")?,
+        model,
         bos_id: meta.id("tokenizer.ggml.bos_token_id")?,
         eos_id: meta.id("tokenizer.ggml.eos_token_id")?,
         unk_id: meta.id("tokenizer.ggml.unknown_token_id")?,
         pad_id: meta.id("tokenizer.ggml.padding_token_id")?,
-        add_bos: meta.bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
+        add_bos: meta.bool("tokenizer.ggml.add_bos_token")?.unwrap_or(add_bos_default),
     })
 }
 
@@ -241,6 +259,8 @@ pub fn hf_tensor_name(gguf_name: &str) -> Option<String> {
         "attn_k" => "self_attn.k_proj",
         "attn_v" => "self_attn.v_proj",
         "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
         "ffn_gate" => "mlp.gate_proj",
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
@@ -302,9 +322,13 @@ pub fn read_gguf(path: &Path) -> Result<GgufModel, GgufError> {
         None => 10000.0, // llama.cpp's default for llama
     };
     let context = meta.opt_uint(&key("context_length"))?.unwrap_or(2048);
-    let head_dim = meta
-        .opt_uint(&key("rope.dimension_count"))?
-        .unwrap_or(hidden / heads);
+    // qwen3 writes head_dim as the attention's key length (128 in every Qwen3, != hidden / heads)
+    let head_dim = match meta.opt_uint(&key("attention.key_length"))? {
+        Some(d) => d,
+        None => meta
+            .opt_uint(&key("rope.dimension_count"))?
+            .unwrap_or(hidden / heads.max(1)),
+    };
     if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 || head_dim % 2 != 0 {
         let msg = format!("{heads} heads, {kv_heads} KV heads, head size {head_dim}");
         return Err(meta_err(&key("attention.head_count"), msg));
@@ -323,6 +347,7 @@ pub fn read_gguf(path: &Path) -> Result<GgufModel, GgufError> {
     names.sort();
     let mut tensors = Vec::with_capacity(names.len());
     let mut has_bias = false;
+    let mut has_qk_norm = false;
     for name in names {
         let hf = hf_tensor_name(name)
             .ok_or_else(|| tensor_err(name, format!("not a tensor of a {arch} model")))?;
@@ -341,12 +366,14 @@ pub fn read_gguf(path: &Path) -> Result<GgufModel, GgufError> {
             .dequantize(&Device::Cpu)
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(|e| tensor_err(name, e))?;
-        if name.contains(".attn_q.") {
+        // Only llama.cpp's LlamaModel permutes Q and K (Qwen2Model and Qwen3Model do not).
+        if arch == "llama" && name.contains(".attn_q.") {
             t = unpermute_rows(&t, heads).map_err(|e| tensor_err(name, e))?;
-        } else if name.contains(".attn_k.") {
+        } else if arch == "llama" && name.contains(".attn_k.") {
             t = unpermute_rows(&t, kv_heads).map_err(|e| tensor_err(name, e))?;
         }
         has_bias |= name.ends_with(".bias");
+        has_qk_norm |= name.contains(".attn_q_norm.");
         tensors.push((hf, t));
     }
 
@@ -379,11 +406,17 @@ pub fn read_gguf(path: &Path) -> Result<GgufModel, GgufError> {
             (p("mlp.up_proj.weight"), vec![intermediate, hidden]),
             (p("mlp.down_proj.weight"), vec![hidden, intermediate]),
         ]);
-        if has_bias {
+        if has_bias || arch == "qwen2" {
             expected.extend([
                 (p("self_attn.q_proj.bias"), vec![q_rows]),
                 (p("self_attn.k_proj.bias"), vec![kv_rows]),
                 (p("self_attn.v_proj.bias"), vec![kv_rows]),
+            ]);
+        }
+        if arch == "qwen3" {
+            expected.extend([
+                (p("self_attn.q_norm.weight"), vec![head_dim]),
+                (p("self_attn.k_norm.weight"), vec![head_dim]),
             ]);
         }
     }
@@ -418,10 +451,22 @@ pub fn read_gguf(path: &Path) -> Result<GgufModel, GgufError> {
         return Err(meta_err("tokenizer.ggml.tokens", msg));
     }
 
-    let config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "attention_bias": has_bias,
+    if has_qk_norm && arch != "qwen3" {
+        return Err(tensor_err("blk.0.attn_q_norm.weight", format!("q/k norms in a {arch} model")));
+    }
+    if has_bias && arch == "qwen3" {
+        // Qwen3's attention_bias would put a bias on o_proj too; no released Qwen3 has one.
+        return Err(tensor_err("blk.0.attn_q.bias", "q/k/v biases in a qwen3 model"));
+    }
+    let (architecture, model_type) = match arch.as_str() {
+        "qwen2" => ("Qwen2ForCausalLM", "qwen2"),
+        "qwen3" => ("Qwen3ForCausalLM", "qwen3"),
+        _ => ("LlamaForCausalLM", "llama"),
+    };
+    let mut config = serde_json::json!({
+        "architectures": [architecture],
+        "model_type": model_type,
+        "attention_bias": has_bias && arch == "llama",
         "attention_dropout": 0.0,
         "bos_token_id": vocab.bos_id,
         "eos_token_id": vocab.eos_id,
@@ -446,6 +491,14 @@ pub fn read_gguf(path: &Path) -> Result<GgufModel, GgufError> {
         "use_cache": true,
         "vocab_size": vocab_size,
     });
+    if arch != "llama" {
+        // Qwen's configs: no mlp_bias / pretraining_tp keys, full attention in every layer.
+        let obj = config.as_object_mut().unwrap();
+        obj.remove("mlp_bias");
+        obj.remove("pretraining_tp");
+        obj.insert("use_sliding_window".into(), false.into());
+        obj.insert("sliding_window".into(), serde_json::Value::Null);
+    }
     Ok(GgufModel {
         architecture: arch,
         config,
@@ -494,7 +547,6 @@ pub fn tokenizer_files(model: &GgufModel) -> Result<Vec<(String, Vec<u8>)>, Gguf
         .collect();
     let mut tokenizer_config = serde_json::json!({
         "add_bos_token": vocab.add_bos,
-        "add_prefix_space": false,
         "added_tokens_decoder": added,
         "clean_up_tokenization_spaces": false,
         "model_max_length": model.config["max_position_embeddings"],
@@ -503,6 +555,10 @@ pub fn tokenizer_files(model: &GgufModel) -> Result<Vec<(String, Vec<u8>)>, Gguf
         "tokenizer_class": "PreTrainedTokenizerFast",
     });
     let obj = tokenizer_config.as_object_mut().unwrap();
+    if vocab.model == "gpt2" {
+        // byte-level BPE: no space before the text (a SentencePiece vocabulary's Metaspace adds one)
+        obj.insert("add_prefix_space".into(), false.into());
+    }
     obj.extend(special.clone());
     if let Some(template) = &model.chat_template {
         obj.insert("chat_template".into(), template.clone().into());

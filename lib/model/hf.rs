@@ -335,6 +335,9 @@ pub struct ModelInfo {
     /// Stop-token ids with their text.
     pub stop_tokens: Vec<(u32, String)>,
     pub chat_template: bool,
+    /// Whether clipo's decoder loads config.json: `Ok` with the family and what it uses (rope
+    /// scaling, window), or the error naming what is unsupported.
+    pub support: std::result::Result<String, String>,
 }
 
 impl ModelInfo {
@@ -352,6 +355,9 @@ impl ModelInfo {
                 message: "no architectures list".into(),
             })?
             .to_string();
+        let support = super::config::Config::from_file(&files.config)
+            .map(|c| describe_support(&c))
+            .map_err(|e| e.to_string());
         let headers = read_tensor_headers(&files.weights)?;
         let mut dtypes = BTreeMap::new();
         for h in &headers {
@@ -383,8 +389,38 @@ impl ModelInfo {
             dtypes,
             stop_tokens,
             chat_template: files.has_chat_template()?,
+            support,
         })
     }
+}
+
+/// `Qwen3 (q/k norms), rope llama3 (factor 8), window 4096`: the family and what of it is used.
+fn describe_support(c: &super::config::Config) -> String {
+    use super::config::RopeScaling;
+    let mut parts = vec![match c.family() {
+        Ok(f) => format!("{f:?}"),
+        Err(e) => e.to_string(),
+    }];
+    if c.qk_norm() {
+        parts[0].push_str(" (q/k norms)");
+    }
+    parts.push(match c.rope_scaling() {
+        Ok(RopeScaling::Default) => format!("rope theta {}", c.rope_base()),
+        Ok(RopeScaling::Linear { factor }) => format!("rope theta {} linear x{factor}", c.rope_base()),
+        Ok(RopeScaling::Dynamic { factor, max_position_embeddings }) => format!(
+            "rope theta {} dynamic x{factor} (below {max_position_embeddings} positions only)",
+            c.rope_base()
+        ),
+        Ok(RopeScaling::Llama3 { factor, original_max_position_embeddings, .. }) => format!(
+            "rope theta {} llama3 x{factor} from {original_max_position_embeddings} positions",
+            c.rope_base()
+        ),
+        Err(e) => e.to_string(),
+    });
+    if let Some(w) = c.attention_window() {
+        parts.push(format!("sliding window {w}"));
+    }
+    parts.join(", ")
 }
 
 impl std::fmt::Display for ModelInfo {
@@ -426,7 +462,7 @@ impl std::fmt::Display for ModelInfo {
             .map(|(id, t)| format!("{id} {t}"))
             .collect();
         writeln!(f, "stop tokens: {}", stops.join(", "))?;
-        write!(
+        writeln!(
             f,
             "chat template: {}",
             if self.chat_template {
@@ -434,7 +470,11 @@ impl std::fmt::Display for ModelInfo {
             } else {
                 "absent"
             }
-        )
+        )?;
+        match &self.support {
+            Ok(what) => write!(f, "clipo loads it: yes ({what})"),
+            Err(why) => write!(f, "clipo loads it: no ({why})"),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
-//! The policy model: Llama and Qwen2 decoders in candle, exact against Hugging Face
-//! transformers, trainable, with batched KV-cache sampling and teacher-forced scoring.
+//! The policy model: Llama, Qwen2, Qwen3 and Mistral decoders in candle, exact against Hugging
+//! Face transformers, trainable, with batched KV-cache sampling and teacher-forced scoring.
 //!
-//! - [`config`]: `Config` from a Hugging Face `config.json` (Llama, Qwen2), with the checks.
+//! - [`config`]: `Config` from a Hugging Face `config.json` (Llama with Llama 3.x rope scaling,
+//!   Qwen2, Qwen3, Mistral), with the checks.
 //! - [`transformer`]: loading a Hugging Face directory into trainable `Var`s, the decoder and
 //!   its two forward paths (a differentiable one built only from ops that backpropagate, and a
 //!   fused no-grad one for sampling and frozen scoring; they agree to ~3e-6 in f32).

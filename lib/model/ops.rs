@@ -9,7 +9,8 @@
 //! - [`attention`]: causal, left-padded, GQA softmax attention of q (B, T, H, hd) against k, v
 //!   (B, Tk, Hkv, hd); query i of row b sits at column `past + i` and sees columns
 //!   `pad[b] ..= past + i`. Or packed: sequences one after another in one row, no padding
-//!   (each token sees its own sequence up to itself). The probabilities are recomputed in the
+//!   (each token sees its own sequence up to itself). With a window W (Mistral's sliding
+//!   window), query column c sees only columns `c + 1 - W ..= c` of those. The probabilities are recomputed in the
 //!   backward pass (nothing of size T x Tk is kept). A query with no visible key (a pad
 //!   column) outputs zeros.
 //! - [`silu_mul`]: `silu(gate) * up`.
@@ -380,6 +381,8 @@ pub(crate) enum AttnRows {
 #[derive(Clone)]
 struct AttnOp {
     rows: AttnRows,
+    /// Keys a query sees at most, itself included (`usize::MAX`: no window).
+    window: usize,
     scale: f64,
     /// Forward with the plain-loop kernel (bit-identical rows whatever the batch: sampling).
     rows_kernel: bool,
@@ -460,9 +463,15 @@ fn exp_shifted<T: Flt>(xs: &mut [T], m: T) -> T {
     xs.iter().fold(T::zero(), |s, &x| s + x)
 }
 
+/// The first key column query column `col` sees: after the padding and within the window.
+#[inline]
+fn first_key(col: usize, pad: usize, window: usize) -> usize {
+    pad.max((col + 1).saturating_sub(window))
+}
+
 /// Scores -> probabilities in place for one (row, head): p (T, Tk), masked as documented.
 /// Returns nothing; rows with no visible key become zeros.
-fn softmax_rows<T: Flt>(p: &mut [T], t: usize, tk: usize, pad: usize, past: usize) {
+fn softmax_rows<T: Flt>(p: &mut [T], t: usize, tk: usize, pad: usize, past: usize, window: usize) {
     for i in 0..t {
         let row = &mut p[i * tk..(i + 1) * tk];
         let hi = (past + i).min(tk - 1);
@@ -470,6 +479,7 @@ fn softmax_rows<T: Flt>(p: &mut [T], t: usize, tk: usize, pad: usize, past: usiz
             row.fill(T::zero());
             continue;
         }
+        let pad = first_key(past + i, pad, window);
         let mut m = T::neg_infinity();
         for &v in &row[pad..=hi] {
             m = Float::max(m, v);
@@ -503,7 +513,8 @@ fn dot<T: Flt>(a: &[T], b: &[T]) -> T {
 /// The forward pass with plain loops, one query row at a time: every sum runs over the row's
 /// own keys in the same order whatever the batch, padding or number of queries, so a row's
 /// result is bit-identical in any batch. Used when there are few queries per row (decoding).
-fn attn_fwd_rows<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, pads: &[usize], past: usize, scale: f64) -> Vec<T> {
+#[allow(clippy::too_many_arguments)]
+fn attn_fwd_rows<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, pads: &[usize], past: usize, window: usize, scale: f64) -> Vec<T> {
     let Geo { b, t, tk, h, kv, hd, kb, vb } = g;
     let rep = h / kv;
     let mut out = vec![T::zero(); b * t * h * hd];
@@ -516,6 +527,7 @@ fn attn_fwd_rows<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, pads: &[usize], past
                 continue;
             }
             let hi = (past + i).min(tk - 1);
+            let pad = first_key(past + i, pad, window);
             for hh in 0..h {
                 let gi = hh / rep;
                 let qr = &q[(bi * t + i) * h * hd + hh * hd..][..hd];
@@ -584,7 +596,7 @@ fn segments(g: Geo, rows: &AttnRows) -> Vec<Seg> {
     }
 }
 
-fn attn_fwd<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, segs: &[Seg], scale: f64) -> Vec<T> {
+fn attn_fwd<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, segs: &[Seg], window: usize, scale: f64) -> Vec<T> {
     let Geo { b, t, h, kv, hd, .. } = g;
     let rep = h / kv;
     let mut out = vec![T::zero(); b * t * h * hd];
@@ -609,7 +621,7 @@ fn attn_fwd<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, segs: &[Seg], scale: f64)
                     // S = scale * Q K^T over the columns pad..tk (row stride tk)
                     mm(t, n, hd, p.as_mut_ptr().add(pad), tk, false, qp, h * hd, 1, kp, 1, kv * hd, T::one(), c(scale));
                 }
-                softmax_rows(p, t, tk, pad, s.past);
+                softmax_rows(p, t, tk, pad, s.past, window);
                 unsafe {
                     let op = optr.get().add(s.q0 + hi * hd);
                     mm(t, hd, n, op, h * hd, false, p.as_ptr().add(pad), tk, 1, vp, kv * hd, 1, T::one(), T::one());
@@ -621,7 +633,8 @@ fn attn_fwd<T: Flt>(q: &[T], k: &[T], v: &[T], g: Geo, segs: &[Seg], scale: f64)
 }
 
 /// (dq, dk, dv) with dq like q and dk, dv contiguous (B, Tk, KV, hd).
-fn attn_bwd<T: Flt>(q: &[T], k: &[T], v: &[T], dout: &[T], g: Geo, segs: &[Seg], scale: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
+#[allow(clippy::too_many_arguments)]
+fn attn_bwd<T: Flt>(q: &[T], k: &[T], v: &[T], dout: &[T], g: Geo, segs: &[Seg], window: usize, scale: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
     let Geo { b, t, tk, h, kv, hd, .. } = g;
     let rep = h / kv;
     let mut dq = vec![T::zero(); b * t * h * hd];
@@ -650,7 +663,7 @@ fn attn_bwd<T: Flt>(q: &[T], k: &[T], v: &[T], dout: &[T], g: Geo, segs: &[Seg],
                 unsafe {
                     mm(t, n, hd, p.as_mut_ptr().add(pad), tk, false, qp, h * hd, 1, kp, 1, kv * hd, T::one(), c(scale));
                 }
-                softmax_rows(p, t, tk, pad, s.past);
+                softmax_rows(p, t, tk, pad, s.past, window);
                 unsafe {
                     // dP = dO V^T
                     mm(t, n, hd, dp.as_mut_ptr().add(pad), tk, false, dop, h * hd, 1, vp, 1, kv * hd, T::one(), T::one());
@@ -731,8 +744,8 @@ impl CustomOp3 for AttnOp {
             let k = &sk.as_slice::<T>()?[lk.start_offset()..];
             let v = &sv.as_slice::<T>()?[lv.start_offset()..];
             Ok(storage(match (&op.rows, op.rows_kernel) {
-                (AttnRows::Padded { pads, past }, true) => attn_fwd_rows(q, k, v, g, pads, *past, op.scale),
-                (rows, _) => attn_fwd(q, k, v, g, &segments(g, rows), op.scale),
+                (AttnRows::Padded { pads, past }, true) => attn_fwd_rows(q, k, v, g, pads, *past, op.window, op.scale),
+                (rows, _) => attn_fwd(q, k, v, g, &segments(g, rows), op.window, op.scale),
             }))
         }
         let out = match sq.dtype() {
@@ -756,7 +769,7 @@ impl CustomOp3 for AttnOp {
             let g = op.geo(q.layout(), k.layout(), v.layout())?;
             let (dq, dk, dv) = read::<T, _>(q, |qs| {
                 read::<T, _>(&k, |ks| {
-                    read::<T, _>(&v, |vs| read::<T, _>(dout, |ds| Ok(attn_bwd(qs, ks, vs, ds, g, &segments(g, &op.rows), op.scale))))
+                    read::<T, _>(&v, |vs| read::<T, _>(dout, |ds| Ok(attn_bwd(qs, ks, vs, ds, g, &segments(g, &op.rows), op.window, op.scale))))
                 })
             })?;
             Ok((
@@ -779,10 +792,12 @@ impl CustomOp3 for AttnOp {
 /// batch is left-padded or packed (B = 1, T = Tk = the sum of the sequence lengths).
 /// `rows_kernel`: the plain-loop forward whose rows do not depend on the batch (sampling, padded
 /// rows only); otherwise `gemm` per (sequence, kv head) (teacher-forced scoring and training).
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rows: AttnRows, rows_kernel: bool) -> Result<Tensor> {
+/// `window`: a query sees at most this many keys, itself included (Mistral's sliding window).
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rows: AttnRows, window: Option<usize>, rows_kernel: bool) -> Result<Tensor> {
     let hd = q.dim(3)?;
     let op = AttnOp {
         rows,
+        window: window.unwrap_or(usize::MAX),
         scale: 1.0 / (hd as f64).sqrt(),
         rows_kernel,
     };
@@ -1357,6 +1372,11 @@ mod tests {
 
     /// The composed reference: additive mask, softmax, GQA by repetition.
     fn attn_ref(q: &Tensor, k: &Tensor, v: &Tensor, pads: &[usize], past: usize) -> Tensor {
+        attn_ref_window(q, k, v, pads, past, usize::MAX)
+    }
+
+    /// The reference with a sliding window: query column c sees columns c + 1 - window ..= c.
+    fn attn_ref_window(q: &Tensor, k: &Tensor, v: &Tensor, pads: &[usize], past: usize, window: usize) -> Tensor {
         let (b, t, h, hd) = q.dims4().unwrap();
         let (_, tk, kv, _) = k.dims4().unwrap();
         let rep = h / kv;
@@ -1372,7 +1392,8 @@ mod tests {
         for &pad in pads {
             for i in 0..t {
                 for j in 0..tk {
-                    mask.push(if j >= pad && j <= past + i { 0.0 } else { -1e30 });
+                    let lo = pad.max((past + i + 1).saturating_sub(window));
+                    mask.push(if j >= lo && j <= past + i { 0.0 } else { -1e30 });
                 }
             }
         }
@@ -1388,8 +1409,8 @@ mod tests {
         let q = randn(&[b, t, h, hd], 1);
         let k = randn(&[b, t, kv, hd], 2);
         let v = randn(&[b, t, kv, hd], 3);
-        let a = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), padded(&pads, 0), false).unwrap();
-        let a2 = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), padded(&pads, 0), true).unwrap();
+        let a = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), padded(&pads, 0), None, false).unwrap();
+        let a2 = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), padded(&pads, 0), None, true).unwrap();
         let d2: f64 = (&a - a2).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
         assert!(d2 < 1e-12, "{d2}");
         let r = attn_ref(q.as_tensor(), k.as_tensor(), v.as_tensor(), &pads, 0);
@@ -1402,7 +1423,46 @@ mod tests {
             let d: f64 = d.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
             assert!(d < 1e-12, "{d}");
         }
-        check_grad(&[q, k, v], &|ts| attention(&ts[0], &ts[1], &ts[2], padded(&pads, 0), false).unwrap());
+        check_grad(&[q, k, v], &|ts| attention(&ts[0], &ts[1], &ts[2], padded(&pads, 0), None, false).unwrap());
+    }
+
+    #[test]
+    fn windowed_attention_matches_reference_and_grad() {
+        // Mistral's sliding window of 3 keys over 7 columns: padded (with a past), packed, and
+        // the plain-loop kernel, against the masked reference; gradients by finite differences.
+        let (b, t, h, kv, hd, w) = (2, 7, 4, 2, 6, 3);
+        let pads = Arc::new(vec![0, 2]);
+        let q = randn(&[b, t, h, hd], 4);
+        let k = randn(&[b, t, kv, hd], 5);
+        let v = randn(&[b, t, kv, hd], 6);
+        let a = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), padded(&pads, 0), Some(w), false).unwrap();
+        let a2 = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), padded(&pads, 0), Some(w), true).unwrap();
+        let d2: f64 = (&a - a2).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(d2 < 1e-12, "{d2}");
+        let r = attn_ref_window(q.as_tensor(), k.as_tensor(), v.as_tensor(), &pads, 0, w);
+        let full = attn_ref(q.as_tensor(), k.as_tensor(), v.as_tensor(), &pads, 0);
+        for (bi, &pad) in pads.iter().enumerate() {
+            let (a, r, full) = (a.get(bi).unwrap(), r.get(bi).unwrap(), full.get(bi).unwrap());
+            let d = (a.narrow(0, pad, t - pad).unwrap() - r.narrow(0, pad, t - pad).unwrap()).unwrap();
+            let d: f64 = d.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+            assert!(d < 1e-12, "{d}");
+            // the window changes the queries that have more than w visible keys
+            let d = (a.narrow(0, t - 1, 1).unwrap() - full.narrow(0, t - 1, 1).unwrap()).unwrap();
+            assert!(d.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() > 1e-3);
+        }
+        check_grad(&[q.clone(), k.clone(), v.clone()], &|ts| attention(&ts[0], &ts[1], &ts[2], padded(&pads, 0), Some(w), false).unwrap());
+        // packed: the window counts within each sequence
+        let packed = AttnRows::Packed { lens: Arc::new(vec![5, 2]) };
+        let flat = |x: &Var| x.as_tensor().narrow(0, 0, 1).unwrap();
+        let (q1, k1, v1) = (flat(&q), flat(&k), flat(&v));
+        let a = attention(&q1, &k1, &v1, packed.clone(), Some(w), false).unwrap();
+        let r1 = attn_ref_window(&q1.narrow(1, 0, 5).unwrap(), &k1.narrow(1, 0, 5).unwrap(), &v1.narrow(1, 0, 5).unwrap(), &[0], 0, w);
+        let r2 = attn_ref_window(&q1.narrow(1, 5, 2).unwrap(), &k1.narrow(1, 5, 2).unwrap(), &v1.narrow(1, 5, 2).unwrap(), &[0], 0, w);
+        let r = Tensor::cat(&[r1, r2], 1).unwrap();
+        let d: f64 = (a - r).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(d < 1e-12, "{d}");
+        let (q1, k1, v1) = (Var::from_tensor(&q1).unwrap(), Var::from_tensor(&k1).unwrap(), Var::from_tensor(&v1).unwrap());
+        check_grad(&[q1, k1, v1], &|ts| attention(&ts[0], &ts[1], &ts[2], packed.clone(), Some(w), false).unwrap());
     }
 
     fn padded(pads: &Arc<Vec<usize>>, past: usize) -> AttnRows {
@@ -1418,7 +1478,7 @@ mod tests {
         let k = randn(&[1, n, kv, hd], 2);
         let v = randn(&[1, n, kv, hd], 3);
         let packed = AttnRows::Packed { lens: Arc::new(lens.to_vec()) };
-        let a = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), packed.clone(), false).unwrap();
+        let a = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), packed.clone(), None, false).unwrap();
         // The padded batch: row b holds its tokens in its last lens[b] columns, zeros before.
         let pads = Arc::new(lens.iter().map(|&l| t - l).collect::<Vec<_>>());
         let pad_rows = |x: &Tensor| {
@@ -1432,7 +1492,7 @@ mod tests {
             Tensor::cat(&rows, 0).unwrap()
         };
         let (qp, kp, vp) = (pad_rows(q.as_tensor()), pad_rows(k.as_tensor()), pad_rows(v.as_tensor()));
-        let r = attention(&qp, &kp, &vp, padded(&pads, 0), false).unwrap();
+        let r = attention(&qp, &kp, &vp, padded(&pads, 0), None, false).unwrap();
         assert_eq!(r.dims(), &[b, t, h, hd]);
         let mut off = 0;
         for (bi, &l) in lens.iter().enumerate() {
@@ -1442,10 +1502,10 @@ mod tests {
             assert_eq!(got, want, "sequence {bi}");
             off += l;
         }
-        check_grad(&[q, k, v], &|ts| attention(&ts[0], &ts[1], &ts[2], packed.clone(), false).unwrap());
+        check_grad(&[q, k, v], &|ts| attention(&ts[0], &ts[1], &ts[2], packed.clone(), None, false).unwrap());
         // lengths that do not add up to the packed rows are refused
         let bad = AttnRows::Packed { lens: Arc::new(vec![4, 1]) };
-        assert!(attention(&qp.narrow(0, 0, 1).unwrap(), &kp.narrow(0, 0, 1).unwrap(), &vp.narrow(0, 0, 1).unwrap(), bad, false).is_err());
+        assert!(attention(&qp.narrow(0, 0, 1).unwrap(), &kp.narrow(0, 0, 1).unwrap(), &vp.narrow(0, 0, 1).unwrap(), bad, None, false).is_err());
     }
 
     #[test]
@@ -1457,8 +1517,8 @@ mod tests {
         let full = randn(&[b, cap, kv, hd], 2);
         let k = full.as_tensor().narrow(1, 0, past + t).unwrap();
         let v = (full.as_tensor().narrow(1, 0, past + t).unwrap() * 0.7).unwrap().contiguous().unwrap();
-        let a = attention(q.as_tensor(), &k, &v, padded(&pads, past), false).unwrap();
-        let a2 = attention(q.as_tensor(), &k, &v, padded(&pads, past), true).unwrap();
+        let a = attention(q.as_tensor(), &k, &v, padded(&pads, past), None, false).unwrap();
+        let a2 = attention(q.as_tensor(), &k, &v, padded(&pads, past), None, true).unwrap();
         let d2: f64 = (&a - a2).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
         assert!(d2 < 1e-12, "{d2}");
         let r = attn_ref(q.as_tensor(), &k, &v, &pads, past);

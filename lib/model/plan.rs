@@ -91,6 +91,9 @@ pub fn parameter_counts(cfg: &Config) -> (u64, u64, u64) {
     if cfg.mlp_bias() {
         layer += 2 * i + d;
     }
+    if cfg.qk_norm() {
+        layer += 2 * hd;
+    }
     let embed = v * d;
     let head = if cfg.tie_word_embeddings { 0 } else { v * d };
     (embed + head + d + cfg.num_hidden_layers as u64 * layer, layer, v * d)
@@ -110,7 +113,8 @@ pub fn plan(cfg: &Config, req: &PlanRequest) -> Plan {
     let (s, t) = (req.seqs.max(1) as u64, req.seq_len.max(1) as u64);
     let n = s * t;
     let m = s * (req.response_len.min(req.seq_len) as u64);
-    let bias = u64::from(cfg.qkv_bias()) * (h + 2 * kv) * hd;
+    // q/k biases and Qwen3's q/k norms each keep one more (H + Hkv) hd (+ Hkv hd for v's bias)
+    let bias = u64::from(cfg.qkv_bias()) * (h + 2 * kv) * hd + u64::from(cfg.qk_norm()) * (h + kv) * hd;
 
     let layer_act = if req.fused {
         n * (6 * d + (2 * h + 3 * kv) * hd + bias + h * hd + 3 * i) * b
@@ -171,6 +175,27 @@ mod tests {
             "vocab_size":151936,"max_position_embeddings":32768}"#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn plan_counts_every_familys_parameters() {
+        // Qwen3-0.6B (q/k norms, head_dim 128 != hidden / heads), Llama-3.2-1B, Mistral-7B: the
+        // plan's count is the model's, as published (0.6B, 1.24B, 7.24B).
+        for (json, want) in [
+            (r#"{"architectures":["Qwen3ForCausalLM"],"head_dim":128,"hidden_size":1024,"intermediate_size":3072,
+                "num_attention_heads":16,"num_hidden_layers":28,"num_key_value_heads":8,"rms_norm_eps":1e-6,
+                "tie_word_embeddings":true,"vocab_size":151936}"#, 596_049_920u64),
+            (r#"{"architectures":["LlamaForCausalLM"],"head_dim":64,"hidden_size":2048,"intermediate_size":8192,
+                "num_attention_heads":32,"num_hidden_layers":16,"num_key_value_heads":8,"rms_norm_eps":1e-5,
+                "tie_word_embeddings":true,"vocab_size":128256}"#, 1_235_814_400),
+            (r#"{"architectures":["MistralForCausalLM"],"hidden_size":4096,"intermediate_size":14336,
+                "num_attention_heads":32,"num_hidden_layers":32,"num_key_value_heads":8,"rms_norm_eps":1e-5,
+                "sliding_window":4096,"vocab_size":32000}"#, 7_241_732_096),
+        ] {
+            let cfg = Config::from_json(json).unwrap();
+            assert_eq!(parameter_counts(&cfg).0, want);
+            assert_eq!(cfg.num_parameters() as u64, want);
+        }
     }
 
     #[test]

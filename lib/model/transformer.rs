@@ -1,10 +1,14 @@
-//! The Llama / Qwen2 decoder: weights, KV cache and the two forward paths.
+//! The Llama / Qwen2 / Qwen3 / Mistral decoder: weights, KV cache and the two forward paths.
 //!
-//! One implementation covers both families; they differ only in which projections carry a
-//! bias (see [`super::config`]). The maths follows transformers' `modeling_llama.py` /
-//! `modeling_qwen2.py`: RMSNorm in f32 (`x * rsqrt(mean(x^2) + eps) * w`), rotate-half RoPE with
-//! `inv_freq = 1 / base^(2i/d)` computed in f32, attention scores scaled by `1/sqrt(head_dim)`
-//! with an additive mask and softmax in f32, SiLU-gated MLP, final RMSNorm, `lm_head`.
+//! One implementation covers the four families; they differ in which projections carry a
+//! bias, Qwen3's q/k norms, the rope scaling and Mistral's attention window (see
+//! [`super::config`]). The maths follows transformers' `modeling_llama.py` /
+//! `modeling_qwen2.py` / `modeling_qwen3.py` / `modeling_mistral.py`: RMSNorm in f32
+//! (`x * rsqrt(mean(x^2) + eps) * w`; Qwen3 also over each head of q and k after the
+//! projection, before rope), rotate-half RoPE with `inv_freq = 1 / base^(2i/d)` computed in f32
+//! (scaled as `modeling_rope_utils.py` does: [`rope_inv_freq`]), attention scores scaled by
+//! `1/sqrt(head_dim)` with an additive mask (causal, left padding, Mistral's window) and softmax
+//! in f32, SiLU-gated MLP, final RMSNorm, `lm_head`.
 //!
 //! Two paths through the same weights:
 //! - the **graph** path ([`Model::forward_hidden`]): only ops that backpropagate in candle 0.11
@@ -35,7 +39,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 
-use super::config::Config;
+use super::config::{Config, RopeScaling};
 use super::ops::{self, AttnRows, RopeTables};
 use super::{Error, Result};
 
@@ -167,6 +171,8 @@ struct Fused {
     fast: bool,
     b: usize,
     t: usize,
+    /// Mistral's attention window.
+    window: Option<usize>,
 }
 
 impl Fused {
@@ -317,6 +323,9 @@ struct Attention {
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
+    /// Qwen3's per-head RMSNorms over head_dim, on the projected queries and keys before rope.
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -335,6 +344,8 @@ impl Attention {
             k_proj: Linear::new(d, kv * hd, cfg.qkv_bias(), vb.pp("k_proj"))?,
             v_proj: Linear::new(d, kv * hd, cfg.qkv_bias(), vb.pp("v_proj"))?,
             o_proj: Linear::new(h * hd, d, cfg.o_bias(), vb.pp("o_proj"))?,
+            q_norm: qk_norm(cfg, vb.pp("q_norm"))?,
+            k_norm: qk_norm(cfg, vb.pp("k_norm"))?,
             num_heads: h,
             num_kv_heads: kv,
             head_dim: hd,
@@ -347,7 +358,19 @@ impl Attention {
             k_proj: self.k_proj.detach(),
             v_proj: self.v_proj.detach(),
             o_proj: self.o_proj.detach(),
+            q_norm: self.q_norm.as_ref().map(RmsNorm::detach),
+            k_norm: self.k_norm.as_ref().map(RmsNorm::detach),
             ..*self
+        }
+    }
+
+    /// Qwen3's q/k norm of (..., hd) heads (identity without one). `fast`: candle's fused
+    /// kernel; `fused`: the fused CPU kernel ([`ops::rms_norm`] over rows of width hd).
+    fn head_norm(norm: &Option<RmsNorm>, x: Tensor, fast: bool, fused: bool) -> Result<Tensor> {
+        match norm {
+            None => Ok(x),
+            Some(n) if fused => Ok(ops::rms_norm(&x, &n.weight, n.eps)?),
+            Some(n) => n.forward(&x, fast),
         }
     }
 
@@ -363,16 +386,10 @@ impl Attention {
         }
         let (b, t, _) = xs.dims3()?;
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self
-            .q_proj
-            .forward(xs)?
-            .reshape((b, t, h, hd))?
-            .transpose(1, 2)?;
-        let k = self
-            .k_proj
-            .forward(xs)?
-            .reshape((b, t, kv, hd))?
-            .transpose(1, 2)?;
+        let q = self.q_proj.forward(xs)?.reshape((b, t, h, hd))?;
+        let q = Self::head_norm(&self.q_norm, q, ctx.fast, false)?.transpose(1, 2)?;
+        let k = self.k_proj.forward(xs)?.reshape((b, t, kv, hd))?;
+        let k = Self::head_norm(&self.k_norm, k, ctx.fast, false)?.transpose(1, 2)?;
         let v = self
             .v_proj
             .forward(xs)?
@@ -423,16 +440,24 @@ impl Attention {
         let q = self.q_proj.forward2_rows(xs, f, rw)?.reshape((b, t, h, hd))?;
         let k = self.k_proj.forward2_rows(xs, f, rw)?.reshape((b, t, kv, hd))?;
         let v = self.v_proj.forward2_rows(xs, f, rw)?.reshape((b, t, kv, hd))?;
-        let q = ops::rope(&q, &fu.rope)?;
-        let k = ops::rope(&k, &fu.rope)?;
+        let q = ops::rope(&Self::head_norm(&self.q_norm, q, f, true)?, &fu.rope)?;
+        let k = ops::rope(&Self::head_norm(&self.k_norm, k, f, true)?, &fu.rope)?;
         let rows_kernel = cache.is_some();
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k, v),
         };
-        let out = ops::attention(&q, &k, &v, fu.rows.clone(), rows_kernel)?;
+        let out = ops::attention(&q, &k, &v, fu.rows.clone(), fu.window, rows_kernel)?;
         self.o_proj.forward2_rows(&out.reshape((b * t, h * hd))?, f, rw)
     }
+}
+
+/// Qwen3's q_norm / k_norm (weights of size head_dim), `None` for the other families.
+fn qk_norm(cfg: &Config, vb: VarBuilder) -> Result<Option<RmsNorm>> {
+    if !cfg.qk_norm() {
+        return Ok(None);
+    }
+    Ok(Some(RmsNorm::new(cfg.head_dim(), cfg.rms_norm_eps, vb)?))
 }
 
 #[derive(Clone)]
@@ -530,6 +555,9 @@ struct Decoder {
     lm_head: Tensor,
     head_dim: usize,
     rope_base: f64,
+    rope_scaling: RopeScaling,
+    /// Mistral's attention window (keys per query, the query's own included).
+    window: Option<usize>,
     fast: bool,
 }
 
@@ -554,6 +582,8 @@ impl Decoder {
             lm_head,
             head_dim: cfg.head_dim(),
             rope_base: cfg.rope_base(),
+            rope_scaling: cfg.rope_scaling()?,
+            window: cfg.attention_window(),
             fast: false,
         })
     }
@@ -581,47 +611,47 @@ impl Decoder {
     ) -> Result<(Tensor, Tensor)> {
         // The same values as the fused path's tables (f32 arithmetic for f32 models, exact in
         // f64), as tensors in the model dtype.
-        let r = self.rope_tables_f64(positions, dtype);
+        let r = self.rope_tables_f64(positions, dtype)?;
         let table = |v: &[f64]| Tensor::from_vec(v.to_vec(), (b, t, r.half), device)?.to_dtype(dtype);
         Ok((table(&r.cos)?, table(&r.sin)?))
     }
 
     /// The fused path's rope tables, (B*T, hd/2) in f64: the f32 values transformers computes
     /// (f32 `inv_freq`, f32 angle, f32 cos/sin) for f32 models, f64 throughout for f64.
-    fn rope_tables_f64(&self, positions: &[u32], dtype: DType) -> RopeTables {
+    fn rope_tables_f64(&self, positions: &[u32], dtype: DType) -> Result<RopeTables> {
         let half = self.head_dim / 2;
-        let hd = self.head_dim;
-        let n = positions.len() * half;
-        let (mut cos, mut sin) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        if dtype == DType::F64 {
-            let inv: Vec<f64> = (0..half)
-                .map(|i| 1.0 / self.rope_base.powf((2 * i) as f64 / hd as f64))
-                .collect();
-            for &p in positions {
-                for f in &inv {
-                    let a = p as f64 * f;
-                    cos.push(a.cos());
-                    sin.push(a.sin());
-                }
-            }
-        } else {
-            let base = self.rope_base as f32;
-            let inv: Vec<f32> = (0..half)
-                .map(|i| 1.0 / base.powf((2 * i) as f32 / hd as f32))
-                .collect();
-            for &p in positions {
-                for f in &inv {
-                    let a = p as f32 * f;
-                    cos.push(a.cos() as f64);
-                    sin.push(a.sin() as f64);
-                }
+        if let RopeScaling::Dynamic { max_position_embeddings, .. } = self.rope_scaling {
+            // transformers grows the base once a sequence passes max_position_embeddings and
+            // keeps it for later calls: per-call state we do not reproduce.
+            if let Some(&p) = positions.iter().find(|&&p| p as usize >= max_position_embeddings) {
+                return Err(Error::Unsupported(format!(
+                    "dynamic rope scaling at position {p} (implemented below \
+                     max_position_embeddings = {max_position_embeddings} only)"
+                )));
             }
         }
-        RopeTables {
+        fn tables<F: num_traits::Float>(inv: &[F], positions: &[u32]) -> (Vec<f64>, Vec<f64>) {
+            let n = positions.len() * inv.len();
+            let (mut cos, mut sin) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for &p in positions {
+                for &f in inv {
+                    let a = F::from(p).unwrap() * f;
+                    cos.push(a.cos().to_f64().unwrap());
+                    sin.push(a.sin().to_f64().unwrap());
+                }
+            }
+            (cos, sin)
+        }
+        let (cos, sin) = if dtype == DType::F64 {
+            tables(&inv_freq::<f64>(self.rope_base, self.head_dim, self.rope_scaling), positions)
+        } else {
+            tables(&inv_freq::<f32>(self.rope_base, self.head_dim, self.rope_scaling), positions)
+        };
+        Ok(RopeTables {
             cos: Arc::new(cos),
             sin: Arc::new(sin),
             half,
-        }
+        })
     }
 
     /// ids (B, T) u32 at columns `past .. past+T` of left-padded rows -> (B, T, d) final-norm
@@ -680,7 +710,9 @@ impl Decoder {
             for i in 0..t {
                 let col = past + i;
                 positions.push(col.saturating_sub(pad) as u32);
-                mask.extend((0..tk).map(|j| if j >= pad && j <= col { 0.0 } else { MASK_NEG }));
+                // Mistral's window: the last `window` columns up to the query's own
+                let lo = pad.max((col + 1).saturating_sub(self.window.unwrap_or(usize::MAX)));
+                mask.extend((0..tk).map(|j| if j >= lo && j <= col { 0.0 } else { MASK_NEG }));
             }
         }
         let mask =
@@ -707,7 +739,7 @@ impl Decoder {
 
     /// The fused path's per-call inputs: rope tables at `positions` and the row layout.
     fn fused_ctx(&self, positions: &[u32], rows: AttnRows, (b, t): (usize, usize), device: &Device) -> Result<Ctx> {
-        let rope = self.rope_tables_f64(positions, self.embed_tokens.dtype());
+        let rope = self.rope_tables_f64(positions, self.embed_tokens.dtype())?;
         let placeholder = Tensor::zeros((), self.embed_tokens.dtype(), device)?;
         Ok(Ctx {
             cos: placeholder.clone(),
@@ -716,7 +748,7 @@ impl Decoder {
             sin2: placeholder.clone(),
             mask: placeholder,
             fast: self.fast,
-            fused: Some(Fused { rope, rows, fast: self.fast, b, t }),
+            fused: Some(Fused { rope, rows, fast: self.fast, b, t, window: self.window }),
         })
     }
 
@@ -822,6 +854,46 @@ impl Decoder {
             return Ok(ops::matmul_rows(hidden, &self.lm_head)?);
         }
         Ok(hidden.matmul(&self.lm_head.t()?)?)
+    }
+}
+
+/// The rope frequencies `inv_freq` (head_dim / 2) an f32 model of `cfg` rotates by, bit for bit
+/// those of transformers' `ROPE_INIT_FUNCTIONS` (for `dynamic`: below max_position_embeddings).
+pub fn rope_inv_freq(cfg: &Config) -> Result<Vec<f32>> {
+    Ok(inv_freq::<f32>(cfg.rope_base(), cfg.head_dim(), cfg.rope_scaling()?))
+}
+
+/// transformers' rope frequencies `inv_freq` (hd/2) under `scaling`, computed in the precision
+/// `F` as `modeling_rope_utils.py` does in torch: `1 / base^(2i/hd)`, then for `linear`
+/// `inv_freq / factor`, for `llama3` (`_compute_llama3_parameters`) per frequency, with
+/// wavelength `w = (1 / inv_freq) 2 pi` (torch's `2 pi / t` is `t.reciprocal() * 2 pi`):
+/// `w > L / low` -> `inv_freq / factor`; `w < L / high` -> `inv_freq`; in between
+/// `(1 - s) inv_freq / factor + s inv_freq` with `s = ((1 / w) L - low) / (high - low)`,
+/// L = original_max_position_embeddings. Python scalars enter f32 arithmetic rounded to f32.
+/// `dynamic` is the default below max_position_embeddings (checked by the caller).
+fn inv_freq<F: num_traits::Float>(base: f64, hd: usize, scaling: RopeScaling) -> Vec<F> {
+    let k = |x: f64| F::from(x).unwrap();
+    let default = (0..hd / 2).map(|i| F::one() / k(base).powf(k((2 * i) as f64) / k(hd as f64)));
+    match scaling {
+        RopeScaling::Default | RopeScaling::Dynamic { .. } => default.collect(),
+        RopeScaling::Linear { factor } => default.map(|f| f / k(factor)).collect(),
+        RopeScaling::Llama3 { factor, low_freq_factor: low, high_freq_factor: high, original_max_position_embeddings: old } => {
+            let (low_wavelen, high_wavelen) = (k(old / low), k(old / high));
+            default
+                .map(|f| {
+                    let wavelen = f.recip() * k(2.0 * std::f64::consts::PI);
+                    let llama = if wavelen > low_wavelen { f / k(factor) } else { f };
+                    let smooth = (wavelen.recip() * k(old) - k(low)) / k(high - low);
+                    let smoothed = (F::one() - smooth) * llama / k(factor) + smooth * llama;
+                    let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                    if medium {
+                        smoothed
+                    } else {
+                        llama
+                    }
+                })
+                .collect()
+        }
     }
 }
 
@@ -1068,6 +1140,10 @@ pub fn expected_weight_names(cfg: &Config) -> Vec<String> {
             if bias {
                 names.push(format!("{p}.self_attn.{proj}.bias"));
             }
+        }
+        if cfg.qk_norm() {
+            names.push(format!("{p}.self_attn.q_norm.weight"));
+            names.push(format!("{p}.self_attn.k_norm.weight"));
         }
         for proj in ["gate_proj", "up_proj", "down_proj"] {
             names.push(format!("{p}.mlp.{proj}.weight"));
