@@ -12,6 +12,7 @@
 //! - [`task`]: the embedded arithmetic task; [`seed`]: every random draw's seed.
 //! - [`args`], [`paths`]: numeric flags in range, outputs never aliasing inputs.
 //! - [`stages`]: one module per binary: checked configs and a `run`; [`threads`]: where it runs.
+//! - [`engine`]: sampling through inference servers (SGLang, vLLM, llama.cpp) for clipo-rollout.
 
 pub mod args;
 pub mod checkpoint;

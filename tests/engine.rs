@@ -142,7 +142,7 @@ fn an_engine_down_failing_or_garbled_stops_the_run_with_nothing_written() {
     let (o, out) = rollout_through(dir.path(), &closed, &["--engine-kind", "llamacpp"]);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{e}");
-    assert!(e.contains(&closed) && e.contains("request 0") && e.contains("after 2 tries"), "{e}");
+    assert!(e.contains(&closed) && e.contains("request ") && e.contains("prompt tokens, seed") && e.contains("after 2 tries"), "{e}");
     assert!(!out.exists());
 
     // 500 on every request (retried, then reported with the server's body).
