@@ -28,7 +28,7 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 URL=http://127.0.0.1:$PORT
-"$SERVER" -m "$GGUF" --host 127.0.0.1 --port "$PORT" -t "$(nproc)" -c 8192 -np 4 --no-webui > "$OUT/llama-server.log" 2>&1 &
+"$SERVER" -m "$GGUF" --host 127.0.0.1 --port "$PORT" -t "$(nproc)" -c 8192 -np 4 --poll 0 --no-webui > "$OUT/llama-server.log" 2>&1 &
 SERVER_PID=$!
 trap 'kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 240); do

@@ -77,6 +77,17 @@ fn recorded_sglang_and_vllm_exchanges_parse() {
     assert!(protocol::parse(Kind::Vllm, &f["response"]["body"], &g).unwrap().behavior_logprobs.iter().all(|&x| x == 0.0));
     assert_eq!(protocol::request(Kind::Vllm, None, &req, &g)["temperature"], 0.0);
 
+    // llama-server leaves out the entry of a token that ends inside a UTF-8 character (its
+    // tools/server/server-context.cpp process_token): seen live with seed 7, tokens
+    // [68, 146, 235, 28] and entries for [68, 235, 28]. The gap is NaN, for the stage to fill.
+    let body = serde_json::json!({"tokens": [68, 146, 235, 28], "stop_type": "limit", "completion_probabilities": [
+        {"id": 68, "logprob": -0.5}, {"id": 235, "logprob": -1.5}, {"id": 28, "logprob": -2.5}]});
+    let s = protocol::parse(Kind::Llamacpp, &body, &params(4, vec![])).unwrap();
+    assert_eq!((s.logprobs[0], s.logprobs[2], s.logprobs[3], s.finish), (-0.5, -1.5, -2.5, FinishReason::Length));
+    assert!(s.logprobs[1].is_nan());
+    let shuffled = serde_json::json!({"tokens": [68, 146], "stop_type": "eos", "completion_probabilities": [{"id": 146, "logprob": -1.0}, {"id": 68, "logprob": -1.0}]});
+    assert!(protocol::parse(Kind::Llamacpp, &shuffled, &params(4, vec![])).unwrap_err().contains("do not follow"));
+
     // A vLLM too old to return token ids, and llama-cpp-python (text only): refused, saying why.
     let f = fixture("vllm_completions.json");
     if f["response"]["body"]["choices"][0].get("token_ids").is_none() {
@@ -216,7 +227,7 @@ impl Drop for Served {
 fn serve(bin: &Path, gguf: &Path) -> (Served, String) {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(bin)
-        .args(["-m", s(gguf), "--host", "127.0.0.1", "--port", &port.to_string(), "-t", "2", "-c", "4096", "-np", "2", "--no-webui"])
+        .args(["-m", s(gguf), "--host", "127.0.0.1", "--port", &port.to_string(), "-t", "2", "-c", "4096", "-np", "2", "--poll", "0", "--no-webui"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -164,6 +164,33 @@ impl Sampler for Engine {
     }
 }
 
+/// Log-probs an engine did not report (NaN in a [`Sample`]: llama.cpp leaves out tokens that end
+/// inside a UTF-8 character) are filled with the policy's own, by a teacher-forced no-grad pass
+/// over those responses. Returns how many were filled.
+pub fn missing_logprobs(model: &Model, reqs: &[SampleRequest], samples: &mut [Sample], temperature: f64) -> Result<usize> {
+    let rows: Vec<usize> = (0..samples.len()).filter(|&i| samples[i].logprobs.iter().any(|x| x.is_nan())).collect();
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let seqs: Vec<crate::model::Sequence> = rows.iter().map(|&i| crate::model::Sequence { prompt: reqs[i].prompt, response: &samples[i].tokens }).collect();
+    let scored = model.response_logprobs_nograd(&seqs, temperature, 8).map_err(|e| Error::Other(e.to_string()))?;
+    let mut filled = 0;
+    for (k, &i) in rows.iter().enumerate() {
+        let mine = scored.logprobs_row(k).map_err(|e| Error::Other(e.to_string()))?;
+        let s = &mut samples[i];
+        for t in 0..s.tokens.len() {
+            if s.logprobs[t].is_nan() {
+                s.logprobs[t] = mine[t];
+                if s.behavior_logprobs[t].is_nan() {
+                    s.behavior_logprobs[t] = mine[t];
+                }
+                filled += 1;
+            }
+        }
+    }
+    Ok(filled)
+}
+
 /// The stage's view of a finished response: stop strings applied to the tokens (the first
 /// token that completes one ends the response, as the built-in sampler), the stop token's
 /// finish reason, and no more than `max_new_tokens`.

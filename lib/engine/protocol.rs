@@ -202,7 +202,8 @@ fn logprob(v: &Value, what: &str) -> Result<f32, String> {
 }
 
 /// The sample in a response body (finish reason Eos/Length by the engine's account; the caller
-/// applies stop strings and checks lengths).
+/// applies stop strings and checks lengths). A log-prob the engine did not report is NaN (see
+/// [`super::missing_logprobs`]).
 pub fn parse(kind: Kind, v: &Value, p: &SampleParams) -> Result<Sample, String> {
     let (tokens, logprobs, length) = match kind {
         Kind::Sglang => {
@@ -232,16 +233,29 @@ pub fn parse(kind: Kind, v: &Value, p: &SampleParams) -> Result<Sample, String> 
         }
         Kind::Llamacpp => {
             let tokens = ids(field(v, &["tokens"])?, "tokens")?;
-            let lps = match v.get("completion_probabilities") {
-                Some(probs) => probs
-                    .as_array()
-                    .ok_or("`completion_probabilities` is not a list")?
-                    .iter()
-                    .map(|e| logprob(e.get("logprob").unwrap_or(&Value::Null), "completion_probabilities[i].logprob"))
-                    .collect::<Result<Vec<f32>, String>>()?,
+            let probs = match v.get("completion_probabilities") {
+                Some(probs) => probs.as_array().ok_or("`completion_probabilities` is not a list")?.clone(),
                 None if tokens.is_empty() => vec![],
                 None => return Err("the response has no `completion_probabilities` (n_probs was sent)".into()),
             };
+            // llama-server keeps no entry for a token that ends inside a UTF-8 character (it
+            // waits for the character to complete): the entries are the tokens' in order with
+            // such tokens left out. Those get NaN here, for the stage to recompute.
+            let mut lps = Vec::with_capacity(tokens.len());
+            let mut j = 0;
+            for &t in &tokens {
+                let entry = probs.get(j).filter(|e| e.get("id").and_then(Value::as_u64) == Some(u64::from(t)));
+                match entry {
+                    Some(e) => {
+                        lps.push(logprob(e.get("logprob").unwrap_or(&Value::Null), "completion_probabilities[i].logprob")?);
+                        j += 1;
+                    }
+                    None => lps.push(f32::NAN),
+                }
+            }
+            if j != probs.len() {
+                return Err(format!("`completion_probabilities` ({} entries) do not follow `tokens` ({} ids)", probs.len(), tokens.len()));
+            }
             (tokens, lps, field(v, &["stop_type"])?.as_str() == Some("limit"))
         }
     };

@@ -399,6 +399,7 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
     };
     let model_err = |e: crate::model::Error| Error::Model { dir: cfg.policy.clone(), detail: e.to_string() };
 
+    let mut missing_logprobs = 0usize;
     let bar = crate::progress::bar(ready.len() as u64, "prompts");
     bar.inc((batches[..resumed].iter().map(|b| b.len()).sum::<usize>()) as u64);
     let mut generated = 0usize;
@@ -413,7 +414,12 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
             batch.iter().map(|r| (0..cfg.n).map(|s| derive_seed(SAMPLING, cfg.seed, cfg.step, &r.prompt.prompt_id, s as u64)).collect()).collect();
         let reqs: Vec<SampleRequest> =
             batch.iter().zip(&seeds).flat_map(|(r, ss)| ss.iter().map(move |&seed| SampleRequest { prompt: &r.ids, seed })).collect();
-        let mut samples = sampler.sample(&reqs, &params)?.into_iter();
+        let mut samples = sampler.sample(&reqs, &params)?;
+        let filled = crate::engine::missing_logprobs(&policy.model, &reqs, &mut samples, if cfg.greedy { 1.0 } else { cfg.temperature })?;
+        if filled > 0 {
+            missing_logprobs += filled;
+        }
+        let mut samples = samples.into_iter();
         for (r, seeds) in batch.iter().zip(seeds) {
             let samples: Vec<_> = samples.by_ref().take(cfg.n).collect();
             // Pooled states the sampler did not give: a teacher-forced pass of the policy over
@@ -464,6 +470,9 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
         w.finish()?;
     }
     bar.finish_and_clear();
+    if missing_logprobs > 0 {
+        eprintln!("clipo-rollout: the engine reported no log-prob for {missing_logprobs} tokens (llama.cpp leaves out tokens that end inside a UTF-8 character): the policy's own, recomputed, stand in for them");
+    }
     let sample_secs = sample_start.elapsed().as_secs_f64();
 
     // Concatenate the parts in order into the final file, then drop them.
