@@ -135,6 +135,10 @@ pub struct RolloutSummary {
     /// Sampling speed (None when the output was up to date: nothing was sampled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_per_second: Option<f64>,
+    /// Seconds of the teacher-forced passes (pooled hidden states the sampler did not give,
+    /// log-probs an engine did not report), inside `seconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teacher_forced_seconds: Option<f64>,
     pub seconds: f64,
     /// True when the output was already up to date.
     pub up_to_date: bool,
@@ -399,7 +403,7 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
     };
     let model_err = |e: crate::model::Error| Error::Model { dir: cfg.policy.clone(), detail: e.to_string() };
 
-    let mut missing_logprobs = 0usize;
+    let (mut missing_logprobs, mut forced_secs) = (0usize, 0f64);
     let bar = crate::progress::bar(ready.len() as u64, "prompts");
     bar.inc((batches[..resumed].iter().map(|b| b.len()).sum::<usize>()) as u64);
     let mut generated = 0usize;
@@ -415,9 +419,11 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
         let reqs: Vec<SampleRequest> =
             batch.iter().zip(&seeds).flat_map(|(r, ss)| ss.iter().map(move |&seed| SampleRequest { prompt: &r.ids, seed })).collect();
         let mut samples = sampler.sample(&reqs, &params)?;
+        let t_forced = Instant::now();
         let filled = crate::engine::missing_logprobs(&policy.model, &reqs, &mut samples, if cfg.greedy { 1.0 } else { cfg.temperature })?;
         if filled > 0 {
             missing_logprobs += filled;
+            forced_secs += t_forced.elapsed().as_secs_f64();
         }
         let mut samples = samples.into_iter();
         for (r, seeds) in batch.iter().zip(seeds) {
@@ -426,8 +432,10 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
             // prompt + response (`mean` always; `official` for responses sampled by a server).
             let official = cfg.hidden == HiddenMode::Official && !sampler.has_hidden();
             let pooled = if cfg.hidden == HiddenMode::Mean || official {
+                let t = Instant::now();
                 let seqs: Vec<Sequence> = samples.iter().map(|s| Sequence { prompt: &r.ids, response: &s.tokens }).collect();
                 let m = policy.model.pooled_hidden(&seqs, cfg.n, official).map_err(model_err)?;
+                forced_secs += t.elapsed().as_secs_f64();
                 Some(m.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
             } else {
                 None
@@ -496,6 +504,7 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
         generated_tokens: all_generated,
         truncated_fraction: all_truncated as f64 / total.max(1) as f64,
         tokens_per_second: Some(generated as f64 / sample_secs.max(1e-9)),
+        teacher_forced_seconds: Some(forced_secs),
         seconds: start.elapsed().as_secs_f64(),
         up_to_date: false,
         resumed_batches: resumed,
