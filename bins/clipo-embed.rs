@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{ensure, Context};
+use anyhow::Context;
 use clipo::args;
 use clap::Parser;
 use clipo::contrastive::{ContrastiveConfig, HeadKind, Level, LossKind, MaskedLabel, Similarity};
@@ -96,8 +96,8 @@ struct Args {
 impl TryFrom<Args> for EmbedConfig {
     type Error = anyhow::Error;
     fn try_from(a: Args) -> anyhow::Result<Self> {
-        ensure!(a.trajectories.is_file(), "--trajectories {}: no such file", a.trajectories.display());
-        ensure!(a.rewards.is_file(), "--rewards {}: no such file", a.rewards.display());
+        clipo::args::input_file("--trajectories", &a.trajectories, "a trajectories table (clipo-rollout's .parquet)")?;
+        clipo::args::input_file("--rewards", &a.rewards, "a rewards table (clipo-verify's .parquet)")?;
         let mut inputs = vec![("--trajectories", a.trajectories.as_path()), ("--rewards", a.rewards.as_path())];
         if let Some(h) = &a.head {
             inputs.push(("--head", h.as_path()));

@@ -140,8 +140,8 @@ struct Args {
 impl TryFrom<Args> for RolloutConfig {
     type Error = anyhow::Error;
     fn try_from(a: Args) -> anyhow::Result<Self> {
-        ensure!(a.prompts.is_file(), "--prompts {}: no such file", a.prompts.display());
-        ensure!(a.policy.is_dir(), "--policy {}: no such directory", a.policy.display());
+        args::input_file("--prompts", &a.prompts, "a prompts table (verl .parquet or .jsonl)")?;
+        args::model_dir("--policy", &a.policy)?;
         clipo::paths::refuse_aliases(&[("--policy", &a.policy), ("--prompts", &a.prompts)], &[("--out", &a.out)])?;
         let n = args::count("--n", a.n.unwrap_or(if a.greedy { 1 } else { 16 }))?;
         args::positive("--temperature", a.temperature)?;

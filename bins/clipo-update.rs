@@ -288,7 +288,7 @@ fn memory_plan(a: &Args, memory: Memory) -> anyhow::Result<clipo::model::plan::P
 }
 
 fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
-    ensure!(a.policy.is_dir(), "--policy {}: no such directory", a.policy.display());
+    args::model_dir("--policy", &a.policy)?;
     if let Some(c) = a.logit_chunk {
         args::count("--logit-chunk", c)?;
     }

@@ -64,7 +64,7 @@ struct Args {
 impl TryFrom<Args> for VerifyConfig {
     type Error = anyhow::Error;
     fn try_from(a: Args) -> anyhow::Result<Self> {
-        anyhow::ensure!(a.input.is_file(), "--input {}: no such file", a.input.display());
+        clipo::args::input_file("--input", &a.input, "a trajectories table (clipo-rollout's .parquet)")?;
         clipo::paths::refuse_aliases(&[("--input", &a.input)], &[("--output", &a.output)])?;
         let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         anyhow::ensure!(threads >= 1, "--threads must be at least 1");

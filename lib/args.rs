@@ -80,3 +80,55 @@ mod tests {
         assert!(finite("--constant", -3.0).is_ok() && finite("--constant", f64::NEG_INFINITY).is_err());
     }
 }
+
+/// What a model-directory flag expects, for its errors.
+const MODEL_DIR: &str = "a Hugging Face model directory (config.json, model.safetensors or shards, tokenizer.json)";
+
+/// A model directory: one message per way it can be wrong, each saying what was expected.
+pub fn model_dir(flag: &str, p: &std::path::Path) -> Result<()> {
+    let shown = p.display();
+    if p.is_file() {
+        return Err(Error::Config(format!("{flag} {shown} is a file: expected {MODEL_DIR}")));
+    }
+    if !p.is_dir() {
+        return Err(Error::Config(format!("{flag} {shown}: no such directory (expected {MODEL_DIR})")));
+    }
+    if !p.join("config.json").is_file() {
+        return Err(Error::Config(format!(
+            "{flag} {shown} has no config.json: expected {MODEL_DIR}; `clipo-model import-gguf` makes one from a GGUF file"
+        )));
+    }
+    Ok(())
+}
+
+/// An input table (`what`: e.g. "a prompts table (.parquet or .jsonl)").
+pub fn input_file(flag: &str, p: &std::path::Path, what: &str) -> Result<()> {
+    let shown = p.display();
+    if p.is_dir() {
+        return Err(Error::Config(format!("{flag} {shown} is a directory: expected {what}")));
+    }
+    if !p.is_file() {
+        return Err(Error::Config(format!("{flag} {shown}: no such file (expected {what})")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn model_directories_and_input_files_are_named_with_what_was_expected() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("config.json"), "{}").unwrap();
+        let msg = |r: Result<()>| r.unwrap_err().to_string();
+        assert!(model_dir("--policy", d).is_ok());
+        assert!(msg(model_dir("--policy", &d.join("config.json"))).contains("is a file: expected a Hugging Face model directory"));
+        assert!(msg(model_dir("--policy", &d.join("nope"))).contains("no such directory (expected a Hugging Face"));
+        std::fs::create_dir(d.join("empty")).unwrap();
+        assert!(msg(model_dir("--policy", &d.join("empty"))).contains("has no config.json"));
+        assert!(msg(input_file("--prompts", d, "a prompts table (.parquet or .jsonl)")).contains("is a directory: expected a prompts table"));
+        assert!(msg(input_file("--prompts", &d.join("x.parquet"), "a prompts table")).contains("no such file (expected a prompts table)"));
+    }
+}
