@@ -6,7 +6,10 @@
 #   2. bf16 on CUDA (f32 masters) against f32 on the CPU, 3 SFT steps at the paper's lr 1e-6:
 #      at least 90% of the weights move, at least 80% in the CPU's direction;
 #   3. sampling throughput on CUDA, f32 and bf16 (64 prompts x 8 samples x 64 tokens);
-#   4. peak GPU memory of each run (nvidia-smi, sampled every 100 ms).
+#   4. peak GPU memory of each run (nvidia-smi, sampled every 100 ms; the CUDA context included),
+#      beside `clipo-update --plan` for the SFT runs (which counts the step, not the context);
+#   5. the bf16 SFT again with --grad-checkpoint --logit-chunk 7 (the segmented backward on
+#      CUDA): the same weights as the plain bf16 run to 1e-5.
 # Writes gpu_check.json (OUT, default $OUT/gpu_check.json when the device tool sets OUT) and
 # exits non-zero if a check fails. About 2 minutes on an H100; NOT yet run (no GPU has been lent).
 set -euo pipefail
@@ -36,14 +39,19 @@ peak() { # peak() NAME CMD...: runs CMD while sampling GPU memory; prints the pe
 
 "$BIN/clipo-data" arith --out "$W/data" --train 512 --test 64 --seed 0 2>/dev/null
 "$BIN/clipo-model" init --preset tiny --seed 0 "$W/tiny" 2>/dev/null
-sft() { # sft OUT LR DEVICE DTYPE
+sft() { # sft OUT LR DEVICE DTYPE [FLAGS...]
+  local out=$1 lr=$2 device=$3 dtype=$4; shift 4
   "$BIN/clipo-update" --objective sft --policy "$W/tiny" --prompts "$W/data/train.parquet" --steps 3 --batch-size 64 \
-    --micro-batch 64 --lr "$2" --seed 0 --device "$3" --dtype "$4" --save-dtype f32 --out "$1"
+    --micro-batch 64 --lr "$lr" --seed 0 --device "$device" --dtype "$dtype" --save-dtype f32 --out "$out" "$@"
 }
 sft "$W/cpu-f32-1e-3" 1e-3 cpu f32 2>/dev/null
 sft "$W/cpu-f32-1e-6" 1e-6 cpu f32 2>/dev/null
 m_f32=$(peak sft-f32 sft "$W/cuda-f32-1e-3" 1e-3 cuda:0 f32)
 m_bf16=$(peak sft-bf16 sft "$W/cuda-bf16-1e-6" 1e-6 cuda:0 bf16)
+m_ckpt=$(peak sft-bf16-ckpt sft "$W/cuda-bf16-1e-6-ckpt" 1e-6 cuda:0 bf16 --grad-checkpoint --logit-chunk 7)
+plan() { "$BIN/clipo-update" --plan --policy "$W/tiny" --plan-device cuda --dtype "$1" --micro-batch 64 --plan-seq-len 96 "${@:2}"; }
+plan_f32=$(plan f32); plan_bf16=$(plan bf16); plan_ckpt=$(plan bf16 --grad-checkpoint --logit-chunk 7)
+ckpt=$("$BIN/clipo-model" compare "$W/tiny" "$W/cuda-bf16-1e-6" "$W/cuda-bf16-1e-6-ckpt")
 f32=$("$BIN/clipo-model" compare "$W/tiny" "$W/cpu-f32-1e-3" "$W/cuda-f32-1e-3")
 bf16=$("$BIN/clipo-model" compare "$W/tiny" "$W/cpu-f32-1e-6" "$W/cuda-bf16-1e-6")
 rollout() { # rollout NAME DTYPE
@@ -54,8 +62,9 @@ m_r32=$(peak rollout-f32 rollout r32 f32)
 m_r16=$(peak rollout-bf16 rollout r16 bf16)
 cat > "$OUT_JSON" <<JSON
 {"date": "$(date -u +%FT%TZ)", "gpu": "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)",
- "sft_f32_cuda_vs_cpu": $f32, "sft_bf16_cuda_vs_f32_cpu_lr_1e-6": $bf16,
- "peak_mib": {"sft_f32": $m_f32, "sft_bf16": $m_bf16, "rollout_f32": $m_r32, "rollout_bf16": $m_r16},
+ "sft_f32_cuda_vs_cpu": $f32, "sft_bf16_cuda_vs_f32_cpu_lr_1e-6": $bf16, "sft_bf16_ckpt_vs_plain": $ckpt,
+ "peak_mib": {"sft_f32": $m_f32, "sft_bf16": $m_bf16, "sft_bf16_ckpt": $m_ckpt, "rollout_f32": $m_r32, "rollout_bf16": $m_r16},
+ "plan": {"sft_f32": $plan_f32, "sft_bf16": $plan_bf16, "sft_bf16_ckpt": $plan_ckpt},
  "rollout_f32": $(cat "$W/rollout-f32.out"), "rollout_bf16": $(cat "$W/rollout-bf16.out")}
 JSON
 cat "$OUT_JSON"
@@ -64,7 +73,8 @@ python3 - "$OUT_JSON" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 f32, bf16 = r["sft_f32_cuda_vs_cpu"], r["sft_bf16_cuda_vs_f32_cpu_lr_1e-6"]
-ok = f32["max_abs_diff"] < 1e-4 and bf16["moved_b"] >= 0.9 and bf16["same_direction"] >= 0.8
-print("gpu_check:", "PASS" if ok else "FAIL", f"f32 max diff {f32['max_abs_diff']:.2e}, bf16 moved {bf16['moved_b']:.3f}, same direction {bf16['same_direction']:.3f}")
+ckpt = r["sft_bf16_ckpt_vs_plain"]
+ok = f32["max_abs_diff"] < 1e-4 and bf16["moved_b"] >= 0.9 and bf16["same_direction"] >= 0.8 and ckpt["max_abs_diff"] < 1e-5
+print("gpu_check:", "PASS" if ok else "FAIL", f"f32 max diff {f32['max_abs_diff']:.2e}, bf16 moved {bf16['moved_b']:.3f}, same direction {bf16['same_direction']:.3f}, checkpointed vs plain bf16 {ckpt['max_abs_diff']:.2e}")
 sys.exit(0 if ok else 1)
 PY
