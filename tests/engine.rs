@@ -209,7 +209,7 @@ fn llama_server() -> Option<PathBuf> {
     if p.is_file() {
         Some(p)
     } else {
-        eprintln!("SKIP: {} is absent (scripts/install_llama_server.sh builds it; CI does)", p.display());
+        common::skip(&format!("{} is absent (scripts/install_llama_server.sh builds it; CI does)", p.display()));
         None
     }
 }

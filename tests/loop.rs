@@ -208,7 +208,7 @@ fn the_loop_runs_on_a_sharded_policy_and_remakes_a_deleted_file() {
 #[test]
 fn the_loop_scores_with_a_users_verl_reward_file() {
     if !std::process::Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIP: no python3 on PATH");
+        common::skip("no python3 on PATH");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

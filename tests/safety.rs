@@ -326,7 +326,7 @@ fn a_second_writer_is_told_another_run_is_writing_and_stale_leftovers_are_cleare
 fn a_full_disk_gets_its_own_message_and_leaves_no_partial_file() {
     // /dev/full answers every write with ENOSPC: the stage's temporary file is made a link to it.
     if !Path::new("/dev/full").exists() {
-        eprintln!("SKIP: no /dev/full on this machine");
+        common::skip("no /dev/full on this machine");
         return;
     }
     let f = fixture();

@@ -59,7 +59,7 @@ fn rows(n: usize, ds: &str) -> Vec<Trajectory> {
 fn python() -> bool {
     let found = std::process::Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success());
     if !found {
-        eprintln!("SKIP: no python3 on PATH");
+        common::skip("no python3 on PATH");
     }
     found
 }

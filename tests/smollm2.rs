@@ -19,7 +19,7 @@ fn fixture() -> Option<serde_json::Value> {
     match std::fs::read_to_string(p) {
         Ok(text) => Some(serde_json::from_str(&text).unwrap()),
         Err(_) => {
-            eprintln!("SKIP: {p} is absent (make it with scripts/make_smollm2_greedy_fixture.py)");
+            common::skip(&format!("{p} is absent (make it with scripts/make_smollm2_greedy_fixture.py)"));
             None
         }
     }

@@ -10,6 +10,19 @@ pub fn bin(name: &str) -> PathBuf {
     std::env::var_os(&var).map(PathBuf::from).unwrap_or_else(|| panic!("{var} not set: run through cargo test"))
 }
 
+/// Records that a test skips part of its work and why: printed now (the harness hides it for a
+/// passing test) and appended to target/skipped.txt, which `make test` prints at its end, so a
+/// skip never reads as a pass.
+pub fn skip(reason: &str) {
+    eprintln!("SKIP: {reason}");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/skipped.txt");
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(file) {
+        use std::io::Write;
+        let _ = writeln!(f, "{test}: {reason}");
+    }
+}
+
 pub fn run(name: &str, args: &[&str]) -> Output {
     Command::new(bin(name)).args(args).output().expect("binary runs")
 }
@@ -37,7 +50,7 @@ pub fn shared_data() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIP: {} is absent (tests that read the shared data sets run only where it exists)", dir.display());
+        skip(&format!("{} is absent (tests that read the shared data sets run only where it exists)", dir.display()));
         None
     }
 }
@@ -51,7 +64,7 @@ pub fn smollm2_gguf() -> Option<PathBuf> {
     if path.is_file() {
         Some(path)
     } else {
-        eprintln!("SKIP: no SmolLM2 GGUF at {} (run scripts/fetch_smollm2.sh or set CLIPO_SMOLLM2_GGUF)", path.display());
+        skip(&format!("no SmolLM2 GGUF at {} (run scripts/fetch_smollm2.sh or set CLIPO_SMOLLM2_GGUF)", path.display()));
         None
     }
 }
@@ -59,14 +72,20 @@ pub fn smollm2_gguf() -> Option<PathBuf> {
 /// SmolLM2 imported (f32) once per test binary into target/tmp/`name`.
 pub fn smollm2_dir(name: &str) -> Option<&'static Path> {
     static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let gguf = smollm2_gguf()?;
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-        let s = clipo::model::gguf::import_gguf(&gguf, &out, clipo::model::hf::SaveDtype::F32).unwrap();
-        eprintln!("imported SmolLM2 in {:.2} s", s.read_s + s.write_s);
-        Some(out)
-    })
-    .as_deref()
+    let dir = DIR
+        .get_or_init(|| {
+            let gguf = smollm2_gguf()?;
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+            let s = clipo::model::gguf::import_gguf(&gguf, &out, clipo::model::hf::SaveDtype::F32).unwrap();
+            eprintln!("imported SmolLM2 in {:.2} s", s.read_s + s.write_s);
+            Some(out)
+        })
+        .as_deref();
+    if dir.is_none() {
+        // Each test that goes without it says so (the import is tried once a process).
+        skip("no SmolLM2 model (run scripts/fetch_smollm2.sh)");
+    }
+    dir
 }
 
 /// The tiny policy (seed 0) and the arithmetic task (default settings) made in `dir`:
