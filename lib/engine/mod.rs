@@ -2,7 +2,7 @@
 //! completion servers): the scale-out path of `clipo-rollout --engine URL`.
 //!
 //! [`Sampler`] is what the rollout stage asks for: one [`Sample`] per request, in request order.
-//! Two implement it: the built-in candle sampler ([`Model`]) and [`Engine`], which sends each
+//! Two implement it: the built-in candle sampler (a [`crate::policy::Policy`]'s model) and [`Engine`], which sends each
 //! request (the templated prompt as token ids, one sample, its derived seed) to a server and
 //! reads back the response's token ids, per-token log-probs and finish reason. Prompt selection,
 //! seeds, resumable parts, hidden states and the table stay in the stage, shared by both.
@@ -37,9 +37,10 @@ pub trait Sampler: Sync {
     fn has_hidden(&self) -> bool;
 }
 
-impl Sampler for Model {
+/// The built-in sampler: the policy's own model (errors name its directory).
+impl Sampler for crate::policy::Policy {
     fn sample(&self, reqs: &[SampleRequest], params: &SampleParams) -> Result<Vec<Sample>> {
-        Model::sample(self, reqs, params).map_err(|e| Error::Other(e.to_string()))
+        self.model.sample(reqs, params).map_err(|e| Error::Model { dir: self.dir.clone(), detail: e.to_string() })
     }
 
     fn has_hidden(&self) -> bool {

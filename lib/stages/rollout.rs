@@ -399,7 +399,7 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
     }
     let sampler: &dyn Sampler = match &engine {
         Some(e) => e,
-        None => &policy.model,
+        None => &policy,
     };
     let model_err = |e: crate::model::Error| Error::Model { dir: cfg.policy.clone(), detail: e.to_string() };
 
