@@ -30,14 +30,9 @@ use serde_json::json;
 
 const PROMPT: usize = 64;
 
-fn status_kib(key: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(f64::NAN)
-}
+#[path = "proc_status.rs"]
+mod proc_status;
+use proc_status::status_kib;
 
 fn mem_total_bytes() -> f64 {
     let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();

@@ -48,14 +48,9 @@ fn rss_mib() -> f64 {
     status_kib("VmRSS:") / 1024.0
 }
 
-fn status_kib(key: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(f64::NAN)
-}
+#[path = "proc_status.rs"]
+mod proc_status;
+use proc_status::status_kib;
 
 /// User + system CPU seconds of this process.
 fn cpu_seconds() -> f64 {
