@@ -13,27 +13,9 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use clipo::schema::{rewards as rw, trajectories as tr};
 use clipo::stages::verify::read_rewards;
 use clipo::table::{Provenance, TableWriter};
-use clipo::trajectories::{trajectories_batch, FinishReason, Trajectory};
-use common::{ok, run, s, stderr};
+use clipo::trajectories::{trajectories_batch, Trajectory};
+use common::{traj, ok, run, s, stderr};
 
-fn traj(pid: &str, idx: u32, ds: &str, gt: &str, response: &str) -> Trajectory {
-    Trajectory {
-        prompt_id: pid.into(),
-        sample_idx: idx,
-        data_source: ds.into(),
-        ground_truth: gt.into(),
-        prompt_text: "q".into(),
-        response_text: response.into(),
-        prompt_token_ids: vec![1, 2],
-        response_token_ids: vec![3],
-        response_logprobs: vec![-0.5],
-        behavior_logprobs: vec![-0.5],
-        finish_reason: FinishReason::Eos,
-        seed: 7,
-        policy: "test".into(),
-        hidden: None,
-    }
-}
 
 /// A trajectories table, with an `extra_info` column of JSON text when given.
 fn write_trajectories(path: &Path, rows: &[Trajectory], extra_info: Option<Vec<String>>) {

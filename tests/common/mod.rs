@@ -97,3 +97,24 @@ pub fn tiny_and_task(dir: &Path, n_train: usize, n_test: usize) -> (PathBuf, Pat
     clipo::stages::data::run_arith(&job).unwrap();
     (policy, dir.join("data/train.parquet"))
 }
+
+/// A one-token trajectory row with the given keys, data source, ground truth and response text
+/// (for tables the verifier and scorers read).
+pub fn traj(pid: &str, idx: u32, ds: &str, gt: &str, response: &str) -> clipo::trajectories::Trajectory {
+    clipo::trajectories::Trajectory {
+        prompt_id: pid.into(),
+        sample_idx: idx,
+        data_source: ds.into(),
+        ground_truth: gt.into(),
+        prompt_text: "q".into(),
+        response_text: response.into(),
+        prompt_token_ids: vec![1, 2],
+        response_token_ids: vec![3],
+        response_logprobs: vec![-0.5],
+        behavior_logprobs: vec![-0.5],
+        finish_reason: clipo::trajectories::FinishReason::Eos,
+        seed: 7,
+        policy: "test".into(),
+        hidden: None,
+    }
+}
