@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::model::sample::StreamError;
 use crate::model::{FinishReason, Model, Sample, SampleParams, SampleRequest};
 
 pub use protocol::Kind;
@@ -32,6 +33,25 @@ pub use protocol::Kind;
 /// One sample for each request, in request order.
 pub trait Sampler: Sync {
     fn sample(&self, reqs: &[SampleRequest], params: &SampleParams) -> Result<Vec<Sample>>;
+    /// Hands each request's sample to `done(request index, sample)` as it finishes (any order),
+    /// about `width` in flight at once. The default: `width` requests at a time through
+    /// [`Sampler::sample`]; the built-in sampler batches continuously (a finished row's slot goes
+    /// to the next waiting request).
+    fn sample_stream(
+        &self,
+        reqs: &[SampleRequest],
+        params: &SampleParams,
+        width: usize,
+        done: &mut dyn FnMut(usize, Sample) -> Result<()>,
+    ) -> Result<()> {
+        let width = width.max(1);
+        for (c, chunk) in reqs.chunks(width).enumerate() {
+            for (k, s) in self.sample(chunk, params)?.into_iter().enumerate() {
+                done(c * width + k, s)?;
+            }
+        }
+        Ok(())
+    }
     /// Whether samples carry the `official` pooled hidden state (else the stage computes it by a
     /// teacher-forced pass of the policy).
     fn has_hidden(&self) -> bool;
@@ -41,6 +61,19 @@ pub trait Sampler: Sync {
 impl Sampler for crate::policy::Policy {
     fn sample(&self, reqs: &[SampleRequest], params: &SampleParams) -> Result<Vec<Sample>> {
         self.model.sample(reqs, params).map_err(|e| Error::Model { dir: self.dir.clone(), detail: e.to_string() })
+    }
+
+    fn sample_stream(
+        &self,
+        reqs: &[SampleRequest],
+        params: &SampleParams,
+        width: usize,
+        done: &mut dyn FnMut(usize, Sample) -> Result<()>,
+    ) -> Result<()> {
+        self.model.sample_continuous(reqs, params, width, done).map_err(|e| match e {
+            StreamError::Model(e) => Error::Model { dir: self.dir.clone(), detail: e.to_string() },
+            StreamError::Done(e) => e,
+        })
     }
 
     fn has_hidden(&self) -> bool {

@@ -163,98 +163,216 @@ struct Row {
     hidden_sum: Vec<f32>,
 }
 
+/// An error of [`Model::sample_continuous`]: the model's, or the one the caller's `done`
+/// returned (which stops the decoding).
+#[derive(Debug)]
+pub enum StreamError<E> {
+    Model(Error),
+    Done(E),
+}
+
+impl<E> From<Error> for StreamError<E> {
+    fn from(e: Error) -> Self {
+        StreamError::Model(e)
+    }
+}
+
+impl<E> From<candle_core::Error> for StreamError<E> {
+    fn from(e: candle_core::Error) -> Self {
+        StreamError::Model(e.into())
+    }
+}
+
+/// A prompt prefilled on its own: its single-row cache, the logits at its last token, and how
+/// many of the waiting requests still need it.
+struct Prefilled {
+    cache: KvCache,
+    logits: Vec<f32>,
+    waiting: usize,
+}
+
 impl Model {
     /// Samples one response per request, all in one batch. See the module doc for what is
     /// recorded. Results come back in request order.
     pub fn sample(&self, reqs: &[SampleRequest], params: &SampleParams) -> Result<Vec<Sample>> {
+        let mut out: Vec<Option<Sample>> = vec![None; reqs.len()];
+        let stream = self.sample_continuous(reqs, params, reqs.len(), |i, s| {
+            out[i] = Some(s);
+            Ok::<(), Error>(())
+        });
+        match stream {
+            Ok(()) => Ok(out.into_iter().map(|s| s.expect("every request finishes")).collect()),
+            Err(StreamError::Model(e) | StreamError::Done(e)) => Err(e),
+        }
+    }
+
+    /// Continuous batching: decodes at most `width` rows at a time and hands each finished
+    /// sample to `done(request index, sample)` as it finishes (any order). When a row finishes,
+    /// the next waiting request (in request order) takes its slot: its prompt is prefilled on
+    /// its own (once for all the requests that share it) and its cache row written into the
+    /// freed one, right-aligned with the others (left padding). A row's tokens, log-probs and
+    /// hidden state do not depend on its neighbours, its slot or when it was admitted: the
+    /// prefill runs alone, the decode projections and the attention go row by row on the fused
+    /// path, and a row's positions are its columns minus its padding.
+    ///
+    /// The cache keeps `1.5 (P + max_new)` columns when requests wait beyond the first `width`
+    /// (P the longest prompt); when it fills, the columns that are padding in every row are
+    /// dropped: each live row holds at most `P + max_new - 1` columns, so at least a third of
+    /// the cache is freed each time.
+    pub fn sample_continuous<E>(
+        &self,
+        reqs: &[SampleRequest],
+        params: &SampleParams,
+        width: usize,
+        mut done: impl FnMut(usize, Sample) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), StreamError<E>> {
         params.check()?;
         if let Some(i) = reqs.iter().position(|r| r.prompt.is_empty()) {
-            return Err(Error::Input(format!("request {i} has an empty prompt")));
+            return Err(Error::Input(format!("request {i} has an empty prompt")).into());
         }
         let d = self.config().hidden_size;
-        let mut rows: Vec<Row> = reqs
-            .iter()
-            .map(|r| Row {
-                rng: ChaCha8Rng::seed_from_u64(r.seed),
-                tokens: vec![],
-                logprobs: vec![],
-                behavior_logprobs: vec![],
-                finish: None,
-                hidden_sum: vec![0f32; d],
-            })
-            .collect();
-        if reqs.is_empty() || params.max_new_tokens == 0 {
-            return Ok(finish_rows(rows, d));
+        let new_row = |r: &SampleRequest| Row {
+            rng: ChaCha8Rng::seed_from_u64(r.seed),
+            tokens: vec![],
+            logprobs: vec![],
+            behavior_logprobs: vec![],
+            finish: None,
+            hidden_sum: vec![0f32; d],
+        };
+        if params.max_new_tokens == 0 {
+            for (i, r) in reqs.iter().enumerate() {
+                done(i, finish_row(new_row(r), d)).map_err(StreamError::Done)?;
+            }
+            return Ok(());
         }
+        let width = width.max(1);
+        let p_max = reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
+        let capacity = if reqs.len() > width {
+            (p_max + params.max_new_tokens) * 3 / 2
+        } else {
+            p_max + params.max_new_tokens
+        };
+        // Requests that share a prompt share its prefill: key[i] = the first request with i's.
+        let mut first: HashMap<&[u32], usize> = HashMap::new();
+        let key: Vec<usize> = reqs.iter().enumerate().map(|(i, r)| *first.entry(r.prompt).or_insert(i)).collect();
+        let mut uses: HashMap<usize, usize> = HashMap::new();
+        for &k in &key {
+            *uses.entry(k).or_default() += 1;
+        }
+        let mut prefilled: HashMap<usize, Prefilled> = HashMap::new();
+        let mut rows: Vec<Option<Row>> = reqs.iter().map(|_| None).collect();
+        let mut next = 0usize; // the first request not yet admitted
 
-        // Prefill each distinct prompt once: (U, P) ids.
-        let mut uniq: Vec<&[u32]> = vec![];
-        let mut index: HashMap<&[u32], u32> = HashMap::new();
-        let prompt_of: Vec<u32> = reqs
-            .iter()
-            .map(|r| {
-                *index.entry(r.prompt).or_insert_with(|| {
-                    uniq.push(r.prompt);
-                    (uniq.len() - 1) as u32
-                })
-            })
-            .collect();
-        // Each distinct prompt is prefilled on its own (its rows' bits then do not depend on the
-        // other prompts of the batch), and the caches are merged left-padded to the longest, p.
-        let p = uniq.iter().map(|u| u.len()).max().unwrap_or(0);
-        let pads_u: Vec<usize> = uniq.iter().map(|u| p - u.len()).collect();
-        let (mut singles, mut lasts) = (Vec::with_capacity(uniq.len()), Vec::with_capacity(uniq.len()));
-        for u in &uniq {
-            let ids = Tensor::from_slice(u, (1, u.len()), self.device())?;
-            let mut c = KvCache::new(self.config(), 1, u.len(), self.dtype(), self.device())?;
-            let hidden = self.step(&ids, &[0], &mut c)?; // (1, len, d)
-            lasts.push(hidden.narrow(1, u.len() - 1, 1)?.squeeze(1)?); // (1, d)
-            singles.push(c);
+        // Admits the next waiting request: prefill (shared), first token. Some(i) when it needs
+        // a slot, None when it finished at its first token (handed to `done`) or none waits.
+        let admit = |rows: &mut Vec<Option<Row>>,
+                         prefilled: &mut HashMap<usize, Prefilled>,
+                         next: &mut usize,
+                         done: &mut dyn FnMut(usize, Sample) -> std::result::Result<(), E>|
+         -> std::result::Result<Option<Option<usize>>, StreamError<E>> {
+            if *next >= reqs.len() {
+                return Ok(None);
+            }
+            let i = *next;
+            *next += 1;
+            if !prefilled.contains_key(&key[i]) {
+                let (cache, logits) = self.prefill(reqs[i].prompt)?;
+                prefilled.insert(key[i], Prefilled { cache, logits, waiting: uses[&key[i]] });
+            }
+            let entry = prefilled.get_mut(&key[i]).expect("prefilled");
+            entry.waiting -= 1;
+            let mut row = new_row(&reqs[i]);
+            pick(&mut row, &entry.logits, params);
+            if row.finish.is_some() {
+                done(i, finish_row(row, d)).map_err(StreamError::Done)?;
+                return Ok(Some(None));
+            }
+            rows[i] = Some(row);
+            Ok(Some(Some(i)))
+        };
+
+        // The first batch: up to `width` rows, merged left-padded.
+        let mut live: Vec<usize> = vec![];
+        while live.len() < width {
+            match admit(&mut rows, &mut prefilled, &mut next, &mut done)? {
+                None => break,
+                Some(Some(i)) => live.push(i),
+                Some(None) => {}
+            }
         }
-        let mut cache = KvCache::from_rows(&singles.iter().collect::<Vec<_>>(), p + params.max_new_tokens)?;
-        drop(singles);
-        let last = Tensor::cat(&lasts, 0)?; // (U, d)
-        let logits: Vec<Vec<f32>> = self.lm_head_rows(&last)?.to_dtype(DType::F32)?.to_vec2()?;
-        for (row, &u) in rows.iter_mut().zip(&prompt_of) {
-            pick(row, &logits[u as usize], params);
+        if live.is_empty() {
+            return Ok(());
         }
-        if prompt_of.iter().enumerate().any(|(i, &u)| i as u32 != u) {
-            cache.select_rows(&prompt_of)?;
-        }
-        // Cache row j holds request live[j]; its left padding is pads[j].
-        let mut live: Vec<usize> = (0..rows.len()).collect();
-        let mut pads: Vec<usize> = prompt_of.iter().map(|&u| pads_u[u as usize]).collect();
+        let singles: Vec<&KvCache> = live.iter().map(|&i| &prefilled[&key[i]].cache).collect();
+        let mut cache = KvCache::from_rows(&singles, capacity)?;
+        let mut pads: Vec<usize> = live.iter().map(|&i| cache.len - reqs[i].prompt.len()).collect();
+        prefilled.retain(|_, p| p.waiting > 0);
 
         loop {
-            let keep: Vec<u32> = (0..live.len())
-                .filter(|&j| rows[live[j]].finish.is_none())
-                .map(|j| j as u32)
-                .collect();
-            if keep.is_empty() {
-                break;
+            // Finished rows leave; waiting requests take their slots, the rest are dropped.
+            let mut free: Vec<usize> = (0..live.len()).filter(|&j| rows[live[j]].is_none()).collect();
+            let mut f = 0;
+            while f < free.len() {
+                let Some(admitted) = admit(&mut rows, &mut prefilled, &mut next, &mut done)? else { break };
+                let Some(i) = admitted else { continue };
+                let len = reqs[i].prompt.len();
+                if len > cache.len {
+                    // A prompt longer than the filled columns: every row gets more padding.
+                    let grow = len - cache.len;
+                    cache.shift(grow as isize)?;
+                    pads.iter_mut().for_each(|p| *p += grow);
+                }
+                let j = free[f];
+                pads[j] = cache.write_row(j, &prefilled[&key[i]].cache)?;
+                live[j] = i;
+                prefilled.retain(|_, p| p.waiting > 0);
+                f += 1;
             }
-            if keep.len() != live.len() {
+            free.drain(..f);
+            if !free.is_empty() {
+                let keep: Vec<u32> = (0..live.len()).filter(|j| !free.contains(j)).map(|j| j as u32).collect();
+                if keep.is_empty() {
+                    break;
+                }
                 cache.select_rows(&keep)?;
                 live = keep.iter().map(|&j| live[j as usize]).collect();
                 pads = keep.iter().map(|&j| pads[j as usize]).collect();
             }
-            let input: Vec<u32> = live
-                .iter()
-                .map(|&i| *rows[i].tokens.last().unwrap())
-                .collect();
+            if cache.len == cache.capacity() {
+                // Full: drop the columns that are padding in every row (see the doc above).
+                let m = *pads.iter().min().expect("live rows");
+                cache.shift(-(m as isize))?;
+                pads.iter_mut().for_each(|p| *p -= m);
+            }
+            let input: Vec<u32> = live.iter().map(|&i| *rows[i].as_ref().expect("live").tokens.last().unwrap()).collect();
             let ids = Tensor::from_vec(input, (live.len(), 1), self.device())?;
             let hidden = self.step(&ids, &pads, &mut cache)?.squeeze(1)?; // (n, d)
             let hv: Vec<Vec<f32>> = hidden.to_dtype(DType::F32)?.to_vec2()?;
             let logits: Vec<Vec<f32>> = self.lm_head_rows(&hidden)?.to_dtype(DType::F32)?.to_vec2()?;
             for (j, &i) in live.iter().enumerate() {
-                let row = &mut rows[i];
+                let row = rows[i].as_mut().expect("live");
                 for (s, h) in row.hidden_sum.iter_mut().zip(&hv[j]) {
                     *s += h;
                 }
                 pick(row, &logits[j], params);
+                if row.finish.is_some() {
+                    let row = rows[i].take().expect("live");
+                    done(i, finish_row(row, d)).map_err(StreamError::Done)?;
+                }
             }
         }
-        Ok(finish_rows(rows, d))
+        Ok(())
+    }
+
+    /// A prompt's prefill on its own (its bits then do not depend on the other prompts of the
+    /// batch): its single-row cache and the logits (V,) at its last token.
+    fn prefill(&self, prompt: &[u32]) -> Result<(KvCache, Vec<f32>)> {
+        let ids = Tensor::from_slice(prompt, (1, prompt.len()), self.device())?;
+        let mut c = KvCache::new(self.config(), 1, prompt.len(), self.dtype(), self.device())?;
+        let hidden = self.step(&ids, &[0], &mut c)?; // (1, len, d)
+        let last = hidden.narrow(1, prompt.len() - 1, 1)?.squeeze(1)?; // (1, d)
+        let logits = self.lm_head_rows(&last)?.to_dtype(DType::F32)?.squeeze(0)?.to_vec1()?;
+        Ok((c, logits))
     }
 
     /// G samples for each prompt; `seed_of(prompt_idx, sample_idx)` gives each its seed.
@@ -300,24 +418,20 @@ impl Model {
     }
 }
 
-fn finish_rows(rows: Vec<Row>, d: usize) -> Vec<Sample> {
-    rows.into_iter()
-        .map(|r| {
-            let l = r.tokens.len();
-            let hidden_official = if l == 0 {
-                vec![0f32; d]
-            } else {
-                r.hidden_sum.iter().map(|s| s / l as f32).collect()
-            };
-            Sample {
-                finish: r.finish.unwrap_or(FinishReason::Length),
-                tokens: r.tokens,
-                logprobs: r.logprobs,
-                behavior_logprobs: r.behavior_logprobs,
-                hidden_official,
-            }
-        })
-        .collect()
+fn finish_row(r: Row, d: usize) -> Sample {
+    let l = r.tokens.len();
+    let hidden_official = if l == 0 {
+        vec![0f32; d]
+    } else {
+        r.hidden_sum.iter().map(|s| s / l as f32).collect()
+    };
+    Sample {
+        finish: r.finish.unwrap_or(FinishReason::Length),
+        tokens: r.tokens,
+        logprobs: r.logprobs,
+        behavior_logprobs: r.behavior_logprobs,
+        hidden_official,
+    }
 }
 
 /// Chooses the next token of `row` from its logits (V,), records it, its log-prob and whether

@@ -306,6 +306,71 @@ impl KvCache {
         Ok(Self { k, v, len: p, capacity, time_major })
     }
 
+    /// Room for columns in all (filled or not).
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Continuous batching: writes single-row cache `row` into batch row `slot` right-aligned
+    /// at column `self.len` (its `self.len - row.len` left-padding columns zeroed); returns that
+    /// padding. Needs `row.len <= self.len` ([`KvCache::shift`] makes room).
+    pub(crate) fn write_row(&mut self, slot: usize, row: &KvCache) -> Result<usize> {
+        if row.len > self.len || row.time_major != self.time_major {
+            return Err(Error::Input(format!("kv cache: a row of {} columns does not fit {} filled", row.len, self.len)));
+        }
+        let pad = self.len - row.len;
+        let axis = if self.time_major { 1 } else { 2 };
+        let place = |dst: &Tensor, src: &Tensor| -> Result<()> {
+            let filled = src.narrow(axis, 0, row.len)?;
+            let mut dims = filled.dims().to_vec();
+            let mut pieces = vec![];
+            if pad > 0 {
+                dims[axis] = pad;
+                pieces.push(Tensor::zeros(dims.as_slice(), filled.dtype(), filled.device())?);
+            }
+            pieces.push(filled.clone());
+            if self.capacity > self.len {
+                dims[axis] = self.capacity - self.len;
+                pieces.push(Tensor::zeros(dims.as_slice(), filled.dtype(), filled.device())?);
+            }
+            dst.slice_set(&Tensor::cat(&pieces, axis)?, 0, slot)?; // (1, capacity, Hkv, hd) at row slot
+            Ok(())
+        };
+        for (dst, src) in self.k.iter().zip(&row.k).chain(self.v.iter().zip(&row.v)) {
+            place(dst, src)?;
+        }
+        Ok(pad)
+    }
+
+    /// Moves every row's columns by `m` (> 0: right, adding m columns of left padding to each
+    /// row; < 0: left, dropping the first -m columns, which must be padding in every row).
+    /// Positions do not change (a row's position is its column minus its padding); `len` moves
+    /// by `m`.
+    pub(crate) fn shift(&mut self, m: isize) -> Result<()> {
+        let (add, drop) = (m.max(0) as usize, (-m).max(0) as usize);
+        if drop > self.len || self.len - drop + add > self.capacity {
+            return Err(Error::Input(format!("kv cache: cannot shift {} filled columns by {m} in {}", self.len, self.capacity)));
+        }
+        let axis = if self.time_major { 1 } else { 2 };
+        let kept = self.len - drop;
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            let mut dims = t.dims().to_vec();
+            let mut pieces = vec![];
+            if add > 0 {
+                dims[axis] = add;
+                pieces.push(Tensor::zeros(dims.as_slice(), t.dtype(), t.device())?);
+            }
+            pieces.push(t.narrow(axis, drop, kept)?);
+            dims[axis] = self.capacity - kept - add;
+            if dims[axis] > 0 {
+                pieces.push(Tensor::zeros(dims.as_slice(), t.dtype(), t.device())?);
+            }
+            *t = Tensor::cat(&pieces, axis)?;
+        }
+        self.len = kept + add;
+        Ok(())
+    }
+
     /// Keeps (and possibly repeats) the rows listed in `rows`, in that order.
     pub(crate) fn select_rows(&mut self, rows: &[u32]) -> Result<()> {
         let device = self.k[0].device().clone();

@@ -23,7 +23,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 use crate::engine::{Engine, EngineConfig, Sampler};
-use crate::model::sample::{SampleParams, SampleRequest};
+use crate::model::sample::{Sample, SampleParams, SampleRequest};
 use crate::model::score::Sequence;
 use crate::policy::{parse_device, parse_dtype, Policy};
 use crate::prompts::{read_prompts, Message, Prompt};
@@ -408,29 +408,44 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
     bar.inc((batches[..resumed].iter().map(|b| b.len()).sum::<usize>()) as u64);
     let mut generated = 0usize;
     let sample_start = Instant::now();
-    for (b, batch) in batches.iter().enumerate().skip(resumed) {
-        let mut rows = Vec::with_capacity(batch.len() * cfg.n);
-        // The batch's prompts decode together (B x G rows, left-padded, each row with its own
-        // positions and random stream; the G rows of one prompt share its prefill): a row's
-        // tokens, log-probs and hidden state do not depend on its neighbours (tests/stages.rs
-        // compares --batch-size 1 and 16 byte for byte).
-        let seeds: Vec<Vec<u64>> =
-            batch.iter().map(|r| (0..cfg.n).map(|s| derive_seed(SAMPLING, cfg.seed, cfg.step, &r.prompt.prompt_id, s as u64)).collect()).collect();
-        let reqs: Vec<SampleRequest> =
-            batch.iter().zip(&seeds).flat_map(|(r, ss)| ss.iter().map(move |&seed| SampleRequest { prompt: &r.ids, seed })).collect();
-        let mut samples = sampler.sample(&reqs, &params)?;
+    // Every sample still to draw, batch by batch, prompt by prompt: request i is sample
+    // i % n of prompt i / n of the remaining prompts. The sampler decodes B x G rows at a
+    // time and a finished row's slot goes to the next waiting sample (continuous batching);
+    // batch b's part is written once all its samples are in, in order. A row's tokens,
+    // log-probs and hidden state do not depend on its neighbours (tests/stages.rs compares
+    // --batch-size 1 and 16 byte for byte).
+    let todo: Vec<&Ready> = batches[resumed..].iter().flat_map(|b| b.iter()).collect();
+    let seeds: Vec<u64> = todo
+        .iter()
+        .flat_map(|r| (0..cfg.n).map(|s| derive_seed(SAMPLING, cfg.seed, cfg.step, &r.prompt.prompt_id, s as u64)))
+        .collect();
+    let reqs: Vec<SampleRequest> =
+        seeds.iter().enumerate().map(|(i, &seed)| SampleRequest { prompt: &todo[i / cfg.n].ids, seed }).collect();
+    // The first request of each remaining batch (and the end).
+    let mut starts = vec![0usize];
+    for batch in &batches[resumed..] {
+        starts.push(starts.last().unwrap() + batch.len() * cfg.n);
+    }
+    let mut got: Vec<Option<Sample>> = vec![None; reqs.len()];
+    let mut part = 0usize; // the next part to write, counted from `resumed`
+    let official = cfg.hidden == HiddenMode::Official && !sampler.has_hidden();
+    let mut write_part = |k: usize, samples: Vec<Sample>| -> Result<()> {
+        let b = resumed + k;
+        let batch = batches[b];
+        let reqs = &reqs[starts[k]..starts[k + 1]];
+        let mut samples = samples;
         let t_forced = Instant::now();
-        let filled = crate::engine::missing_logprobs(&policy.model, &reqs, &mut samples, if cfg.greedy { 1.0 } else { cfg.temperature })?;
+        let filled = crate::engine::missing_logprobs(&policy.model, reqs, &mut samples, if cfg.greedy { 1.0 } else { cfg.temperature })?;
         if filled > 0 {
             missing_logprobs += filled;
             forced_secs += t_forced.elapsed().as_secs_f64();
         }
+        let mut rows = Vec::with_capacity(batch.len() * cfg.n);
         let mut samples = samples.into_iter();
-        for (r, seeds) in batch.iter().zip(seeds) {
+        for (r, reqs) in batch.iter().zip(reqs.chunks(cfg.n)) {
             let samples: Vec<_> = samples.by_ref().take(cfg.n).collect();
             // Pooled states the sampler did not give: a teacher-forced pass of the policy over
             // prompt + response (`mean` always; `official` for responses sampled by a server).
-            let official = cfg.hidden == HiddenMode::Official && !sampler.has_hidden();
             let pooled = if cfg.hidden == HiddenMode::Mean || official {
                 let t = Instant::now();
                 let seqs: Vec<Sequence> = samples.iter().map(|s| Sequence { prompt: &r.ids, response: &s.tokens }).collect();
@@ -440,7 +455,7 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
             } else {
                 None
             };
-            for (s, (sample, seed)) in samples.into_iter().zip(seeds).enumerate() {
+            for (s, (sample, req)) in samples.into_iter().zip(reqs).enumerate() {
                 generated += sample.tokens.len();
                 let hidden = match (&pooled, cfg.hidden) {
                     (_, HiddenMode::None) => None,
@@ -463,7 +478,7 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
                         crate::model::FinishReason::Length => FinishReason::Length,
                         crate::model::FinishReason::Stop(i) => FinishReason::Stop(cfg.stop[i].clone()),
                     },
-                    seed,
+                    seed: req.seed,
                     policy: policy.id.clone(),
                     hidden,
                 });
@@ -476,7 +491,17 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
         let mut w = TableWriter::create(&part_path(b), batch_rb.schema(), &parts_prov)?;
         w.write(&batch_rb)?;
         w.finish()?;
-    }
+        Ok(())
+    };
+    sampler.sample_stream(&reqs, &params, cfg.batch_prompts * cfg.n, &mut |i, sample| {
+        got[i] = Some(sample);
+        while part + 1 < starts.len() && got[starts[part]..starts[part + 1]].iter().all(Option::is_some) {
+            let samples = got[starts[part]..starts[part + 1]].iter_mut().map(|s| s.take().expect("complete")).collect();
+            write_part(part, samples)?;
+            part += 1;
+        }
+        Ok(())
+    })?;
     bar.finish_and_clear();
     if missing_logprobs > 0 {
         eprintln!("clipo-rollout: the engine reported no log-prob for {missing_logprobs} tokens (llama.cpp leaves out tokens that end inside a UTF-8 character): the policy's own, recomputed, stand in for them");
