@@ -41,6 +41,10 @@ struct Args {
     /// Keep the k most likely tokens; 0 = off.
     #[arg(long, default_value_t = 0)]
     top_k: usize,
+    /// Drop tokens less likely than min-p times the most likely one (after temperature, as vLLM's
+    /// and transformers' min_p); 0 = off.
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f64,
     /// Most tokens per response, the stop token included (default 2048 as in the paper's GSM8K
     /// track; verl's max_response_length defaults to 512; the MATH track takes 4096).
     #[arg(long, default_value_t = 2048)]
@@ -147,6 +151,7 @@ impl TryFrom<Args> for RolloutConfig {
         args::positive("--temperature", a.temperature)?;
         clipo::policy::parse_dtype(a.dtype.as_deref(), &candle_core::Device::Cpu)?;
         ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p {}: expected a number in (0, 1]", a.top_p);
+        ensure!((0.0..1.0).contains(&a.min_p), "--min-p {}: expected a number in [0, 1)", a.min_p);
         args::count("--max-new-tokens", a.max_new_tokens)?;
         ensure!(a.stop.iter().all(|s| !s.is_empty()), "--stop: a stop string must not be empty");
         args::count("--max-prompt-tokens", a.max_prompt_tokens)?;
@@ -200,6 +205,7 @@ impl TryFrom<Args> for RolloutConfig {
             temperature: a.temperature,
             top_p: a.top_p,
             top_k: a.top_k,
+            min_p: a.min_p,
             max_new_tokens: a.max_new_tokens,
             max_prompt_tokens: a.max_prompt_tokens,
             batch_prompts: a.batch_size,

@@ -29,7 +29,7 @@ fn fixture(name: &str) -> Value {
 }
 
 fn params(max_new: usize, stop: Vec<u32>) -> SampleParams {
-    SampleParams { max_new_tokens: max_new, temperature: 1.0, top_p: 1.0, top_k: 0, stop_tokens: stop, greedy: false, stop_check: None }
+    SampleParams { max_new_tokens: max_new, temperature: 1.0, top_p: 1.0, top_k: 0, min_p: 0.0, stop_tokens: stop, greedy: false, stop_check: None }
 }
 
 /// Every key of `ours` is a key the engine's recorded request uses (its API accepts it).

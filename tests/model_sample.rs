@@ -374,15 +374,15 @@ fn pooled_hidden_states_match_teacher_forcing() {
     }
 }
 
-/// The behaviour log-prob of a top-p / top-k draw is the log-prob under the truncated,
+/// The behaviour log-prob of a top-k / top-p / min-p draw is the log-prob under the truncated,
 /// renormalised distribution, checked against an independent computation from teacher-forced
 /// logits; the untruncated log-prob is kept beside it; greedy behaviour log-probs are 0.
 #[test]
 fn behaviour_logprobs_are_those_of_the_truncated_distribution() {
     let m = load("tiny-llama");
     let ps = prompts();
-    let (temperature, top_p, top_k) = (0.8f64, 0.9f64, 40usize);
-    let params = SampleParams { top_p, top_k, ..SampleParams::sampling(12, temperature, vec![]) };
+    let (temperature, top_p, top_k, min_p) = (0.8f64, 0.9f64, 40usize, 0.02f64);
+    let params = SampleParams { top_p, top_k, min_p, ..SampleParams::sampling(12, temperature, vec![]) };
     let reqs: Vec<SampleRequest> = ps.iter().enumerate().map(|(i, p)| SampleRequest { prompt: p, seed: 77 + i as u64 }).collect();
     let samples = m.sample(&reqs, &params).unwrap();
     let (mut worst_b, mut worst_u, mut truncated) = (0f64, 0f64, 0usize);
@@ -392,7 +392,8 @@ fn behaviour_logprobs_are_those_of_the_truncated_distribution() {
         let logits: Vec<Vec<f32>> = m.logits_nograd(&x, &[0]).unwrap().get(0).unwrap().to_vec2().unwrap();
         for (k, &tok) in s.tokens.iter().enumerate() {
             // softmax(z / T), sorted; keep the top_k most likely, then while the mass before a
-            // token is < top_p (at least one); renormalise.
+            // token is < top_p (at least one), then those at least min_p times the most likely;
+            // renormalise. (These random logits have no ties.)
             let z: Vec<f64> = logits[p.len() - 1 + k].iter().map(|&l| f64::from(l) / temperature).collect();
             let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let total: f64 = z.iter().map(|v| (v - max).exp()).sum();
@@ -409,6 +410,7 @@ fn behaviour_logprobs_are_those_of_the_truncated_distribution() {
                 before += probs[i];
                 kept.push(i);
             }
+            kept.retain(|&i| probs[i] >= min_p * probs[order[0]]);
             assert!(kept.contains(&(tok as usize)), "token {tok} drawn outside the kept set");
             truncated += usize::from(kept.len() < probs.len());
             let mass: f64 = kept.iter().map(|&i| probs[i]).sum();

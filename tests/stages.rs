@@ -183,6 +183,7 @@ fn shards_concatenate_to_the_unsharded_output_and_steps_select_without_replaceme
             temperature: 1.0,
             top_p: 1.0,
             top_k: 0,
+            min_p: 0.0,
             max_new_tokens: 1,
             max_prompt_tokens: 512,
             batch_prompts: 1,

@@ -4,8 +4,8 @@
 //! | kind | route | prompt | sent per request | read back |
 //! |---|---|---|---|---|
 //! | `sglang` | `POST /generate` | `input_ids` | `sampling_params`: temperature, top_p, top_k (-1 off), max_new_tokens, stop_token_ids, sampling_seed; `return_logprob` | `output_ids`, `meta_info.output_token_logprobs` `[[lp, id, _], ...]`, `meta_info.finish_reason.type` |
-//! | `vllm` | `POST /v1/completions` | `prompt` as ids | n 1, max_tokens, temperature, top_p, top_k (-1 off), seed, stop_token_ids, logprobs 0, return_token_ids, skip_special_tokens false | `choices[0].token_ids`, `choices[0].logprobs.token_logprobs`, `finish_reason` |
-//! | `llamacpp` | `POST /completion` (llama.cpp's `llama-server`) | `prompt` as ids | n_predict, temperature, top_p, top_k (0 off), min_p 0, repeat_penalty 1, seed (u32), n_probs 1, return_tokens, cache_prompt | `tokens`, `completion_probabilities[i].logprob`, `stop_type` |
+//! | `vllm` | `POST /v1/completions` | `prompt` as ids | n 1, max_tokens, temperature, top_p, top_k (-1 off), min_p, seed, stop_token_ids, logprobs 0, return_token_ids, skip_special_tokens false | `choices[0].token_ids`, `choices[0].logprobs.token_logprobs`, `finish_reason` |
+//! | `llamacpp` | `POST /completion` (llama.cpp's `llama-server`) | `prompt` as ids | n_predict, temperature, top_p, top_k (0 off), min_p, repeat_penalty 1, seed (u32), n_probs 1, return_tokens, cache_prompt | `tokens`, `completion_probabilities[i].logprob`, `stop_type` |
 //!
 //! Log-probs are what each engine reports for the sampled token: SGLang after temperature and
 //! before top-k/top-p; vLLM the raw model's (`--logprobs-mode processed_logprobs` for the
@@ -129,6 +129,7 @@ pub fn request(kind: Kind, model: Option<&str>, req: &SampleRequest, p: &SampleP
                 "temperature": temperature,
                 "top_p": p.top_p,
                 "top_k": if p.top_k == 0 { -1 } else { p.top_k as i64 },
+                "min_p": p.min_p,
                 "max_new_tokens": p.max_new_tokens,
                 "stop_token_ids": p.stop_tokens,
                 "sampling_seed": req.seed >> 1,
@@ -146,6 +147,7 @@ pub fn request(kind: Kind, model: Option<&str>, req: &SampleRequest, p: &SampleP
             "temperature": temperature,
             "top_p": p.top_p,
             "top_k": if p.top_k == 0 { -1 } else { p.top_k as i64 },
+            "min_p": p.min_p,
             "seed": req.seed >> 1,
             "stop_token_ids": p.stop_tokens,
             "logprobs": 0,
@@ -160,7 +162,7 @@ pub fn request(kind: Kind, model: Option<&str>, req: &SampleRequest, p: &SampleP
             "temperature": temperature,
             "top_p": p.top_p,
             "top_k": p.top_k,
-            "min_p": 0.0,
+            "min_p": p.min_p,
             "typical_p": 1.0,
             "repeat_penalty": 1.0,
             "presence_penalty": 0.0,

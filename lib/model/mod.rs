@@ -26,6 +26,7 @@
 
 pub mod chat;
 pub mod config;
+pub(crate) mod device_pick;
 pub(crate) mod exp;
 pub mod gguf;
 pub mod hf;

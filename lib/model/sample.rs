@@ -1,23 +1,31 @@
-//! Batched sampling with a KV cache (REFERENCE.md §1 rollout, §2 `official` pooling).
+//! Batched sampling with a KV cache and continuous batching (REFERENCE.md §1 rollout, §2
+//! `official` pooling).
 //!
-//! - Prompts of different lengths are left-padded into one batch; each row has its own rope
-//!   positions and padding mask (see [`super::transformer`]). Identical prompts (the G samples
-//!   of one prompt) are prefilled once and their cache rows copied.
+//! - Prompts of different lengths share each decode step as left-padded rows; each row has its
+//!   own rope positions and padding (see [`super::transformer`]). Each distinct prompt is
+//!   prefilled on its own, once for all the samples that share it.
+//! - **Continuous batching** ([`Model::sample_continuous`]): at most `width` rows decode at a
+//!   time; a finished row's slot goes to the next waiting request. A row's bits do not depend
+//!   on its neighbours, its slot or when it was admitted (tests/model_sample.rs).
 //! - Every random number comes from the sample's own ChaCha8 stream seeded by its `seed` (one
-//!   uniform draw per generated token), so a sample does not depend on the batch it ran in (up to
-//!   float rounding of the batched matmuls, ~1e-6 in the log-probs).
-//! - **Log-probs**: the log-prob recorded for each sampled token is under the temperature-scaled
-//!   distribution `softmax(logits / temperature)` **before** top-k / top-p truncation. This is
-//!   what the trainer recomputes ([`Model::response_logprobs`] with the same temperature), so the
-//!   PPO ratio is 1 at the first step. With top-k / top-p on, the token is drawn from the
-//!   truncated, renormalised distribution, but its recorded log-prob is still the untruncated one.
-//! - Truncation follows transformers' order: temperature, then top-k, then top-p (keep the
-//!   smallest set of most likely tokens whose probability reaches `top_p`, at least one).
-//! - Greedy mode takes the first maximum of the logits (as `torch.argmax`) and draws nothing;
-//!   its log-probs are still under `softmax(logits / temperature)`.
-//! - A row finishes with `Eos` when it emits one of `stop_tokens` (kept as its last token) and
-//!   with `Length` after `max_new_tokens` tokens. Finished rows are dropped from the batch (and
-//!   their KV-cache rows) so they stop costing compute.
+//!   uniform draw per generated token), so a sample does not depend on the batch it ran in.
+//! - **Log-probs**: `logprobs` are under the temperature-scaled distribution
+//!   `softmax(logits / temperature)` **before** truncation: what the trainer recomputes
+//!   ([`Model::response_logprobs`] with the same temperature), so the PPO ratio is 1 at the first
+//!   step. `behavior_logprobs` are under the distribution the token was drawn from (after top-k,
+//!   top-p and min-p, renormalised; 0 greedy): verl's `rollout_log_probs`.
+//! - Truncation follows transformers' order and tie rules ([`keep_set`]): temperature, top-k
+//!   (ties with the k-th kept), top-p over the top-k set (a token stays while the mass of the
+//!   strictly more likely ones is < top_p), min-p (p >= min_p * p_max). The draw is the inverse
+//!   CDF of the kept tokens in index order at the row's uniform.
+//! - Greedy mode takes the first maximum of the logits (as `torch.argmax`) and draws nothing.
+//! - **Where the choice is made**: on the fused CPU path the logits come to the host and the
+//!   choice is made there in f64; on the composed path (CUDA, bf16, `CLIPO_COMPOSED=1`) it is
+//!   made on the device by [`super::device_pick`] (the same kept set and draw), and only the
+//!   token and its two log-probs cross.
+//! - A row finishes with `Eos` when it emits one of `stop_tokens` (kept as its last token), with
+//!   `Stop(i)` when its newest token completes stop string i, and with `Length` after
+//!   `max_new_tokens` tokens.
 //! - `official` pooled hidden state (REFERENCE.md §2): the sum of the final-norm hidden states
 //!   computed at each decode step's *input* token (response tokens 1..L-1; the prompt's last
 //!   token and the last emitted token are never summed), divided by L, accumulated in f32.
@@ -42,6 +50,9 @@ pub struct SampleParams {
     pub top_p: f64,
     /// Keep only the k most likely tokens; 0 = off.
     pub top_k: usize,
+    /// Drop tokens whose probability is below `min_p` times the most likely one's (after
+    /// temperature; as vLLM's and transformers' `min_p`); 0 = off.
+    pub min_p: f64,
     /// Tokens that end a sample (e.g. `<|im_end|>`, `<|endoftext|>`).
     pub stop_tokens: Vec<u32>,
     /// Take the argmax instead of sampling (evaluation).
@@ -70,6 +81,7 @@ impl SampleParams {
             temperature,
             top_p: 1.0,
             top_k: 0,
+            min_p: 0.0,
             stop_tokens,
             greedy: false,
             stop_check: None,
@@ -83,6 +95,7 @@ impl SampleParams {
             temperature: 1.0,
             top_p: 1.0,
             top_k: 0,
+            min_p: 0.0,
             stop_tokens,
             greedy: true,
             stop_check: None,
@@ -102,7 +115,15 @@ impl SampleParams {
                 self.top_p
             )));
         }
+        if !(0.0..1.0).contains(&self.min_p) {
+            return Err(Error::Input(format!("min_p {} must be in [0, 1)", self.min_p)));
+        }
         Ok(())
+    }
+
+    /// Whether any truncation (top-k, top-p, min-p) is on.
+    pub(crate) fn truncates(&self) -> bool {
+        self.top_k > 0 || self.top_p < 1.0 || self.min_p > 0.0
     }
 }
 
@@ -183,11 +204,11 @@ impl<E> From<candle_core::Error> for StreamError<E> {
     }
 }
 
-/// A prompt prefilled on its own: its single-row cache, the logits at its last token, and how
-/// many of the waiting requests still need it.
+/// A prompt prefilled on its own: its single-row cache, the logits (1, V) at its last token,
+/// and how many of the waiting requests still need it.
 struct Prefilled {
     cache: KvCache,
-    logits: Vec<f32>,
+    logits: Tensor,
     waiting: usize,
 }
 
@@ -282,7 +303,7 @@ impl Model {
             let entry = prefilled.get_mut(&key[i]).expect("prefilled");
             entry.waiting -= 1;
             let mut row = new_row(&reqs[i]);
-            pick(&mut row, &entry.logits, params);
+            pick_rows(self, &mut [&mut row], &entry.logits, params)?;
             if row.finish.is_some() {
                 done(i, finish_row(row, d)).map_err(StreamError::Done)?;
                 return Ok(Some(None));
@@ -348,13 +369,20 @@ impl Model {
             let ids = Tensor::from_vec(input, (live.len(), 1), self.device())?;
             let hidden = self.step(&ids, &pads, &mut cache)?.squeeze(1)?; // (n, d)
             let hv: Vec<Vec<f32>> = hidden.to_dtype(DType::F32)?.to_vec2()?;
-            let logits: Vec<Vec<f32>> = self.lm_head_rows(&hidden)?.to_dtype(DType::F32)?.to_vec2()?;
-            for (j, &i) in live.iter().enumerate() {
-                let row = rows[i].as_mut().expect("live");
-                for (s, h) in row.hidden_sum.iter_mut().zip(&hv[j]) {
-                    *s += h;
+            let logits = self.lm_head_rows(&hidden)?; // (n, V)
+            // The step's rows in slot order (taken out of `rows` for the pick, then put back).
+            let mut slot_rows: Vec<(usize, Row)> = live.iter().map(|&i| (i, rows[i].take().expect("live"))).collect();
+            for ((_, row), h) in slot_rows.iter_mut().zip(&hv) {
+                for (s, x) in row.hidden_sum.iter_mut().zip(h) {
+                    *s += x;
                 }
-                pick(row, &logits[j], params);
+            }
+            pick_rows(self, &mut slot_rows.iter_mut().map(|(_, r)| r).collect::<Vec<_>>(), &logits, params)?;
+            for (i, row) in slot_rows {
+                rows[i] = Some(row);
+            }
+            for &i in &live {
+                let row = rows[i].as_mut().expect("live");
                 if row.finish.is_some() {
                     let row = rows[i].take().expect("live");
                     done(i, finish_row(row, d)).map_err(StreamError::Done)?;
@@ -366,13 +394,12 @@ impl Model {
 
     /// A prompt's prefill on its own (its bits then do not depend on the other prompts of the
     /// batch): its single-row cache and the logits (V,) at its last token.
-    fn prefill(&self, prompt: &[u32]) -> Result<(KvCache, Vec<f32>)> {
+    fn prefill(&self, prompt: &[u32]) -> Result<(KvCache, Tensor)> {
         let ids = Tensor::from_slice(prompt, (1, prompt.len()), self.device())?;
         let mut c = KvCache::new(self.config(), 1, prompt.len(), self.dtype(), self.device())?;
         let hidden = self.step(&ids, &[0], &mut c)?; // (1, len, d)
         let last = hidden.narrow(1, prompt.len() - 1, 1)?.squeeze(1)?; // (1, d)
-        let logits = self.lm_head_rows(&last)?.to_dtype(DType::F32)?.squeeze(0)?.to_vec1()?;
-        Ok((c, logits))
+        Ok((c, self.lm_head_rows(&last)?))
     }
 
     /// G samples for each prompt; `seed_of(prompt_idx, sample_idx)` gives each its seed.
@@ -434,9 +461,26 @@ fn finish_row(r: Row, d: usize) -> Sample {
     }
 }
 
-/// Chooses the next token of `row` from its logits (V,), records it, its log-prob and whether
-/// the row is finished.
-fn pick(row: &mut Row, logits: &[f32], params: &SampleParams) {
+/// A chosen token: its id, its log-prob under softmax(logits / T) and its behaviour log-prob
+/// (under the distribution it was drawn from; 0 greedy).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Choice {
+    pub token: u32,
+    pub logprob: f32,
+    pub behavior: f32,
+}
+
+/// The row's uniform for its next token (none greedy: the draw is certain).
+fn uniform(row: &mut Row, params: &SampleParams) -> f64 {
+    if params.greedy {
+        0.0
+    } else {
+        row.rng.random()
+    }
+}
+
+/// Chooses the next token from logits (V,) with the row's uniform `u`, on the host in f64.
+fn choose(logits: &[f32], u: f64, params: &SampleParams) -> Choice {
     let inv_t = 1.0 / params.temperature;
     let z: Vec<f64> = logits.iter().map(|&x| x as f64 * inv_t).collect();
     let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -447,21 +491,42 @@ fn pick(row: &mut Row, logits: &[f32], params: &SampleParams) {
     let (token, behavior) = if params.greedy {
         (argmax(logits), 0.0)
     } else {
-        let u: f64 = row.rng.random();
-        let (token, kept) = draw(&z, &w, total, u, params.top_k, params.top_p);
+        let (token, kept) = draw(&z, &w, total, u, params);
         // log(w_token / kept mass) = (z_token - max) - ln(kept)
         (token, (z[token] - max) - kept.ln())
     };
-    row.tokens.push(token as u32);
-    row.logprobs.push((z[token] - lse) as f32);
-    row.behavior_logprobs.push(behavior as f32);
-    if params.stop_tokens.contains(&(token as u32)) {
+    Choice { token: token as u32, logprob: (z[token] - lse) as f32, behavior: behavior as f32 }
+}
+
+/// Records the row's next token and whether the row is finished.
+fn record(row: &mut Row, c: Choice, params: &SampleParams) {
+    row.tokens.push(c.token);
+    row.logprobs.push(c.logprob);
+    row.behavior_logprobs.push(c.behavior);
+    if params.stop_tokens.contains(&c.token) {
         row.finish = Some(FinishReason::Eos);
     } else if let Some(i) = params.stop_check.as_ref().and_then(|c| (c.0)(&row.tokens)) {
         row.finish = Some(FinishReason::Stop(i));
     } else if row.tokens.len() >= params.max_new_tokens {
         row.finish = Some(FinishReason::Length);
     }
+}
+
+/// Chooses and records the next token of each row from its logits (n, V): on the host from
+/// the (n, V) f32 values (the fused CPU path), or on the device ([`super::device_pick`], the
+/// composed path: CUDA, bf16, `CLIPO_COMPOSED=1`) where only the choices cross.
+fn pick_rows(model: &Model, rows: &mut [&mut Row], logits: &Tensor, params: &SampleParams) -> Result<()> {
+    let us: Vec<f64> = rows.iter_mut().map(|r| uniform(r, params)).collect();
+    let choices = if super::ops::fused_for(model.device(), model.dtype()) {
+        let host: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
+        host.iter().zip(&us).map(|(l, &u)| choose(l, u, params)).collect()
+    } else {
+        super::device_pick::choose(logits, &us, params)?
+    };
+    for (row, c) in rows.iter_mut().zip(choices) {
+        record(row, c, params);
+    }
+    Ok(())
 }
 
 /// First index of the maximum (as `torch.argmax`).
@@ -475,39 +540,54 @@ fn argmax(xs: &[f32]) -> usize {
     best
 }
 
-/// Inverse-CDF draw with uniform `u` in [0, 1) from the weights `w` = exp(z - max) (summing to
-/// `total`), truncated to the top-k and then the top-p set when those are on (candidates sorted
-/// by descending z, ties by index).
-/// Draws a token (top-k, then top-p, then the inverse CDF at `u`); also returns the mass of the
-/// kept candidates (`total` without truncation), the renormaliser of the behaviour log-prob.
-fn draw(z: &[f64], w: &[f64], total: f64, u: f64, top_k: usize, top_p: f64) -> (usize, f64) {
-    if top_k == 0 && top_p >= 1.0 {
+/// Draws a token with uniform `u` in [0, 1) from the weights `w` = exp(z - max) (summing to
+/// `total`): the first kept token, in index order, whose inclusive cumulative weight exceeds
+/// `u * kept mass`; also returns the kept mass (`total` without truncation), the renormaliser
+/// of the behaviour log-prob. The kept set is [`keep_set`]'s.
+fn draw(z: &[f64], w: &[f64], total: f64, u: f64, params: &SampleParams) -> (usize, f64) {
+    if !params.truncates() {
         return (inverse_cdf(w.iter().cloned().enumerate(), u * total), total);
     }
+    let keep = keep_set(z, w, params);
+    let kept: f64 = w.iter().zip(&keep).filter(|(_, k)| **k).map(|(wi, _)| wi).sum();
+    let cands = w.iter().zip(&keep).enumerate().filter(|(_, (_, k))| **k).map(|(i, (wi, _))| (i, *wi));
+    (inverse_cdf(cands, u * kept), kept)
+}
+
+/// The tokens a truncated draw keeps, in transformers' order: top-k keeps z >= the k-th largest
+/// z (ties kept, as transformers' `TopKLogitsWarper` and vLLM); top-p, over the top-k set, keeps
+/// a token while the mass of the strictly more likely tokens is < `top_p` of the set's mass
+/// (tokens of equal z together; the most likely always); min-p keeps w >= `min_p` (w = p / p_max).
+fn keep_set(z: &[f64], w: &[f64], params: &SampleParams) -> Vec<bool> {
+    let mut keep = vec![true; z.len()];
     let by_z = |a: &usize, b: &usize| z[*b].total_cmp(&z[*a]).then(a.cmp(b));
-    let mut idx: Vec<usize> = (0..z.len()).collect();
-    if top_k > 0 && top_k < idx.len() {
-        idx.select_nth_unstable_by(top_k - 1, by_z);
-        idx.truncate(top_k);
+    if params.top_k > 0 && params.top_k < z.len() {
+        let mut idx: Vec<usize> = (0..z.len()).collect();
+        idx.select_nth_unstable_by(params.top_k - 1, by_z);
+        let tau = z[idx[params.top_k - 1]];
+        keep = z.iter().map(|&x| x >= tau).collect();
     }
-    idx.sort_unstable_by(by_z);
-    let w: Vec<f64> = idx.iter().map(|&i| w[i]).collect();
-    let mut total: f64 = w.iter().sum();
-    if top_p < 1.0 {
-        // Keep token n while the mass of the tokens before it is < top_p (at least one).
-        let mut before = 0.0;
-        let mut keep = 0;
-        for &wi in &w {
-            if keep > 0 && before / total >= top_p {
+    if params.top_p < 1.0 {
+        let mut cands: Vec<usize> = (0..z.len()).filter(|&i| keep[i]).collect();
+        cands.sort_unstable_by(by_z);
+        let mass: f64 = cands.iter().map(|&i| w[i]).sum();
+        let (mut before, mut g) = (0.0, 0);
+        while g < cands.len() {
+            if before / mass >= params.top_p {
+                cands[g..].iter().for_each(|&i| keep[i] = false);
                 break;
             }
-            before += wi;
-            keep += 1;
+            let zg = z[cands[g]];
+            while g < cands.len() && z[cands[g]] == zg {
+                before += w[cands[g]];
+                g += 1;
+            }
         }
-        idx.truncate(keep);
-        total = w[..keep].iter().sum();
     }
-    (inverse_cdf(idx.iter().zip(&w).map(|(&i, &wi)| (i, wi)), u * total), total)
+    if params.min_p > 0.0 {
+        keep.iter_mut().zip(w).filter(|(_, &wi)| wi < params.min_p).for_each(|(k, _)| *k = false);
+    }
+    keep
 }
 
 /// The first candidate whose cumulative weight exceeds `target` (the last positive one if
@@ -531,31 +611,81 @@ fn inverse_cdf(cands: impl Iterator<Item = (usize, f64)>, target: f64) -> usize 
 mod tests {
     use super::*;
 
+    fn params(top_k: usize, top_p: f64, min_p: f64) -> SampleParams {
+        SampleParams { top_k, top_p, min_p, ..SampleParams::sampling(1, 1.0, vec![]) }
+    }
+
     #[test]
-    fn top_k_and_top_p_keep_the_right_sets() {
+    fn top_k_top_p_and_min_p_keep_the_right_sets() {
         // probs ∝ exp(z): 0.5, 0.25, 0.125, 0.125 (z = ln of those)
-        let z: Vec<f64> = [0.5f64, 0.25, 0.125, 0.125]
-            .iter()
-            .map(|p| p.ln())
-            .collect();
+        let z: Vec<f64> = [0.5f64, 0.25, 0.125, 0.125].iter().map(|p| p.ln()).collect();
         let w: Vec<f64> = z.iter().map(|x| (x - z[0]).exp()).collect();
         let total: f64 = w.iter().sum();
-        let draw = |u, k, p| draw(&z, &w, total, u, k, p).0;
+        let draw = |u, k, p, m| draw(&z, &w, total, u, &params(k, p, m)).0;
+        let kept = |k, p, m| keep_set(&z, &w, &params(k, p, m));
         // top_k = 1: always token 0
         for u in [0.0, 0.5, 0.999] {
-            assert_eq!(draw(u, 1, 1.0), 0);
+            assert_eq!(draw(u, 1, 1.0, 0.0), 0);
         }
-        // top_p = 0.6: keeps {0, 1} (mass before token 1 is 0.5 < 0.6; before token 2 is 0.75)
-        assert_eq!(draw(0.6, 0, 0.6), 0); // 0.6 * 0.75 = 0.45 < 0.5
-        assert_eq!(draw(0.7, 0, 0.6), 1); // 0.525 > 0.5
-        assert_eq!(draw(0.999, 0, 0.6), 1);
-        // top_p = 0.5: keeps {0} only
-        assert_eq!(draw(0.99, 0, 0.5), 0);
+        // top_k = 3: the 3rd largest (0.125) is tied: both kept, as transformers' top-k
+        assert_eq!(kept(3, 1.0, 0.0), vec![true; 4]);
+        // top_p = 0.6: keeps {0, 1} (mass before token 1 is 0.5 < 0.6; before tokens 2, 3 0.75)
+        assert_eq!(kept(0, 0.6, 0.0), vec![true, true, false, false]);
+        assert_eq!(draw(0.6, 0, 0.6, 0.0), 0); // 0.6 * 0.75 = 0.45 < 0.5
+        assert_eq!(draw(0.7, 0, 0.6, 0.0), 1); // 0.525 > 0.5
+        assert_eq!(draw(0.999, 0, 0.6, 0.0), 1);
+        // top_p = 0.5: keeps {0} only; 0.8: the tied pair together (mass before them 0.75 < 0.8)
+        assert_eq!(draw(0.99, 0, 0.5, 0.0), 0);
+        assert_eq!(kept(0, 0.8, 0.0), vec![true; 4]);
+        // min_p = 0.3: p / p_max = 1, 0.5, 0.25, 0.25 -> {0, 1}; with top_k 1: {0}
+        assert_eq!(kept(0, 1.0, 0.3), vec![true, true, false, false]);
+        assert_eq!(kept(1, 1.0, 0.3), vec![true, false, false, false]);
         // no truncation: inverse CDF in index order
-        assert_eq!(draw(0.49, 0, 1.0), 0);
-        assert_eq!(draw(0.74, 0, 1.0), 1);
-        assert_eq!(draw(0.80, 0, 1.0), 2);
-        assert_eq!(draw(0.95, 0, 1.0), 3);
+        assert_eq!(draw(0.49, 0, 1.0, 0.0), 0);
+        assert_eq!(draw(0.74, 0, 1.0, 0.0), 1);
+        assert_eq!(draw(0.80, 0, 1.0, 0.0), 2);
+        assert_eq!(draw(0.95, 0, 1.0, 0.0), 3);
+        // truncated: the kept tokens in index order (top_p 0.6: 0.5 | 0.25 of 0.75)
+        let (t, kept_mass) = super::draw(&z, &w, total, 0.67, &params(0, 0.6, 0.0));
+        assert_eq!((t, kept_mass), (1, 1.5)); // w = 1, 0.5: target 0.67 * 1.5 = 1.005 > 1
+    }
+
+    /// The device sampler (candle ops, f64) chooses what the host sampler chooses: the same
+    /// tokens and log-probs to 1e-9 over 4 x 40 draws per setting, on logits with ties (rounded
+    /// as bf16 rounds) and on smooth ones.
+    #[test]
+    fn the_device_sampler_chooses_what_the_host_sampler_chooses() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let (n, v) = (4usize, 300usize);
+        for tied in [false, true] {
+            let logits: Vec<f32> = (0..n * v)
+                .map(|_| {
+                    let x: f32 = 4.0 * rand_distr::Distribution::<f32>::sample(&rand_distr::StandardNormal, &mut rng);
+                    if tied { (x * 4.0).round() / 4.0 } else { x }
+                })
+                .collect();
+            let t = Tensor::from_vec(logits.clone(), (n, v), &candle_core::Device::Cpu).unwrap();
+            for p in [
+                params(0, 1.0, 0.0),
+                params(10, 1.0, 0.0),
+                params(0, 0.7, 0.0),
+                params(40, 0.9, 0.0),
+                params(0, 1.0, 0.05),
+                SampleParams { temperature: 0.6, ..params(25, 0.8, 0.01) },
+                SampleParams::greedy(1, vec![]),
+            ] {
+                for _ in 0..40 {
+                    let us: Vec<f64> = (0..n).map(|_| rng.random()).collect();
+                    let dev = super::super::device_pick::choose(&t, &us, &p).unwrap();
+                    for (r, (d, &u)) in dev.iter().zip(&us).enumerate() {
+                        let h = choose(&logits[r * v..(r + 1) * v], u, &p);
+                        assert_eq!(d.token, h.token, "{p:?} tied {tied} row {r} u {u}");
+                        assert!((d.logprob - h.logprob).abs() < 1e-6 && (d.behavior - h.behavior).abs() < 1e-6, "{p:?}: {d:?} vs {h:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct RolloutConfig {
     pub top_p: f64,
     /// 0 = off.
     pub top_k: usize,
+    /// 0 = off.
+    pub min_p: f64,
     pub max_new_tokens: usize,
     /// Longer prompts (after the template) are skipped and counted.
     pub max_prompt_tokens: usize,
@@ -250,7 +252,7 @@ fn apply_system_prompt(messages: &[Message], sp: &SystemPrompt) -> Vec<Message> 
 fn config_json(cfg: &RolloutConfig, policy_id: &str) -> serde_json::Value {
     serde_json::json!({
         "policy": policy_id,
-        "n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
+        "n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k, "min_p": cfg.min_p,
         "max_new_tokens": cfg.max_new_tokens, "max_prompt_tokens": cfg.max_prompt_tokens,
         "seed": cfg.seed, "step": cfg.step, "selection": cfg.selection, "shard": [cfg.shard.0, cfg.shard.1],
         "hidden": cfg.hidden, "system_prompt": cfg.system_prompt, "greedy": cfg.greedy, "dtype": cfg.dtype, "stop": cfg.stop,
@@ -384,6 +386,7 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
             temperature: cfg.temperature,
             top_p: cfg.top_p,
             top_k: cfg.top_k,
+            min_p: cfg.min_p,
             stop_tokens: policy.stop_tokens.clone(),
             greedy: false,
             stop_check: None,
@@ -566,6 +569,7 @@ mod tests {
             temperature: 1.0,
             top_p: 1.0,
             top_k: 0,
+            min_p: 0.0,
             max_new_tokens: 1,
             max_prompt_tokens: 1,
             batch_prompts: 1,
