@@ -163,9 +163,10 @@ struct Args {
     mini_batches: usize,
     /// Rollout importance-sampling correction (verl's algorithm.rollout_correction.rollout_is):
     /// token or sequence weights pi_old / pi_behaviour from the trajectories' behaviour
-    /// log-probs, truncated at --rollout-is-threshold and multiplied into the token losses. Off
-    /// by default; the rollout_corr/* mismatch metrics are logged whenever the trajectories
-    /// carry behaviour log-probs.
+    /// log-probs, truncated at --rollout-is-threshold and multiplied into the token losses;
+    /// token-mask / sequence-mask drop the tokens (sequences) whose weight exceeds the threshold
+    /// instead (TRL's masked IS). Off by default; the rollout_corr/* mismatch metrics are logged
+    /// whenever the trajectories carry behaviour log-probs.
     #[arg(long)]
     rollout_is: Option<String>,
     /// The truncation C of the rollout IS weights (verl's rollout_is_threshold).
@@ -390,11 +391,11 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
     args::positive("--rollout-is-threshold", a.rollout_is_threshold)?;
     let rollout_is = match a.rollout_is.as_deref() {
         None | Some("off") => None,
-        Some(level @ ("token" | "sequence")) => {
+        Some(mode @ ("token" | "sequence" | "token-mask" | "sequence-mask")) => {
             ensure!(!gmpo, "--rollout-is applies to token losses (ppo, gspo), not to --loss gmpo");
-            Some(RolloutIs { sequence: level == "sequence", threshold: a.rollout_is_threshold })
+            Some(RolloutIs { sequence: mode.starts_with("sequence"), threshold: a.rollout_is_threshold, mask: mode.ends_with("mask") })
         }
-        Some(s) => bail!("--rollout-is {s}: expected token, sequence or off"),
+        Some(s) => bail!("--rollout-is {s}: expected token, sequence, token-mask, sequence-mask or off"),
     };
     let kl_ctrl = match a.kl_ctrl.as_str() {
         "fixed" => KlControl::Fixed,

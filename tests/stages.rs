@@ -718,6 +718,17 @@ fn rollout_importance_sampling_reweights_the_loss_and_logs_the_mismatch() {
     assert!((l0 - l1).abs() > 1e-4 * l0.abs().max(1e-3) && (l1 - l2).abs() > 1e-6, "{l0} {l1} {l2}");
     assert!(g1 < g0, "grad norm {g0} -> {g1}");
     assert!((num(&token, "rollout_corr/rollout_is_mean") - num(&off, "rollout_corr/rollout_is_mean")).abs() < 1e-6);
+    assert_eq!(num(&token, "rollout_corr/rollout_is_masked_fraction"), 0.0);
+    // Masked IS at C = the mean weight: the tokens with weight above C leave the loss
+    // (truncation keeps them at C).
+    let mean = format!("{}", num(&off, "rollout_corr/rollout_is_mean"));
+    let c = ["--rollout-is-threshold", mean.as_str()];
+    let (trunc, mask) = (metrics("t09", &[&["--rollout-is", "token"], &c[..]].concat()), metrics("m09", &[&["--rollout-is", "token-mask"], &c[..]].concat()));
+    let masked = num(&mask, "rollout_corr/rollout_is_masked_fraction");
+    assert!(masked > 0.05 && masked < 0.95, "{mask}");
+    let cap = num(&off, "rollout_corr/rollout_is_mean") + 1e-6;
+    assert!(num(&trunc, "rollout_corr/rollout_is_max") <= cap && num(&mask, "rollout_corr/rollout_is_max") <= cap);
+    assert!((num(&trunc, "actor/pg_loss") - num(&mask, "actor/pg_loss")).abs() > 1e-6, "{trunc} {mask}");
     // An unknown mode is refused by name.
     let o = update(&["--policy", s(policy), "--trajectories", s(&t), "--rewards", s(&r), "--kl", "off", "--rollout-is", "tok", "--out", s(&dir.path().join("x"))]);
     assert_eq!(o.status.code(), Some(2));

@@ -56,22 +56,34 @@ pub enum OldLogprobs {
 
 /// verl's `algorithm.rollout_correction`: importance weights pi_old / pi_behavior between the
 /// trainer's old log-probs and the sampler's behaviour log-probs, truncated at `threshold`
-/// (TIS), per token or per sequence, multiplied into the token losses.
+/// (TIS), per token or per sequence, multiplied into the token losses; or masked (MIS, TRL's
+/// `token_mask` / `sequence_mask`): a weight above the threshold drops its token (or sequence)
+/// from the loss instead of being truncated.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct RolloutIs {
     pub sequence: bool,
     pub threshold: f64,
+    pub mask: bool,
 }
 
-/// The truncated importance weights of one response: w_t = min(exp(clamp(old_t - beh_t)), C)
-/// per token, or w = min(exp(clamp(sum_t old_t - beh_t)), C) for every token of the sequence.
+/// The importance weights of one response: r_t = exp(clamp(old_t - beh_t)) per token, or
+/// r = exp(clamp(sum_t old_t - beh_t)) for every token of the sequence; truncated, w = min(r, C),
+/// or masked, w = r if r <= C else 0.
 fn rollout_is_weights(old: &[f32], behavior: &[f32], is: RolloutIs) -> Vec<f32> {
+    let cap = |r: f64| -> f32 {
+        if r <= is.threshold {
+            r as f32
+        } else if is.mask {
+            0.0
+        } else {
+            is.threshold as f32
+        }
+    };
     let log_r: Vec<f64> = old.iter().zip(behavior).map(|(o, b)| f64::from(o - b).clamp(-20.0, 20.0)).collect();
     if is.sequence {
-        let w = log_r.iter().sum::<f64>().clamp(-20.0, 20.0).exp().min(is.threshold) as f32;
-        vec![w; old.len()]
+        vec![cap(log_r.iter().sum::<f64>().clamp(-20.0, 20.0).exp()); old.len()]
     } else {
-        log_r.iter().map(|r| r.exp().min(is.threshold) as f32).collect()
+        log_r.iter().map(|r| cap(r.exp())).collect()
     }
 }
 
@@ -127,6 +139,10 @@ fn rollout_corr_metrics(old: &[Vec<f32>], behavior: &[&[f32]], applied: Option<&
     m.insert("rollout_corr/rollout_is_max".into(), f(ws.iter().copied().fold(f64::NEG_INFINITY, f64::max)));
     m.insert("rollout_corr/rollout_is_ratio_fraction_high".into(), f(ws.iter().filter(|w| **w > threshold).count() as f64 / n));
     m.insert("rollout_corr/rollout_is_eff_sample_size".into(), f(mean * mean * n / sum_sq.max(f64::MIN_POSITIVE)));
+    if applied.is_some() {
+        // Tokens a masking correction dropped (0 when truncating).
+        m.insert("rollout_corr/rollout_is_masked_fraction".into(), f(ws.iter().filter(|w| **w == 0.0).count() as f64 / n));
+    }
     m
 }
 
