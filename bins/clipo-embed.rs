@@ -145,7 +145,10 @@ impl TryFrom<Args> for EmbedConfig {
 
 fn main() -> ExitCode {
     let result = EmbedConfig::try_from(Args::parse())
-        .and_then(|cfg| clipo::threads::on_pool(|| run(&cfg)).with_context(|| format!("clipo-embed {}", cfg.out.display())));
+        .and_then(|cfg| {
+            clipo::interrupt::on_interrupt(&clipo::interrupt::rerun_message("clipo-embed", &cfg.out));
+            clipo::threads::on_pool(|| run(&cfg)).context("clipo-embed")
+        });
     match result {
         Ok(s) if s.up_to_date => {
             eprintln!("clipo-embed: outputs up to date, nothing written");

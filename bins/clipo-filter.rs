@@ -68,7 +68,10 @@ impl TryFrom<Args> for FilterConfig {
 }
 
 fn main() -> ExitCode {
-    let result = FilterConfig::try_from(Args::parse()).and_then(|cfg| run(&cfg).with_context(|| format!("clipo-filter {}", cfg.out_trajectories.display())));
+    let result = FilterConfig::try_from(Args::parse()).and_then(|cfg| {
+        clipo::interrupt::on_interrupt(&clipo::interrupt::rerun_message("clipo-filter", &cfg.out_trajectories));
+        run(&cfg).context("clipo-filter")
+    });
     match result {
         Ok(s) => {
             eprintln!(

@@ -90,14 +90,14 @@ impl TryFrom<Args> for Mode {
 fn run(mode: Mode) -> anyhow::Result<()> {
     match mode {
         Mode::Report { run_dir, out } => {
-            let run = report::load_run(&run_dir).with_context(|| format!("clipo-report {}", run_dir.display()))?;
+            let run = report::load_run(&run_dir).context("clipo-report")?;
             report::write_atomic(&out, &report::render_html(&run)).context("writing the report")?;
             print!("{}", report::terminal_table(&run));
             eprintln!("clipo-report: {} steps, report written to {}", run.steps.len(), out.display());
         }
         Mode::Audit { run_dir, step, prompts, limit } => {
             let text = report::audit_samples(&run_dir, step, prompts.as_deref(), limit)
-                .with_context(|| format!("clipo-report {} --step {step} --samples", run_dir.display()))?;
+                .context("clipo-report --samples")?;
             print!("{text}");
         }
     }
@@ -154,7 +154,7 @@ fn main() -> ExitCode {
     }
     if args.collect {
         let done = clipo::runlog::collect(&args.run_dir, &args.algo)
-            .with_context(|| format!("clipo-report {} --collect", args.run_dir.display()))
+            .context("clipo-report --collect")
             .and_then(|_| if args.line { last_step_line(&args.run_dir).map(|l| println!("{l}")).map(|_| true) } else { Ok(false) });
         match done {
             Ok(true) => return ExitCode::SUCCESS,

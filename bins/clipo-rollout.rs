@@ -12,7 +12,7 @@ use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use clipo::args;
 use clipo::engine::EngineConfig;
-use clipo::stages::rollout::{run, HiddenMode, RolloutConfig, Selection, SystemPrompt};
+use clipo::stages::rollout::{parts_dir, run, HiddenMode, RolloutConfig, Selection, SystemPrompt};
 
 /// Sample responses with a policy: prompts (verl parquet or JSONL) -> trajectories.parquet.
 #[derive(Parser, Debug)]
@@ -220,7 +220,13 @@ impl TryFrom<Args> for RolloutConfig {
 
 fn main() -> ExitCode {
     let result = RolloutConfig::try_from(Args::parse())
-        .and_then(|cfg| clipo::threads::on_pool(|| run(&cfg)).with_context(|| format!("clipo-rollout {}", cfg.out.display())));
+        .and_then(|cfg| {
+            clipo::interrupt::on_interrupt(&format!(
+                "clipo-rollout: interrupted; the batches of prompts sampled so far are kept in {}: run the same command again to resume from them (`make` continues a loop the same way)",
+                parts_dir(&cfg.out).display()
+            ));
+            clipo::threads::on_pool(|| run(&cfg)).context("clipo-rollout")
+        });
     match result {
         Ok(s) if s.up_to_date => {
             eprintln!("clipo-rollout: output up to date, nothing written");
@@ -231,16 +237,21 @@ fn main() -> ExitCode {
             if let Some(e) = s.epoch {
                 eprintln!("clipo-rollout: epoch {} step {}/{} of the epoch", e.epoch, e.step_in_epoch + 1, e.steps_per_epoch);
             }
+            // A resumed run's speed counts only what this process sampled.
+            let speed = match s.tokens_per_second {
+                Some(tps) if s.resumed_batches > 0 => format!("{} sampled now at {tps:.1} tok/s", s.sampled_tokens),
+                Some(tps) => format!("{tps:.1} tok/s"),
+                None => "nothing sampled now".into(),
+            };
             eprintln!(
-                "clipo-rollout: {} prompts ({} skipped as too long), {} responses, {} tokens, {:.1}% truncated, {:.1} tok/s, {:.1}s{}",
+                "clipo-rollout: {} prompts ({} skipped as too long), {} responses, {} tokens, {:.1}% truncated, {speed}, {:.1}s{}",
                 s.prompts,
                 s.skipped_prompts,
                 s.responses,
                 s.generated_tokens,
                 100.0 * s.truncated_fraction,
-                s.tokens_per_second.unwrap_or(0.0),
                 s.seconds,
-                if s.resumed_batches > 0 { format!(" (resumed after {} batches)", s.resumed_batches) } else { String::new() }
+                if s.resumed_batches > 0 { format!(" (resumed after {} of {} batches)", s.resumed_batches, s.batches) } else { String::new() }
             );
             let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&s).expect("summary serialises"));
             ExitCode::SUCCESS

@@ -288,7 +288,11 @@ fn memory_plan(a: &Args, memory: Memory) -> anyhow::Result<clipo::model::plan::P
 }
 
 fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
-    args::model_dir("--policy", &a.policy)?;
+    if a.plan {
+        args::model_config_dir("--policy", &a.policy)?;
+    } else {
+        args::model_dir("--policy", &a.policy)?;
+    }
     if let Some(c) = a.logit_chunk {
         args::count("--logit-chunk", c)?;
     }
@@ -311,6 +315,19 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
             }
         }
         clipo::paths::refuse_aliases(&inputs, &[("--out", &out)])?;
+    }
+    if let Some(r) = &a.reference {
+        args::model_dir("--ref", r)?;
+    }
+    for (flag, p, what) in [
+        ("--trajectories", &a.trajectories, "a trajectories table (clipo-rollout's .parquet)"),
+        ("--rewards", &a.rewards, "a rewards table (clipo-verify's .parquet)"),
+        ("--embeddings", &a.embeddings, "an embeddings table (clipo-embed's .parquet)"),
+        ("--prompts", &a.prompts, "a prompts table with reference solutions (verl .parquet or .jsonl)"),
+    ] {
+        if let Some(p) = p {
+            args::input_file(flag, p, what)?;
+        }
     }
     clipo::policy::parse_dtype(a.dtype.as_deref(), &candle_core::Device::Cpu)?;
     args::positive("--lr", a.lr)?;
@@ -447,7 +464,8 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
 fn main() -> ExitCode {
     let result = checked(Args::parse()).and_then(|cfg| match cfg {
         Ok(cfg) => {
-            let out = clipo::threads::on_pool(|| run(&cfg)).with_context(|| format!("clipo-update {}", cfg.out.display()))?;
+            clipo::interrupt::on_interrupt(&clipo::interrupt::rerun_message("clipo-update", &cfg.out));
+            let out = clipo::threads::on_pool(|| run(&cfg)).context("clipo-update")?;
             if out.up_to_date {
                 eprintln!("clipo-update: {} is up to date, nothing written", cfg.out.display());
                 println!("{}", serde_json::Value::Object(out.metrics));
@@ -465,7 +483,7 @@ fn main() -> ExitCode {
                     eprintln!("clipo-update sft: step {step:>5} loss {loss:.4}");
                 }
             };
-            let loss = clipo::threads::on_pool(|| run_sft(&cfg, &mut log)).with_context(|| format!("clipo-update --objective sft {}", cfg.out.display()))?;
+            let loss = clipo::threads::on_pool(|| run_sft(&cfg, &mut log)).context("clipo-update --objective sft")?;
             eprintln!("clipo-update sft: {} steps, final loss {loss:.4}, wrote {}", cfg.steps, cfg.out.display());
             Ok(())
         }

@@ -91,7 +91,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let summary = args.summary;
     let result = VerifyConfig::try_from(args).and_then(|cfg| {
-        run(&cfg).with_context(|| format!("clipo-verify {}", cfg.input.display()))
+        clipo::interrupt::on_interrupt(&clipo::interrupt::rerun_message("clipo-verify", &cfg.output));
+        run(&cfg).context("clipo-verify")
     });
     match result {
         Ok(out) => {

@@ -326,7 +326,7 @@ fn audit_flags_the_planted_low_contrastive_correct_response_only() {
     assert!(stderr(&o).contains("prompt `nope` has no responses at step 2"), "{}", stderr(&o));
     let o = run("clipo-report", &[s(tmp.path()), "--step", "9", "--samples"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("step-000009: no such step directory (steps present: 1, 2)"), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("--step 9: {} has no step-000009 (steps present: 1-2)", tmp.path().display())), "{}", stderr(&o));
 }
 
 #[test]
@@ -353,7 +353,10 @@ fn corrupt_or_missing_metrics_fail_with_the_file_and_line() {
     std::fs::remove_file(&path).unwrap();
     let o = run("clipo-report", &[s(tmp.path())]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains(&format!("{}: No such file", path.display())), "{}", stderr(&o));
+    // No metrics.jsonl beside step directories: the message names the next command, once.
+    let want = format!("no metrics.jsonl yet (steps present: 1-2): run `clipo-report {} --collect`", tmp.path().display());
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    assert_eq!(stderr(&o).matches(&tmp.path().display().to_string()).count(), 2, "{}", stderr(&o));
 
     let o = run("clipo-report", &[s(&tmp.path().join("absent"))]);
     assert_eq!(o.status.code(), Some(2));

@@ -122,6 +122,19 @@ pub fn load_run(dir: &Path) -> Result<Run> {
         return Err(Error::Config(format!("{}: not a directory (expected a run directory holding {METRICS_FILE})", dir.display())));
     }
     let metrics_path = dir.join(METRICS_FILE);
+    if !metrics_path.exists() {
+        let steps: Vec<u64> = step_dirs(dir)?.iter().map(|(s, _)| *s).collect();
+        return Err(Error::Config(if steps.is_empty() {
+            format!("{}: no {METRICS_FILE} and no step-NNNNNN/ directories: expected a run directory (written by scripts/loop.mk or scripts/demo.sh)", dir.display())
+        } else {
+            format!(
+                "{}: no {METRICS_FILE} yet (steps present: {}): run `clipo-report {} --collect` to build it from the step directories",
+                dir.display(),
+                step_ranges(&steps),
+                dir.display()
+            )
+        }));
+    }
     let text = std::fs::read_to_string(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
     let steps = parse_metrics(&metrics_path, &text)?;
     if steps.is_empty() {
@@ -272,6 +285,29 @@ pub fn step_dirs(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 /// The directory of `step` (`step-000003`).
 pub fn step_dir(dir: &Path, step: u64) -> PathBuf {
     dir.join(format!("step-{step:06}"))
+}
+
+/// Sorted steps as ranges, `0-300` or `1-5, 7, 9-12`; past eight ranges the middle ones are
+/// left out (`..., `), so a message never lists hundreds of numbers.
+pub fn step_ranges(steps: &[u64]) -> String {
+    if steps.is_empty() {
+        return "none".into();
+    }
+    let mut ranges: Vec<(u64, u64)> = vec![];
+    for &s in steps {
+        match ranges.last_mut() {
+            Some((_, hi)) if s == *hi + 1 => *hi = s,
+            Some((_, hi)) if s == *hi => {}
+            _ => ranges.push((s, s)),
+        }
+    }
+    let shown = |&(lo, hi): &(u64, u64)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") };
+    if ranges.len() <= 8 {
+        return ranges.iter().map(shown).collect::<Vec<_>>().join(", ");
+    }
+    let head: Vec<String> = ranges[..4].iter().map(shown).collect();
+    let tail: Vec<String> = ranges[ranges.len() - 3..].iter().map(shown).collect();
+    format!("{}, ..., {} ({} steps)", head.join(", "), tail.join(", "), steps.len())
 }
 
 fn source_accuracy(step: u64, path: &Path) -> Result<Vec<SourceAccuracy>> {
@@ -465,6 +501,16 @@ mod tests {
         assert_eq!(fmt_cell(None, 3), "-");
         assert_eq!(fmt_cell(Some(0.00123), SCIENTIFIC), "1.23e-3");
         assert_eq!(fmt_cell(Some(0.0), SCIENTIFIC), "0.00e0");
+    }
+
+    #[test]
+    fn steps_are_shown_as_ranges() {
+        assert_eq!(step_ranges(&[]), "none");
+        assert_eq!(step_ranges(&(0..=300).collect::<Vec<_>>()), "0-300");
+        assert_eq!(step_ranges(&[1, 2]), "1-2");
+        assert_eq!(step_ranges(&[1, 2, 3, 4, 5, 7, 9, 10, 11, 12]), "1-5, 7, 9-12");
+        let gappy: Vec<u64> = (0..40).map(|i| i * 2).collect();
+        assert_eq!(step_ranges(&gappy), "0, 2, 4, 6, ..., 74, 76, 78 (40 steps)");
     }
 
     #[test]
