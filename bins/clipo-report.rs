@@ -94,7 +94,8 @@ fn run(mode: Mode) -> anyhow::Result<()> {
             let run = report::load_run(&run_dir).context("clipo-report")?;
             report::write_atomic(&out, &report::render_html(&run)).context("writing the report")?;
             print!("{}", report::terminal_table(&run));
-            eprintln!("clipo-report: {} steps, report written to {}", run.steps.len(), out.display());
+            let rl = run.steps.iter().filter(|s| s.step > 0).count();
+            eprintln!("clipo-report: {rl} RL steps, report written to {}", out.display());
         }
         Mode::Audit { run_dir, step, prompts, limit } => {
             let text = report::audit_samples(&run_dir, step, prompts.as_deref(), limit)
