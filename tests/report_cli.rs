@@ -410,9 +410,12 @@ fn long_noisy_series_are_smoothed_and_timings_are_not() {
         text += &(line.to_string() + "\n");
     }
     std::fs::write(tmp.path().join("metrics.jsonl"), text).unwrap();
-    let o = run("clipo-report", &[s(tmp.path())]);
+    // --out in a directory that does not exist yet: it is made.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = elsewhere.path().join("reports/long.html");
+    let o = run("clipo-report", &[s(tmp.path()), "--out", s(&out)]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let html = std::fs::read_to_string(tmp.path().join("report.html")).unwrap();
+    let html = std::fs::read_to_string(&out).unwrap();
     let figure = |title: &str| html.split(&format!("<h3>{title}</h3>")).nth(1).and_then(|r| r.split("</figure>").next()).unwrap().to_string();
     // 40 steps: a window of 5 (40 / 20 = 2, at least 5).
     let reward = figure("Reward (training batch mean)");

@@ -600,8 +600,11 @@ fn summary_lines(run: &Run) -> Vec<String> {
 }
 
 /// Write `contents` to `path` through `<path>.tmp` and a rename, so a reader never sees half a
-/// report.
+/// report; its directory is made when missing.
 pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
     let tmp = crate::table::tmp_path(path);
     std::fs::write(&tmp, contents).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| {
