@@ -11,8 +11,11 @@ use clap::{Parser, Subcommand};
 use clipo::stages::data::{run_arith, run_convert, ArithJob};
 use clipo::task::ArithConfig;
 
+/// Make prompts tables: reads your prompts (JSONL or verl .parquet; `convert`) or nothing (`arith`
+/// generates the embedded task); writes prompts tables (verl .parquet with a `prompt_id` column),
+/// the input of clipo-rollout.
 #[derive(Parser, Debug)]
-#[command(version, about = "Make prompts tables (verl schema) for clipo's stages")]
+#[command(version, long_about = None)]
 struct Args {
     #[command(subcommand)]
     cmd: Cmd,
@@ -22,7 +25,8 @@ struct Args {
 enum Cmd {
     /// Generate the embedded arithmetic word-problem task: OUT/{train,test,test_p1,test_p2}.parquet.
     Arith {
-        /// Output directory.
+        /// Output directory (train.parquet, test.parquet, test_p1.parquet: names and numbers
+        /// changed, test_p2.parquet: a distractor sentence added).
         #[arg(long)]
         out: PathBuf,
         /// Training problems.
@@ -38,7 +42,7 @@ enum Cmd {
         /// Largest starting quantity and operand.
         #[arg(long, default_value_t = 9)]
         max_number: u32,
-        /// Probability that a training problem carries a distractor sentence (0..1).
+        /// Probability that a training problem carries a distractor sentence, in [0, 1].
         #[arg(long, default_value_t = 0.25)]
         distractor_prob: f64,
         /// Seed of the generator.
@@ -46,7 +50,31 @@ enum Cmd {
         seed: u64,
     },
     /// Convert prompts (JSONL or verl parquet) to a verl parquet with `prompt_id`.
-    Convert { input: PathBuf, output: PathBuf },
+    ///
+    /// The JSONL holds one JSON object a line:
+    ///
+    /// {"messages": [{"role": "user", "content": "What is 2 + 3?"}], "ground_truth": "5"}
+    ///
+    /// - `messages`: the chat, a list of {role, content} (or `prompt`: the same list, or a
+    ///   string taken as one user message); required.
+    /// - `ground_truth`: the answer the verifier checks, a string or a number (or
+    ///   `reward_model.ground_truth`); required.
+    /// - `data_source`: picks the scorer (clipo-verify --scorer-for); default: the file's name
+    ///   without its extension.
+    /// - `prompt_id` (or `id`): default: a hash of data_source, split, index and the messages.
+    /// - optional: `ability`, `reward_model.style`, `extra_info.split` (or `split`),
+    ///   `extra_info.index` (or `index`), `extra_info.answer` (or `solution`: a reference solution
+    ///   for clipo-update --objective sft).
+    ///
+    /// A verl parquet (data_source, prompt, reward_model, extra_info, ...) is read as it is and
+    /// gets its `prompt_id` column.
+    #[command(verbatim_doc_comment)]
+    Convert {
+        /// The prompts: a .jsonl (or .json) file of JSON lines as above, or a verl .parquet.
+        input: PathBuf,
+        /// The prompts table to write (.parquet; atomically, a no-op when up to date).
+        output: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {

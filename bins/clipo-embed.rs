@@ -15,7 +15,9 @@ use clap::Parser;
 use clipo::contrastive::{ContrastiveConfig, HeadKind, Level, LossKind, MaskedLabel, Similarity};
 use clipo::stages::embed::{run, EmbedConfig};
 
-/// Contrastive head step: trajectories (with hidden) + rewards -> embeddings.parquet + head.
+/// CLIPO's contrastive step: reads a trajectories table with pooled hidden states, its rewards
+/// table and the contrastive head; writes an embeddings table (.parquet: contrastive loss and
+/// reward per response) and the head after one AdamW step.
 #[derive(Parser, Debug)]
 #[command(version, long_about = None, args_override_self = true)]
 struct Args {
@@ -26,7 +28,8 @@ struct Args {
     #[arg(long)]
     rewards: PathBuf,
     /// The head to start from: a safetensors file with `proj.weight` (D, d) (or `proj.0.weight`
-    /// and `proj.2.weight` for the mlp head), with or without AdamW moments.
+    /// and `proj.2.weight` for the mlp head), with or without AdamW moments. Default: none
+    /// (needs --init-head).
     #[arg(long)]
     head: Option<PathBuf>,
     /// Create the head from --seed when --head is not given or does not exist yet.
@@ -41,45 +44,45 @@ struct Args {
     /// RL step (seeds the InfoNCE positive draws).
     #[arg(long, default_value_t = 0)]
     step: u64,
-    /// Head: linear (default) or mlp.
+    /// Head: linear or mlp.
     #[arg(long, default_value = "linear")]
     head_type: HeadKind,
     /// D, the embedding size (512 on the GSM8K track, 2048 on the MATH track).
     #[arg(long, default_value_t = 512)]
     dim: usize,
-    /// Loss: infonce (default), supcon_in, supcon_out, soft_nn.
+    /// Loss: infonce, supcon_in, supcon_out or soft_nn.
     #[arg(long, default_value = "infonce")]
     loss: LossKind,
-    /// Level: group (default; positives and negatives from the prompt's group), cross
-    /// (positives from the group, negatives from the batch), batch.
+    /// Level: group (positives and negatives from the prompt's group), cross (positives from
+    /// the group, negatives from the batch) or batch.
     #[arg(long, default_value = "group")]
     level: Level,
-    /// Similarity: cosine (default), -cosine, l2.
+    /// Similarity: cosine, -cosine or l2.
     #[arg(long, default_value = "cosine", allow_hyphen_values = true)]
     similarity: Similarity,
-    /// Temperature tau (0.05).
+    /// Temperature tau of the contrastive loss.
     #[arg(long, default_value_t = 0.05)]
     temperature: f64,
-    /// Label excluded from the anchors: 0 (default: only correct responses are anchors), 1
-    /// (only incorrect), -1 (every response).
+    /// Label excluded from the anchors: 0 (only correct responses are anchors), 1 (only
+    /// incorrect ones), -1 (every response).
     #[arg(long, default_value = "0", allow_hyphen_values = true)]
     masked_label: MaskedLabel,
     /// Keep anchors with no positive or no negative (the reference skips them).
     #[arg(long)]
     no_skip_trivial: bool,
-    /// lambda, the reward scale (0.2): r_con = max(c - lambda * L * correct, floor).
+    /// lambda, the reward scale: r_con = max(c - lambda * L * correct, floor).
     #[arg(long, default_value_t = 0.2)]
     lambda: f64,
-    /// c, the reward constant (0).
+    /// c, the reward constant.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     constant: f64,
-    /// The reward floor (-0.5).
+    /// The reward floor.
     #[arg(long, default_value_t = -0.5, allow_hyphen_values = true)]
     floor: f64,
-    /// Head AdamW learning rate (1e-3).
+    /// Head AdamW learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
-    /// Head AdamW weight decay (0.01).
+    /// Head AdamW weight decay.
     #[arg(long, default_value_t = 0.01)]
     weight_decay: f64,
     /// Never step the head (the paper's CLIPO-fixed ablation).
@@ -145,7 +148,10 @@ impl TryFrom<Args> for EmbedConfig {
 
 fn main() -> ExitCode {
     let result = EmbedConfig::try_from(Args::parse())
-        .and_then(|cfg| clipo::threads::on_pool(|| run(&cfg)).with_context(|| format!("clipo-embed {}", cfg.out.display())));
+        .and_then(|cfg| {
+            clipo::interrupt::on_interrupt(&clipo::interrupt::rerun_message("clipo-embed", &cfg.out));
+            clipo::threads::on_pool(|| run(&cfg)).context("clipo-embed")
+        });
     match result {
         Ok(s) if s.up_to_date => {
             eprintln!("clipo-embed: outputs up to date, nothing written");

@@ -13,8 +13,9 @@ use anyhow::{ensure, Context};
 use clap::Parser;
 use clipo::stages::filter::{run, FilterConfig, Metric};
 
-/// Keep the informative groups of one step's sampling rounds: trajectories + rewards (repeated,
-/// in round order) -> merged trajectories.parquet and rewards.parquet.
+/// DAPO's dynamic sampling: reads one step's sampling rounds (a trajectories and a rewards table
+/// per round, in round order); writes the step's merged trajectories and rewards tables, the first
+/// --keep groups whose metric varies.
 #[derive(Parser, Debug)]
 #[command(version, long_about = None)]
 struct Args {
@@ -27,7 +28,7 @@ struct Args {
     /// Groups to keep: the step's prompts (verl's train_batch_size).
     #[arg(long)]
     keep: usize,
-    /// The metric that must vary within a group: correct (verl's acc, default) or score.
+    /// The metric that must vary within a group: correct (verl's acc) or score.
     #[arg(long, default_value = "correct")]
     metric: Metric,
     /// Merged trajectories (with a `round` column).
@@ -68,7 +69,10 @@ impl TryFrom<Args> for FilterConfig {
 }
 
 fn main() -> ExitCode {
-    let result = FilterConfig::try_from(Args::parse()).and_then(|cfg| run(&cfg).with_context(|| format!("clipo-filter {}", cfg.out_trajectories.display())));
+    let result = FilterConfig::try_from(Args::parse()).and_then(|cfg| {
+        clipo::interrupt::on_interrupt(&clipo::interrupt::rerun_message("clipo-filter", &cfg.out_trajectories));
+        run(&cfg).context("clipo-filter")
+    });
     match result {
         Ok(s) => {
             eprintln!(

@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 use clipo::model::gguf::import_gguf;
 use clipo::model::hf::{ModelInfo, SaveDtype};
 
-/// Model directories: GGUF import and inspection.
+/// Model directories: reads GGUF files (`import-gguf`) and Hugging Face model directories (`info`,
+/// `compare`); writes Hugging Face model directories (`import-gguf`, `init`: a tiny policy with no
+/// download).
 #[derive(Parser)]
 #[command(name = "clipo-model", version)]
 struct Args {
@@ -26,9 +28,10 @@ enum Command {
     ImportGguf {
         /// The .gguf file.
         gguf: PathBuf,
-        /// Output directory; replaced if it exists (written to OUT_DIR.tmp, then renamed).
+        /// Output directory (written to OUT_DIR.tmp, then renamed; an existing one is replaced
+        /// only with --force).
         out_dir: PathBuf,
-        /// Weight dtype in model.safetensors: f32 (default) or bf16.
+        /// Weight dtype in model.safetensors: f32 or bf16.
         #[arg(long, default_value = "f32")]
         dtype: SaveDtype,
         /// Replace OUT_DIR when it already exists (refused otherwise).
@@ -58,7 +61,7 @@ enum Command {
     /// its own byte-level BPE tokenizer (trained on the embedded task) and a ChatML template,
     /// randomly initialised from --seed.
     Init {
-        /// Output directory.
+        /// Output directory (an existing one is replaced only with --force).
         out_dir: PathBuf,
         /// The preset (only `tiny`).
         #[arg(long, default_value = "tiny")]

@@ -11,9 +11,10 @@ use anyhow::Context;
 use clap::Parser;
 use clipo::report::{self, audit::DEFAULT_LIMIT};
 
-/// Report on a run directory (metrics.jsonl, summary.json, step-NNNNNN/ tables): write an HTML
-/// page with plots and print the per-step table, or with --step N --samples list one step's
-/// responses and flag correct ones with an unusually low contrastive reward.
+/// What a run did: reads a run directory (metrics.jsonl, summary.json, step-NNNNNN/ tables); writes
+/// report.html (every curve, self-contained) and prints the per-step table, or with --step N
+/// --samples prints one step's responses, flagging correct ones with an unusually low contrastive
+/// reward.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -23,18 +24,18 @@ struct Args {
     /// <out>.tmp). Not used with --samples.
     #[arg(long, conflicts_with = "samples")]
     out: Option<PathBuf>,
-    /// The step to audit (its directory is RUN_DIR/step-NNNNNN); needs --samples.
+    /// The step to audit (its directory is RUN_DIR/step-NNNNNN); required with --samples.
     #[arg(long, requires = "samples")]
     step: Option<u64>,
     /// Audit the responses of --step instead of writing the report: every response of the
     /// chosen prompts with score, contrastive reward, advantage, extracted answer and excerpt.
     #[arg(long, requires = "step")]
     samples: bool,
-    /// A prompt_id to audit (repeat for several; default: the first --limit groups with at
-    /// least 2 correct responses).
+    /// A prompt_id to audit (repeat for several). Default: the first --limit groups with at
+    /// least 2 correct responses.
     #[arg(long = "prompt", value_name = "ID", requires = "samples")]
     prompts: Vec<String>,
-    /// How many groups to audit when no --prompt is given (default 5; at least 1).
+    /// How many groups to audit when no --prompt is given (at least 1).
     #[arg(long, default_value_t = DEFAULT_LIMIT, requires = "samples")]
     limit: usize,
     /// First rebuild RUN_DIR/metrics.jsonl and RUN_DIR/summary.json from the step directories
@@ -90,14 +91,15 @@ impl TryFrom<Args> for Mode {
 fn run(mode: Mode) -> anyhow::Result<()> {
     match mode {
         Mode::Report { run_dir, out } => {
-            let run = report::load_run(&run_dir).with_context(|| format!("clipo-report {}", run_dir.display()))?;
+            let run = report::load_run(&run_dir).context("clipo-report")?;
             report::write_atomic(&out, &report::render_html(&run)).context("writing the report")?;
             print!("{}", report::terminal_table(&run));
-            eprintln!("clipo-report: {} steps, report written to {}", run.steps.len(), out.display());
+            let rl = run.steps.iter().filter(|s| s.step > 0).count();
+            eprintln!("clipo-report: {rl} RL steps, report written to {}", out.display());
         }
         Mode::Audit { run_dir, step, prompts, limit } => {
             let text = report::audit_samples(&run_dir, step, prompts.as_deref(), limit)
-                .with_context(|| format!("clipo-report {} --step {step} --samples", run_dir.display()))?;
+                .context("clipo-report --samples")?;
             print!("{text}");
         }
     }
@@ -154,7 +156,7 @@ fn main() -> ExitCode {
     }
     if args.collect {
         let done = clipo::runlog::collect(&args.run_dir, &args.algo)
-            .with_context(|| format!("clipo-report {} --collect", args.run_dir.display()))
+            .context("clipo-report --collect")
             .and_then(|_| if args.line { last_step_line(&args.run_dir).map(|l| println!("{l}")).map(|_| true) } else { Ok(false) });
         match done {
             Ok(true) => return ExitCode::SUCCESS,

@@ -12,9 +12,11 @@ use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use clipo::args;
 use clipo::engine::EngineConfig;
-use clipo::stages::rollout::{run, HiddenMode, RolloutConfig, Selection, SystemPrompt};
+use clipo::stages::rollout::{parts_dir, run, HiddenMode, RolloutConfig, Selection, SystemPrompt};
 
-/// Sample responses with a policy: prompts (verl parquet or JSONL) -> trajectories.parquet.
+/// Sample G responses per prompt with a policy: reads a policy directory and a prompts table (verl
+/// .parquet or .jsonl); writes a trajectories table (.parquet: token ids, log-probs, pooled hidden
+/// states).
 #[derive(Parser, Debug)]
 #[command(version, long_about = None, args_override_self = true)]
 struct Args {
@@ -25,11 +27,14 @@ struct Args {
     /// Prompts: verl parquet (data_source, prompt, reward_model.ground_truth, ...) or JSONL.
     #[arg(long)]
     prompts: PathBuf,
-    /// Output trajectories table (resumable: see --help of the stage).
+    /// Output trajectories table. Each batch of --batch-size prompts is saved in <OUT>.parts/ as
+    /// it finishes; a run stopped midway resumes from those parts when rerun with the same
+    /// arguments, and <OUT> is written (the same bytes as an uninterrupted run's) when all are
+    /// done. Rerunning when <OUT> is up to date does nothing.
     #[arg(long)]
     out: PathBuf,
-    /// Responses per prompt, the GRPO group size G (default 16 as in the paper, where verl's
-    /// rollout.n defaults to 1; 1 with --greedy).
+    /// Responses per prompt, the GRPO group size G (at least 1). Default: 16 as in the paper
+    /// (verl's rollout.n is 1 unless set), or 1 with --greedy.
     #[arg(long)]
     n: Option<usize>,
     /// Sampling temperature (> 0; 1.0 in training, 0.6 for the MATH track's evaluation).
@@ -45,17 +50,18 @@ struct Args {
     /// and transformers' min_p); 0 = off.
     #[arg(long, default_value_t = 0.0)]
     min_p: f64,
-    /// Most tokens per response, the stop token included (default 2048 as in the paper's GSM8K
-    /// track; verl's max_response_length defaults to 512; the MATH track takes 4096).
+    /// Most tokens per response, the stop token included (2048 is the paper's GSM8K track; the
+    /// MATH track takes 4096; verl's max_response_length is 512 unless set).
     #[arg(long, default_value_t = 2048)]
     max_new_tokens: usize,
-    /// Prompts longer than this after the chat template are skipped and counted (512).
+    /// Prompts longer than this many tokens after the chat template are skipped and counted.
     #[arg(long, default_value_t = 512)]
     max_prompt_tokens: usize,
-    /// Prompts decoded together: B prompts x G samples share each decode step (every prompt
-    /// prefilled on its own, decode rows through a row-by-row kernel, so a row's bytes do not
-    /// depend on its neighbours or on B); also the unit of resumption. Larger B: fewer passes
-    /// over the weights per token (16 rows a pass on the CPU).
+    /// Decode width in prompts: B x G rows share each decode step, and when a row finishes the
+    /// next waiting sample takes its slot (continuous batching; every prompt prefilled on its
+    /// own, decode rows through a row-by-row kernel, so a row's bytes do not depend on its
+    /// neighbours or on B). B prompts are also the unit of resumption (one part each). Larger
+    /// B: fewer passes over the weights per token (16 rows a pass on the CPU).
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
     /// Run seed: each sample's stream derives from (seed, step, prompt_id, sample_idx).
@@ -67,17 +73,18 @@ struct Args {
     /// Skip this many prompts of the file (file order).
     #[arg(long, default_value_t = 0, conflicts_with = "per_step")]
     offset: usize,
-    /// Take at most this many prompts (file order).
+    /// Take at most this many prompts (file order). Default: every prompt after --offset.
     #[arg(long, conflicts_with = "per_step")]
     limit: Option<usize>,
     /// Take the N prompts of RL step --step (numbered from 1) from a per-epoch shuffle of the
     /// file (seeded by --seed), as verl's dataloader with drop_last: an epoch is
     /// floor(prompts / N) steps, a step never straddles two epochs, the prompts of one epoch are
     /// distinct, and the n % N prompts left at the end of each shuffle sit that epoch out.
+    /// Default: off (the prompts of --offset and --limit, in file order).
     #[arg(long)]
     per_step: Option<usize>,
-    /// Dynamic sampling's refill round of --step: 0 (default) is the step's own prompts; round
-    /// r > 0 takes --per-step further prompts (another order of the file, without the step's
+    /// Dynamic sampling's refill round of --step: 0 is the step's own prompts; round r > 0
+    /// takes --per-step further prompts (another order of the file, without the step's
     /// own and without those of earlier rounds), for scripts/dynamic_sampling.sh.
     #[arg(long, default_value_t = 0)]
     round: u32,
@@ -88,7 +95,7 @@ struct Args {
     /// Pooled hidden state to store: official (the reference's), mean (teacher-forced) or none.
     #[arg(long, default_value = "official")]
     hidden: HiddenMode,
-    /// Replace the prompts' system message with this text.
+    /// Replace the prompts' system message with this text (default: keep the prompts' own).
     #[arg(long, conflicts_with = "no_system_prompt")]
     system_prompt: Option<String>,
     /// Remove the prompts' system messages (the template may still add its default).
@@ -97,6 +104,7 @@ struct Args {
     /// A stop string (repeat for several): a response ends at the token that completes one, as
     /// vLLM's and verl's `stop`; the string stays in the stored tokens and text, and the
     /// finish_reason is `stop:TEXT` (`eos` for a stop token, `length` at --max-new-tokens).
+    /// Default: none (only the model's stop tokens end a response).
     #[arg(long = "stop", value_name = "TEXT")]
     stop: Vec<String>,
     /// Greedy decoding (evaluation, the GSM8K track's protocol); log-probs at temperature 1.
@@ -113,6 +121,7 @@ struct Args {
     /// goes as the token ids rendered here, each sample with its own derived seed; the response's
     /// token ids and log-probs come back (the behaviour log-probs). The server must serve
     /// --policy (see --engine-reload); hidden states come from a teacher-forced pass of --policy.
+    /// Default: none (the built-in sampler).
     #[arg(long = "engine", value_name = "URL")]
     engines: Vec<String>,
     /// The servers' API: sglang (/generate), vllm (/v1/completions with return_token_ids), or
@@ -226,7 +235,13 @@ impl TryFrom<Args> for RolloutConfig {
 
 fn main() -> ExitCode {
     let result = RolloutConfig::try_from(Args::parse())
-        .and_then(|cfg| clipo::threads::on_pool(|| run(&cfg)).with_context(|| format!("clipo-rollout {}", cfg.out.display())));
+        .and_then(|cfg| {
+            clipo::interrupt::on_interrupt(&format!(
+                "clipo-rollout: interrupted; the batches of prompts sampled so far are kept in {}: run the same command again to resume from them (`make` continues a loop the same way)",
+                parts_dir(&cfg.out).display()
+            ));
+            clipo::threads::on_pool(|| run(&cfg)).context("clipo-rollout")
+        });
     match result {
         Ok(s) if s.up_to_date => {
             eprintln!("clipo-rollout: output up to date, nothing written");
@@ -237,16 +252,21 @@ fn main() -> ExitCode {
             if let Some(e) = s.epoch {
                 eprintln!("clipo-rollout: epoch {} step {}/{} of the epoch", e.epoch, e.step_in_epoch + 1, e.steps_per_epoch);
             }
+            // A resumed run's speed counts only what this process sampled.
+            let speed = match s.tokens_per_second {
+                Some(tps) if s.resumed_batches > 0 => format!("{} sampled now at {tps:.1} tok/s", s.sampled_tokens),
+                Some(tps) => format!("{tps:.1} tok/s"),
+                None => "nothing sampled now".into(),
+            };
             eprintln!(
-                "clipo-rollout: {} prompts ({} skipped as too long), {} responses, {} tokens, {:.1}% truncated, {:.1} tok/s, {:.1}s{}",
+                "clipo-rollout: {} prompts ({} skipped as too long), {} responses, {} tokens, {:.1}% truncated, {speed}, {:.1}s{}",
                 s.prompts,
                 s.skipped_prompts,
                 s.responses,
                 s.generated_tokens,
                 100.0 * s.truncated_fraction,
-                s.tokens_per_second.unwrap_or(0.0),
                 s.seconds,
-                if s.resumed_batches > 0 { format!(" (resumed after {} batches)", s.resumed_batches) } else { String::new() }
+                if s.resumed_batches > 0 { format!(" (resumed after {} of {} batches)", s.resumed_batches, s.batches) } else { String::new() }
             );
             let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&s).expect("summary serialises"));
             ExitCode::SUCCESS

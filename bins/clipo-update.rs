@@ -33,7 +33,9 @@ enum Dtype {
     Bf16,
 }
 
-/// Update a policy: trajectories + rewards [+ embeddings] -> a new model directory.
+/// One policy-gradient step (or SFT steps): reads a policy directory, its trajectories, rewards and
+/// (for CLIPO) embeddings tables; writes the updated policy directory (transformers loads it), its
+/// optimizer state, advantages.parquet and metrics.json.
 #[derive(Parser, Debug)]
 #[command(version, long_about = None, args_override_self = true)]
 struct Args {
@@ -42,22 +44,24 @@ struct Args {
     #[arg(long)]
     policy: PathBuf,
     /// Output directory (staged and renamed into place; an unchanged re-run is a no-op).
+    /// Required, except with --plan.
     #[arg(long, required_unless_present = "plan")]
     out: Option<PathBuf>,
-    /// rl (default) or sft.
+    /// What to train: rl or sft.
     #[arg(long, value_enum, default_value = "rl")]
     objective: Objective,
-    /// The frozen reference policy for the KL penalty (usually the initial policy).
+    /// The frozen reference policy for the KL penalty (usually the initial policy). Required
+    /// unless --kl off.
     #[arg(long = "ref")]
     reference: Option<PathBuf>,
-    /// Trajectories table (clipo-rollout); required with --objective rl.
+    /// Trajectories table (clipo-rollout's); required with --objective rl.
     #[arg(long)]
     trajectories: Option<PathBuf>,
-    /// Rewards table (clipo-verify); required with --objective rl.
+    /// Rewards table (clipo-verify's); required with --objective rl.
     #[arg(long)]
     rewards: Option<PathBuf>,
-    /// Embeddings table (clipo-embed); its contrastive_reward is added to the score. Without
-    /// it this is plain RLVR.
+    /// Embeddings table (clipo-embed's); its contrastive_reward is added to the score. Default:
+    /// none, plain RLVR (GRPO without the contrastive reward).
     #[arg(long)]
     embeddings: Option<PathBuf>,
     /// RL step (recorded; compared with --actor-warmup).
@@ -73,26 +77,28 @@ struct Args {
     /// Policy loss: ppo (token-level clip), gspo (sequence ratio), gmpo (geometric mean).
     #[arg(long, default_value = "ppo")]
     loss: PolicyLoss,
-    /// eps_low of the clip (0.2; GMPO's log-space default is 0.4).
+    /// eps_low of the clip. Default: 0.2, or 0.4 with --loss gmpo (its clip is in log space).
     #[arg(long)]
     clip_low: Option<f64>,
-    /// eps_high of the clip (0.2; DAPO's clip-higher uses 0.28; GMPO 0.4).
+    /// eps_high of the clip (DAPO's clip-higher takes 0.28). Default: 0.2, or 0.4 with --loss
+    /// gmpo.
     #[arg(long)]
     clip_high: Option<f64>,
-    /// Dual-clip bound c for negative advantages (3.0).
+    /// Dual-clip bound c for negative advantages (> 1).
     #[arg(long, default_value_t = 3.0)]
     dual_clip: f64,
     /// Turn the dual clip off.
     #[arg(long)]
     no_dual_clip: bool,
-    /// Loss aggregation: token-mean, seq-mean-token-sum, seq-mean-token-mean,
-    /// seq-mean-token-sum-norm (GSPO defaults to seq-mean-token-mean, as in verl).
+    /// Loss aggregation: token-mean, seq-mean-token-sum, seq-mean-token-mean or
+    /// seq-mean-token-sum-norm. Default: token-mean, or seq-mean-token-mean with --loss gspo
+    /// (as in verl).
     #[arg(long)]
     agg: Option<Aggregation>,
-    /// KL estimator to the reference: k1, k2, low_var_kl (k3, default) or off.
+    /// KL estimator to the reference: k1, k2, low_var_kl (k3) or off.
     #[arg(long, default_value = "low_var_kl")]
     kl: String,
-    /// KL coefficient beta (0.001).
+    /// KL coefficient beta.
     #[arg(long, default_value_t = 0.001)]
     kl_coef: f64,
     /// Put the KL in the reward (R -= beta * sum_t KL) instead of the loss.
@@ -106,16 +112,16 @@ struct Args {
     /// DAPO: leave truncated responses (finish_reason = length) out of the loss.
     #[arg(long)]
     mask_truncated: bool,
-    /// DAPO soft overlong penalty: buffer length in tokens (off unless given).
+    /// DAPO soft overlong penalty: buffer length in tokens. Default: no penalty.
     #[arg(long)]
     overlong_buffer: Option<usize>,
-    /// DAPO soft overlong penalty factor (1.0).
+    /// DAPO soft overlong penalty factor (with --overlong-buffer).
     #[arg(long, default_value_t = 1.0)]
     overlong_factor: f64,
     /// Response-length budget (default: the rollout's --max-new-tokens from its metadata).
     #[arg(long)]
     max_response_len: Option<usize>,
-    /// Entropy bonus coefficient (0): the loss is pg_loss - coef x entropy, the entropy of the
+    /// Entropy bonus coefficient: the loss is pg_loss - coef x entropy, the entropy of the
     /// temperature-scaled distribution aggregated like the policy loss (verl's entropy_coeff).
     #[arg(long, default_value_t = 0.0)]
     entropy_coef: f64,
@@ -136,7 +142,8 @@ struct Args {
     #[arg(long, default_value_t = 0.0)]
     min_lr_ratio: f64,
     /// The run's total RL steps (the cosine's length and the base of --lr-warmup-ratio). The
-    /// schedule is a function of --step, so a resumed run continues it.
+    /// schedule is a function of --step, so a resumed run continues it. Required with --lr-style
+    /// cosine or --lr-warmup-ratio; default: none.
     #[arg(long)]
     total_steps: Option<u64>,
     /// KL coefficient control: fixed, or adaptive (verl's AdaptiveKLController; needs
@@ -152,13 +159,13 @@ struct Args {
     /// AdamW weight decay.
     #[arg(long, default_value_t = 0.01)]
     weight_decay: f64,
-    /// Gradient-norm clip (1.0); 0 turns clipping off.
+    /// Gradient-norm clip; 0 turns clipping off.
     #[arg(long, default_value_t = 1.0)]
     max_grad_norm: f64,
     /// Optimiser steps per RL step: the step's groups, in the trajectories' order, are cut into
     /// this many consecutive mini-batches of whole groups (as verl splits its batch in the
-    /// dataloader's order). Differs from verl's default config (train_batch_size 1024 /
-    /// ppo_mini_batch_size 256 = 4); the paper's tracks take 2 (GSM8K) and 1 (MATH).
+    /// dataloader's order). verl's ppo_trainer.yaml makes 4 (train_batch_size 1024 /
+    /// ppo_mini_batch_size 256); the paper's tracks take 2 (GSM8K) and 1 (MATH).
     #[arg(long, default_value_t = 1)]
     mini_batches: usize,
     /// Rollout importance-sampling correction (verl's algorithm.rollout_correction.rollout_is):
@@ -175,7 +182,7 @@ struct Args {
     /// Token budget of a micro-batch (verl's use_dynamic_bsz / ppo_max_token_len_per_gpu):
     /// each mini-batch's sequences are packed in order into micro-batches of at most this many
     /// prompt + response tokens (a longer sequence goes alone). Replaces --micro-batch; the loss
-    /// and the gradient do not depend on the packing.
+    /// and the gradient do not depend on the packing. Default: off (--micro-batch sequences).
     #[arg(long)]
     max_tokens_per_micro_batch: Option<usize>,
     /// Sequences per forward/backward pass (memory); the result does not depend on it.
@@ -212,7 +219,7 @@ struct Args {
     /// first W - 1 steps); the policy is copied through unchanged.
     #[arg(long, default_value_t = 0)]
     actor_warmup: u64,
-    /// Old log-probs for the ratio: recompute (verl, default) or rollout (the sampler's).
+    /// Old log-probs for the ratio: recompute (as verl) or rollout (the sampler's).
     #[arg(long, default_value = "recompute")]
     old_logprobs: String,
     /// Train on trajectories sampled by another policy than --policy.
@@ -221,7 +228,7 @@ struct Args {
     /// Temperature of the log-probs (default: the rollout's, from its metadata).
     #[arg(long)]
     temperature: Option<f64>,
-    /// SFT: prompts with reference solutions (extra_info.answer).
+    /// SFT: prompts with reference solutions (extra_info.answer); required with --objective sft.
     #[arg(long, required_if_eq("objective", "sft"))]
     prompts: Option<PathBuf>,
     /// SFT: optimiser steps.
@@ -289,7 +296,11 @@ fn memory_plan(a: &Args, memory: Memory) -> anyhow::Result<clipo::model::plan::P
 }
 
 fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
-    args::model_dir("--policy", &a.policy)?;
+    if a.plan {
+        args::model_config_dir("--policy", &a.policy)?;
+    } else {
+        args::model_dir("--policy", &a.policy)?;
+    }
     if let Some(c) = a.logit_chunk {
         args::count("--logit-chunk", c)?;
     }
@@ -312,6 +323,19 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
             }
         }
         clipo::paths::refuse_aliases(&inputs, &[("--out", &out)])?;
+    }
+    if let Some(r) = &a.reference {
+        args::model_dir("--ref", r)?;
+    }
+    for (flag, p, what) in [
+        ("--trajectories", &a.trajectories, "a trajectories table (clipo-rollout's .parquet)"),
+        ("--rewards", &a.rewards, "a rewards table (clipo-verify's .parquet)"),
+        ("--embeddings", &a.embeddings, "an embeddings table (clipo-embed's .parquet)"),
+        ("--prompts", &a.prompts, "a prompts table with reference solutions (verl .parquet or .jsonl)"),
+    ] {
+        if let Some(p) = p {
+            args::input_file(flag, p, what)?;
+        }
     }
     clipo::policy::parse_dtype(a.dtype.as_deref(), &candle_core::Device::Cpu)?;
     args::positive("--lr", a.lr)?;
@@ -448,7 +472,8 @@ fn checked(a: Args) -> anyhow::Result<Result<UpdateConfig, SftConfig>> {
 fn main() -> ExitCode {
     let result = checked(Args::parse()).and_then(|cfg| match cfg {
         Ok(cfg) => {
-            let out = clipo::threads::on_pool(|| run(&cfg)).with_context(|| format!("clipo-update {}", cfg.out.display()))?;
+            clipo::interrupt::on_interrupt(&clipo::interrupt::rerun_message("clipo-update", &cfg.out));
+            let out = clipo::threads::on_pool(|| run(&cfg)).context("clipo-update")?;
             if out.up_to_date {
                 eprintln!("clipo-update: {} is up to date, nothing written", cfg.out.display());
                 println!("{}", serde_json::Value::Object(out.metrics));
@@ -466,7 +491,7 @@ fn main() -> ExitCode {
                     eprintln!("clipo-update sft: step {step:>5} loss {loss:.4}");
                 }
             };
-            let loss = clipo::threads::on_pool(|| run_sft(&cfg, &mut log)).with_context(|| format!("clipo-update --objective sft {}", cfg.out.display()))?;
+            let loss = clipo::threads::on_pool(|| run_sft(&cfg, &mut log)).context("clipo-update --objective sft")?;
             eprintln!("clipo-update sft: {} steps, final loss {loss:.4}, wrote {}", cfg.steps, cfg.out.display());
             Ok(())
         }

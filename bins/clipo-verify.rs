@@ -16,8 +16,9 @@ use clap::Parser;
 use clipo::stages::verify::{run, VerifyConfig};
 use clipo::verify::dispatch::{Dispatch, Rule, Scorer};
 
-/// Score responses: trajectories.parquet -> rewards.parquet, with the reference verifier, verl's
-/// GSM8K scorer or your own scorer program, chosen per data source.
+/// Score each response: reads a trajectories table (clipo-rollout's .parquet); writes a rewards
+/// table (.parquet: score, correct, extracted answer, reason), by the paper's verifier, verl's
+/// GSM8K scorer or your own program, per data source.
 #[derive(Parser, Debug)]
 #[command(version, long_about = None, args_override_self = true)]
 struct Args {
@@ -42,7 +43,7 @@ struct Args {
     scorer: Option<String>,
     /// PATTERN=SCORER: score the data sources that match the glob PATTERN (`*` any characters,
     /// `?` one) with SCORER (a built-in's name or a command line, as for --scorer). Repeatable;
-    /// the first matching rule wins.
+    /// the first matching rule wins. Default: none (--scorer scores every data source).
     #[arg(long = "scorer-for", value_name = "PATTERN=SCORER")]
     scorer_for: Vec<String>,
     /// Processes of each scorer program run side by side (at least 1).
@@ -91,7 +92,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let summary = args.summary;
     let result = VerifyConfig::try_from(args).and_then(|cfg| {
-        run(&cfg).with_context(|| format!("clipo-verify {}", cfg.input.display()))
+        clipo::interrupt::on_interrupt(&clipo::interrupt::rerun_message("clipo-verify", &cfg.output));
+        run(&cfg).context("clipo-verify")
     });
     match result {
         Ok(out) => {

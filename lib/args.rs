@@ -86,6 +86,19 @@ const MODEL_DIR: &str = "a Hugging Face model directory (config.json, model.safe
 
 /// A model directory: one message per way it can be wrong, each saying what was expected.
 pub fn model_dir(flag: &str, p: &std::path::Path) -> Result<()> {
+    model_config_dir(flag, p)?;
+    let shown = p.display();
+    if !p.join("model.safetensors").is_file() && !p.join("model.safetensors.index.json").is_file() {
+        return Err(Error::Config(format!("{flag} {shown} has no model.safetensors (nor model.safetensors.index.json): expected {MODEL_DIR}")));
+    }
+    if !p.join("tokenizer.json").is_file() {
+        return Err(Error::Config(format!("{flag} {shown} has no tokenizer.json: expected {MODEL_DIR}")));
+    }
+    Ok(())
+}
+
+/// A directory with a model's config.json, all that `clipo-update --plan` reads.
+pub fn model_config_dir(flag: &str, p: &std::path::Path) -> Result<()> {
     let shown = p.display();
     if p.is_file() {
         return Err(Error::Config(format!("{flag} {shown} is a file: expected {MODEL_DIR}")));
@@ -123,6 +136,11 @@ mod path_tests {
         let d = dir.path();
         std::fs::write(d.join("config.json"), "{}").unwrap();
         let msg = |r: Result<()>| r.unwrap_err().to_string();
+        assert!(model_config_dir("--policy", d).is_ok());
+        assert!(msg(model_dir("--policy", d)).contains("has no model.safetensors (nor model.safetensors.index.json): expected a Hugging Face"));
+        std::fs::write(d.join("model.safetensors.index.json"), "{}").unwrap();
+        assert!(msg(model_dir("--policy", d)).contains("has no tokenizer.json: expected a Hugging Face"));
+        std::fs::write(d.join("tokenizer.json"), "{}").unwrap();
         assert!(model_dir("--policy", d).is_ok());
         assert!(msg(model_dir("--policy", &d.join("config.json"))).contains("is a file: expected a Hugging Face model directory"));
         assert!(msg(model_dir("--policy", &d.join("nope"))).contains("no such directory (expected a Hugging Face"));

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be opened, read, written or renamed.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// (`err` is not a `source`: its text is in the message already, and `{:#}` would print it twice.)
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
 
     /// The disk filled while writing: nothing partial is kept.
     #[error("{path}: no space left on the device; nothing partial was kept: free some space and rerun (the run resumes where it stopped)")]
@@ -38,13 +39,17 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
+    /// A file given as prompts is neither a verl parquet table nor JSON lines of prompts.
+    #[error("{path}: {detail}; expected a prompts table: verl .parquet, or .jsonl with one JSON object a line holding `messages` (or `prompt`) and `ground_truth`")]
+    NotPrompts { path: PathBuf, detail: String },
+
     /// The input is valid but empty or otherwise leaves nothing to do that makes sense.
     #[error("{path}: {detail}")]
     Empty { path: PathBuf, detail: String },
 
     /// A model directory is missing files, or its config, weights, tokenizer or chat template
     /// cannot be used.
-    #[error("{dir}: {detail}")]
+    #[error("{}", named_once(dir, detail))]
     Model { dir: PathBuf, detail: String },
 
     /// An inference server failed a request: down after the retries, an HTTP error, or a body
@@ -68,12 +73,23 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `path: detail`, or `detail` alone when it names the path already (a model error that says
+/// "runs/x has no tokenizer.json" is not prefixed with "runs/x: " again).
+fn named_once(path: &std::path::Path, detail: &str) -> String {
+    let shown = path.display().to_string();
+    if detail.contains(&shown) {
+        detail.to_string()
+    } else {
+        format!("{shown}: {detail}")
+    }
+}
+
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         if source.raw_os_error() == Some(libc::ENOSPC) {
             return Error::DiskFull { path: path.into() };
         }
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), err: source }
     }
     pub fn parquet(path: impl Into<PathBuf>, detail: impl ToString) -> Self {
         let detail = detail.to_string();

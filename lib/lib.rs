@@ -10,7 +10,8 @@
 //! - [`rl`]: advantages, policy losses, KL (REFERENCE.md §6); [`optim`]: AdamW; [`schedule`]:
 //!   the learning-rate schedule and the adaptive KL coefficient.
 //! - [`task`]: the embedded arithmetic task; [`seed`]: every random draw's seed.
-//! - [`args`], [`paths`]: numeric flags in range, outputs never aliasing inputs.
+//! - [`args`], [`paths`]: numeric flags in range, outputs never aliasing inputs; [`interrupt`]:
+//!   what a stage says when Ctrl-C stops it.
 //! - [`stages`]: one module per binary: checked configs and a `run`; [`threads`]: where it runs.
 //! - [`engine`]: sampling through inference servers (SGLang, vLLM, llama.cpp) for clipo-rollout.
 
@@ -19,6 +20,7 @@ pub mod checkpoint;
 pub mod contrastive;
 pub mod engine;
 pub mod error;
+pub mod interrupt;
 pub mod lock;
 pub mod model;
 pub mod optim;

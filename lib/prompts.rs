@@ -69,10 +69,16 @@ pub fn derive_prompt_id(data_source: &str, split: Option<&str>, index: Option<i6
     }
 }
 
-/// Read prompts from a verl parquet file or a JSONL file (by extension: `.jsonl`/`.json`).
+/// Read prompts from a verl parquet file or a JSONL file (by extension: `.jsonl`/`.json`; a
+/// file with another extension is read as Parquet when it starts with Parquet's magic bytes).
 pub fn read_prompts(path: &Path) -> Result<Vec<Prompt>> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let prompts = if ext == "jsonl" || ext == "json" { read_jsonl(path)? } else { read_verl(path)? };
+    let prompts = match ext {
+        "jsonl" | "json" => read_jsonl(path)?,
+        "parquet" => read_verl(path)?,
+        _ if starts_with_parquet_magic(path)? => read_verl(path)?,
+        _ => return Err(Error::NotPrompts { path: path.into(), detail: "neither Parquet (no PAR1 magic) nor .json/.jsonl".into() }),
+    };
     if prompts.is_empty() {
         return Err(Error::Empty { path: path.into(), detail: "no prompts in the file".into() });
     }
@@ -219,9 +225,23 @@ fn read_verl(path: &Path) -> Result<Vec<Prompt>> {
     Ok(out)
 }
 
+/// Whether `path` begins with `PAR1`, the magic bytes of every Parquet file.
+fn starts_with_parquet_magic(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let n = f.read(&mut head).map_err(|e| Error::io(path, e))?;
+    Ok(n == 4 && &head == b"PAR1")
+}
+
 fn read_jsonl(path: &Path) -> Result<Vec<Prompt>> {
     use serde_json::Value;
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    // One JSON document spread over lines (a config.json, a pretty-printed list) is not JSON
+    // lines: say so rather than "line 1 is not JSON".
+    if text.lines().filter(|l| !l.trim().is_empty()).nth(1).is_some() && serde_json::from_str::<Value>(&text).is_ok() {
+        return Err(Error::NotPrompts { path: path.into(), detail: "one JSON document over several lines, not JSON lines".into() });
+    }
     let default_source = path.file_stem().and_then(|s| s.to_str()).unwrap_or("jsonl").to_string();
     let mut out = Vec::new();
     for (line_no, line) in text.lines().enumerate() {
@@ -230,8 +250,12 @@ fn read_jsonl(path: &Path) -> Result<Vec<Prompt>> {
         }
         let row = out.len();
         let bad = |col: &str, detail: String| Error::bad_value(path, row, col, format!("line {}: {detail}", line_no + 1));
-        let v: Value = serde_json::from_str(line).map_err(|e| bad("-", format!("not JSON: {e}")))?;
-        let msgs = v.get("messages").or_else(|| v.get("prompt")).ok_or_else(|| bad("messages", "missing `messages` (or `prompt`)".into()))?;
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| Error::NotPrompts { path: path.into(), detail: format!("line {} is not JSON ({e})", line_no + 1) })?;
+        if !v.is_object() {
+            return Err(Error::NotPrompts { path: path.into(), detail: format!("line {} is not a JSON object", line_no + 1) });
+        }
+        let msgs = v.get("messages").or_else(|| v.get("prompt")).ok_or_else(|| Error::NotPrompts { path: path.into(), detail: format!("line {} has no `messages` (or `prompt`)", line_no + 1) })?;
         let messages = match msgs {
             Value::String(s) => vec![Message { role: "user".into(), content: s.clone() }],
             Value::Array(items) => items
@@ -250,7 +274,7 @@ fn read_jsonl(path: &Path) -> Result<Vec<Prompt>> {
         let gt = v
             .get("ground_truth")
             .or_else(|| v.get("reward_model").and_then(|r| r.get("ground_truth")))
-            .ok_or_else(|| bad("ground_truth", "missing `ground_truth`".into()))?;
+            .ok_or_else(|| Error::NotPrompts { path: path.into(), detail: format!("line {} has no `ground_truth`", line_no + 1) })?;
         let ground_truth = match gt {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),

@@ -141,27 +141,29 @@ fn metrics_jsonl(contrastive: bool) -> String {
             "step": step,
             "critic/score/mean": 0.3 + 0.05 * s,
             "critic/rewards/mean": 0.5 + 0.05 * s,
-            "critic/advantages/mean": 0.0, "critic/advantages/max": 1.2, "critic/advantages/min": -1.1,
+            "critic/advantages/mean": 0.0, "critic/advantages/max": 1.2 + 0.1 * s, "critic/advantages/min": -1.1 - 0.1 * s,
             "actor/pg_loss": -0.01 * s, "actor/pg_clipfrac": 0.01 * s, "actor/pg_clipfrac_lower": 0.001 * s,
             "actor/ppo_kl": 0.0004 * s, "actor/kl_loss": 0.0, "actor/entropy": 1.5 - 0.1 * s,
-            "actor/grad_norm": 0.8, "actor/lr": 1e-4, "actor/updated": true,
-            "response_length/mean": 40.0 + s, "response_length/max": 64.0, "response_length/min": 12.0,
-            "response_length/clip_ratio": 0.02,
-            "timing_s/rollout": 0.4, "timing_s/verify": 0.01, "timing_s/update": 0.5, "timing_s/step": 1.0 + 0.01 * s,
-            "rollout/tokens_per_s": 2500.0,
+            "actor/grad_norm": 0.8 + 0.01 * s, "actor/updated": true,
+            "response_length/mean": 40.0 + s, "response_length/max": 64.0 - s, "response_length/min": 12.0 + s,
+            "response_length/clip_ratio": 0.02 * s,
+            "timing_s/rollout": 0.4 + 0.01 * s, "timing_s/verify": 0.01 * s, "timing_s/update": 0.5 + 0.02 * s, "timing_s/step": 1.0 + 0.01 * s,
+            "rollout/tokens_per_s": 2500.0 + s,
             "my/odd_metric": s * s,
+            // No information: a constant learning rate, a KL coefficient, a value of 1e-11.
+            "actor/lr": 1e-4, "actor/kl_coef": 0.001, "my/near_zero": 1e-11 * s,
             "note": "not a number",
         });
         let obj = m.as_object_mut().unwrap();
         if contrastive {
             obj.insert("critic/contrastive_reward/mean".into(), (0.2).into());
-            obj.insert("timing_s/embed".into(), (0.05).into());
+            obj.insert("timing_s/embed".into(), (0.05 * s).into());
             obj.insert("con_lm_head/loss".into(), (2.0 - 0.1 * s).into());
             obj.insert("con_lm_head/individual_loss_correct/mean".into(), (1.8 - 0.1 * s).into());
             for space in ["embed", "hidden"] {
                 for (pair, v) in [("pos", 0.8), ("neg", 0.5), ("pos_neg", 0.3)] {
                     obj.insert(format!("con_lm_head/{space}/{pair}_pair_sim/mean"), (v + 0.01 * s).into());
-                    obj.insert(format!("con_lm_head/{space}/{pair}_pair_sim/count"), (12.0).into());
+                    obj.insert(format!("con_lm_head/{space}/{pair}_pair_sim/count"), (12.0 + s).into());
                 }
             }
         }
@@ -188,6 +190,11 @@ fn make_run(dir: &Path, contrastive: bool) {
     std::fs::create_dir_all(&step1).unwrap();
     write_rewards(&step1.join("rewards.parquet"), STEP2);
     write_step(&dir.join("step-000002"), STEP2, contrastive);
+    // Step 0: the evaluation of the initial policy, with no metrics line (as --collect writes).
+    let eval0 = dir.join("step-000000/eval");
+    std::fs::create_dir_all(&eval0).unwrap();
+    std::fs::write(eval0.join("test.json"), r#"{"overall": {"accuracy": 0.25}}"#).unwrap();
+    std::fs::write(eval0.join("test_p1.json"), r#"{"overall": {"accuracy": 0.125}}"#).unwrap();
 }
 
 #[test]
@@ -216,12 +223,11 @@ fn report_has_every_chart_no_urls_and_the_terminal_table() {
         "Clip fraction",
         "Timings (seconds per step)",
     ];
-    // Every other key, one chart per family: advantages (mean/max/min on one chart), three
+    // Every other key, one chart per family: advantages (mean/max/min on one chart), two
     // actor scalars, the pair counts of each space, the clip ratio, tokens/s, the unknown key.
     let sections = [
         "critic/advantages",
         "actor/grad_norm",
-        "actor/lr",
         "actor/pg_loss",
         "con_lm_head/embed/*/count",
         "con_lm_head/hidden/*/count",
@@ -239,7 +245,27 @@ fn report_has_every_chart_no_urls_and_the_terminal_table() {
         assert!(html.contains(label), "no series {label}");
     }
     assert!(!html.contains("Not recorded in this run"));
-    assert!(html.contains("grpo+clipo") && html.contains("heldout_accuracy_end"));
+    // Flat series are folded into one line with their values, not drawn: a chart of one flat
+    // series by its title, a flat series of a chart that keeps others by its label.
+    let flat = html.split("id=\"flat\">").nth(1).and_then(|r| r.split("</p>").next()).expect("a flat line");
+    for item in ["KL (kl_loss (to reference) 0)", "critic/advantages (mean 0)", "actor/lr 0.0001", "actor/kl_coef 0.001", "my/near_zero ≈ 0"] {
+        assert!(flat.contains(item), "`{item}` not in the flat line: {flat}");
+    }
+    for gone in ["<h3>actor/lr</h3>", "<h3>actor/kl_coef</h3>", "<h3>my/near_zero</h3>", ">kl_loss (to reference)<"] {
+        assert!(!html.contains(gone), "{gone} is drawn");
+    }
+    // Step 0 starts the evaluation curves (the first point of `eval test` is at x = step 0)
+    // and the summary's table; the summary reads as text with units, not JSON.
+    let summary = html.split("<h2 id=\"summary\">").nth(1).and_then(|r| r.split("<h2").next()).unwrap();
+    assert!(summary.contains("<th>step 0</th><th>step 1</th><th>step 3</th><th>step 5</th><th>change</th>"), "{summary}");
+    assert!(summary.contains("<tr><td>test</td><td>25.00%</td><td>34.00%</td><td>42.00%</td><td>50.00%</td><td>+25.00 points</td></tr>"), "{summary}");
+    assert!(summary.contains("<td>wall time</td><td>6.2 s</td>") && summary.contains("<td>algorithm</td><td>grpo+clipo</td>"), "{summary}");
+    assert!(!summary.contains("heldout_accuracy_end") && !summary.contains("[["), "{summary}");
+    assert!(html.contains("6 RL steps (1-6) after the evaluation of the initial policy (step 0)"));
+    // Long series are smoothed and say so; these six steps are not.
+    assert!(!html.contains("moving average"));
+    // The per-step table is folded.
+    assert!(html.contains("<details id=\"table\"><summary>Per-step table (7 rows)</summary>"));
     // Deterministic: a second run writes the same bytes.
     let o2 = run("clipo-report", &[s(&dir)]);
     assert!(o2.status.success());
@@ -249,18 +275,23 @@ fn report_has_every_chart_no_urls_and_the_terminal_table() {
     let lines: Vec<&str> = table.lines().collect();
     let header: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(header, ["step", "reward", "train_acc", "eval:test", "eval:test_p1", "ppo_kl", "con_loss", "resp_len", "seconds"]);
-    for (step, line) in lines.iter().enumerate().skip(1).take(6) {
+    // Step 0 (evaluation only), then the RL steps.
+    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["0", "-", "-", "0.250", "0.125", "-", "-", "-", "-"], "{table}");
+    for (step, line) in lines.iter().enumerate().skip(2).take(6) {
         let row: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(row[0], step.to_string(), "{table}");
+        assert_eq!(row[0], (step - 1).to_string(), "{table}");
         assert_eq!(row.len(), header.len(), "{table}");
     }
     // Step 1 and 2: train accuracy from rewards.parquet (10 of 12 correct); step 3: the mean
     // score; eval only on odd steps.
-    assert_eq!(lines[1].split_whitespace().nth(2), Some("0.833"));
-    assert_eq!(lines[3].split_whitespace().nth(2), Some("0.450"));
-    assert_eq!(lines[2].split_whitespace().nth(3), Some("-"));
-    assert_eq!(lines[3].split_whitespace().nth(3), Some("0.420"));
-    assert!(table.contains("heldout_accuracy_end: 0.5400"), "{table}");
+    assert_eq!(lines[2].split_whitespace().nth(2), Some("0.833"));
+    assert_eq!(lines[4].split_whitespace().nth(2), Some("0.450"));
+    assert_eq!(lines[3].split_whitespace().nth(3), Some("-"));
+    assert_eq!(lines[4].split_whitespace().nth(3), Some("0.420"));
+    // The summary's evaluations, from step 0, in percent with the change in points.
+    assert!(table.contains("  wall time  "), "{table}");
+    let test_row = table.lines().find(|l| l.trim_start().starts_with("test ")).expect("a test row");
+    assert_eq!(test_row.split_whitespace().collect::<Vec<_>>(), ["test", "25.00%", "34.00%", "42.00%", "50.00%", "+25.00", "points"], "{table}");
 }
 
 #[test]
@@ -326,7 +357,7 @@ fn audit_flags_the_planted_low_contrastive_correct_response_only() {
     assert!(stderr(&o).contains("prompt `nope` has no responses at step 2"), "{}", stderr(&o));
     let o = run("clipo-report", &[s(tmp.path()), "--step", "9", "--samples"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("step-000009: no such step directory (steps present: 1, 2)"), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("--step 9: {} has no step-000009 (steps present: 0-2)", tmp.path().display())), "{}", stderr(&o));
 }
 
 #[test]
@@ -353,9 +384,44 @@ fn corrupt_or_missing_metrics_fail_with_the_file_and_line() {
     std::fs::remove_file(&path).unwrap();
     let o = run("clipo-report", &[s(tmp.path())]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains(&format!("{}: No such file", path.display())), "{}", stderr(&o));
+    // No metrics.jsonl beside step directories: the message names the next command, once.
+    let want = format!("no metrics.jsonl yet (steps present: 0-2): run `clipo-report {} --collect`", tmp.path().display());
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    assert_eq!(stderr(&o).matches(&tmp.path().display().to_string()).count(), 2, "{}", stderr(&o));
 
     let o = run("clipo-report", &[s(&tmp.path().join("absent"))]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no such run directory"), "{}", stderr(&o));
+}
+
+/// A run long enough to be noisy: per-step series are drawn pale with a moving average on top,
+/// said in the caption; timings are not averaged (their spikes are the steps that evaluate).
+#[test]
+fn long_noisy_series_are_smoothed_and_timings_are_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for step in 1..=40u32 {
+        let noise = if step % 2 == 0 { 0.1 } else { -0.1 };
+        let line = serde_json::json!({
+            "step": step,
+            "critic/rewards/mean": 0.3 + 0.005 * f64::from(step) + noise,
+            "timing_s/step": if step % 10 == 0 { 9.0 } else { 1.0 + noise },
+        });
+        text += &(line.to_string() + "\n");
+    }
+    std::fs::write(tmp.path().join("metrics.jsonl"), text).unwrap();
+    // --out in a directory that does not exist yet: it is made.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = elsewhere.path().join("reports/long.html");
+    let o = run("clipo-report", &[s(tmp.path()), "--out", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = std::fs::read_to_string(&out).unwrap();
+    let figure = |title: &str| html.split(&format!("<h3>{title}</h3>")).nth(1).and_then(|r| r.split("</figure>").next()).unwrap().to_string();
+    // 40 steps: a window of 5 (40 / 20 = 2, at least 5).
+    let reward = figure("Reward (training batch mean)");
+    assert!(reward.contains("<title>total reward, moving average of 5 steps</title>"), "{reward}");
+    assert!(reward.contains("Pale: each step; bold: the centred moving average of 5 steps."), "{reward}");
+    assert_eq!(reward.matches("<polyline").count(), 2);
+    let timings = figure("Timings (seconds per step)");
+    assert!(!timings.contains("moving average") && timings.matches("<polyline").count() == 1, "{timings}");
 }

@@ -271,6 +271,101 @@ fn bad_rollout_inputs_fail_with_exit_2_and_no_output() {
     assert!(!out.exists());
 }
 
+/// Each message names the flag and the path once (never the output path before it) and says
+/// what kind of thing was expected.
+#[test]
+fn wrong_kinds_of_policy_and_prompts_are_named_once_with_what_was_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.parquet");
+    let (policy, data) = fixture();
+    let train = data.join("train.parquet");
+    let data_dir = data.to_str().unwrap();
+    let fails = |policy: &Path, prompts: &Path, wants: &[&str], named: &Path| {
+        let o = run("clipo-rollout", &["--policy", s(policy), "--prompts", s(prompts), "--out", s(&out)]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        for w in wants {
+            assert!(err.contains(w), "`{w}` not in: {err}");
+        }
+        assert_eq!(err.matches(s(named)).count(), 1, "{} named more than once: {err}", named.display());
+        assert!(!err.contains(s(&out)), "the output path is not the problem: {err}");
+        assert!(!out.exists() && !dir.path().join("t.parquet.parts").exists());
+    };
+    // A data directory given as the policy: no config.json, and what a model directory holds.
+    fails(data, &train, &[&format!("--policy {data_dir} has no config.json: expected a Hugging Face model directory (config.json, model.safetensors"), "import-gguf"], data);
+    // A file given as the policy.
+    fails(&train, &train, &[&format!("--policy {} is a file: expected a Hugging Face model directory", s(&train))], &train);
+    // A model directory without weights.
+    let no_weights = dir.path().join("no-weights");
+    std::fs::create_dir(&no_weights).unwrap();
+    std::fs::copy(policy.join("config.json"), no_weights.join("config.json")).unwrap();
+    fails(&no_weights, &train, &["has no model.safetensors (nor model.safetensors.index.json): expected a Hugging Face model directory"], &no_weights);
+    // A config.json given as the prompts: one JSON document, not JSON lines.
+    let config = policy.join("config.json");
+    fails(policy, &config, &["one JSON document over several lines, not JSON lines; expected a prompts table: verl .parquet, or .jsonl"], &config);
+    // A file that is neither Parquet nor JSON lines.
+    let text = dir.path().join("prompts.txt");
+    std::fs::write(&text, "What is 2 + 2?\n").unwrap();
+    fails(policy, &text, &["neither Parquet (no PAR1 magic) nor .json/.jsonl; expected a prompts table"], &text);
+    // A JSONL line that is not JSON, and one without messages.
+    let lines = dir.path().join("p.jsonl");
+    std::fs::write(&lines, "{\"messages\": \"hi\", \"ground_truth\": \"4\"}\nnot json\n").unwrap();
+    fails(policy, &lines, &["line 2 is not JSON", "expected a prompts table"], &lines);
+    std::fs::write(&lines, "{\"question\": \"hi\", \"ground_truth\": \"4\"}\n").unwrap();
+    fails(policy, &lines, &["line 1 has no `messages` (or `prompt`); expected a prompts table"], &lines);
+    // A directory given as the prompts.
+    fails(policy, data, &[&format!("--prompts {data_dir} is a directory: expected a prompts table")], data);
+}
+
+/// Ctrl-C stops a rollout with the shell's status 130 and a line saying how to resume; the
+/// rerun resumes, and its speed counts only the tokens it sampled itself.
+#[test]
+fn an_interrupted_rollout_says_how_to_resume_and_the_resumed_run_counts_only_its_own_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.parquet");
+    let parts = dir.path().join("t.parquet.parts");
+    let (policy, data) = fixture();
+    let train = data.join("train.parquet");
+    let args = ["--policy", s(policy), "--prompts", s(&train), "--out", s(&out), "--max-new-tokens", "24", "--n", "3", "--limit", "40", "--batch-size", "1", "--seed", "4"];
+    let child = Command::new(bin("clipo-rollout"))
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let done = |d: &Path| std::fs::read_dir(d).map(|d| d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "parquet")).count()).unwrap_or(0);
+    while done(&parts) < 3 && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains(&format!("clipo-rollout: interrupted; the batches of prompts sampled so far are kept in {}: run the same command again to resume", parts.display())),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    let o = run("clipo-rollout", &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let num = |k: &str| summary[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {summary}"));
+    let resumed = num("resumed_batches") as usize;
+    assert!(resumed >= 3 && num("batches") == 40.0, "{summary}");
+    // The output is in prompt order, 3 samples a prompt and one prompt a batch: the tokens of
+    // the resumed batches are those of its first 3 x resumed rows.
+    let t = read_table(&out, &[tr::RESPONSE_TOKEN_IDS], &[]).unwrap();
+    let ids = t.list(&tr::RESPONSE_TOKEN_IDS);
+    let before: usize = (0..3 * resumed).map(|i| ids.value(i).len()).sum();
+    assert_eq!(num("generated_tokens") as usize, ids.values().len(), "{summary}");
+    assert_eq!(num("sampled_tokens") as usize, ids.values().len() - before, "{summary}");
+    assert!(num("tokens_per_second") > 0.0);
+    assert!(stderr(&o).contains(&format!("{} sampled now at", num("sampled_tokens"))), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("(resumed after {resumed} of 40 batches)")), "{}", stderr(&o));
+}
+
 /// Rewards for a trajectories file: `correct(prompt index in file order, sample_idx)`.
 fn write_rewards(traj: &Path, out: &Path, correct: impl Fn(usize, u32) -> bool) {
     use arrow::array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray};

@@ -350,9 +350,9 @@ impl ContrastiveHead {
             path: path.to_path_buf(),
             msg,
         };
-        let bytes = std::fs::read(path).map_err(|source| ContrastiveError::Io {
+        let bytes = std::fs::read(path).map_err(|err| ContrastiveError::Io {
             path: path.to_path_buf(),
-            source,
+            err,
         })?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| ck(e.to_string()))?;
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| ck(e.to_string()))?;

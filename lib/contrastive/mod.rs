@@ -86,12 +86,13 @@ pub enum ContrastiveError {
         msg: String,
     },
     /// An IO error on a head checkpoint.
-    #[error("head checkpoint {path}: {source}")]
+    #[error("head checkpoint {path}: {err}")]
     Io {
         /// The safetensors file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (not a `source`: its text is in the message, and `{:#}` would
+        /// print it twice).
+        err: std::io::Error,
     },
 }
 

@@ -49,11 +49,11 @@ pub use ops::{composed, set_composed};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    /// (`err` is not a `source`: its text is in the message already, and `{:#}` would print it twice.)
+    #[error("cannot read {path}: {err}")]
     Io {
         path: String,
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// `config.json` is malformed or inconsistent.
     #[error("config: {0}")]

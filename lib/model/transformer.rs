@@ -1229,7 +1229,7 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     let text = std::fs::read_to_string(&index).map_err(|e| Error::Io {
         path: format!("{} (nor model.safetensors)", index.display()),
-        source: e,
+        err: e,
     })?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::Weights(format!("{}: {e}", index.display())))?;

@@ -115,15 +115,18 @@ pub struct StepAudit {
 
 /// Read and join one step's tables into groups, with flags set.
 pub fn load_step(run_dir: &Path, step: u64) -> Result<StepAudit> {
-    let dir = step_dir(run_dir, step);
-    if !dir.is_dir() {
-        let have: Vec<String> = super::step_dirs(run_dir)?.iter().map(|(s, _)| s.to_string()).collect();
+    // The step's directory by its number, so `step-3/` is found as well as `step-000003/`.
+    let dirs = super::step_dirs(run_dir)?;
+    let Some((_, dir)) = dirs.iter().find(|(s, _)| *s == step) else {
+        let have: Vec<u64> = dirs.iter().map(|(s, _)| *s).collect();
         return Err(Error::Config(format!(
-            "{}: no such step directory (steps present: {})",
-            dir.display(),
-            if have.is_empty() { "none".to_string() } else { have.join(", ") }
+            "--step {step}: {} has no {} (steps present: {})",
+            run_dir.display(),
+            step_dir(Path::new(""), step).display(),
+            super::step_ranges(&have)
         )));
-    }
+    };
+    let dir = dir.clone();
     let rewards_path = dir.join("rewards.parquet");
     let r = read_table(&rewards_path, &[rw::PROMPT_ID, rw::SAMPLE_IDX, rw::DATA_SOURCE, rw::EXTRACTED, rw::CORRECT, rw::SCORE], &[rw::REASON.name])?;
     let reason = r.batch.column_by_name(rw::REASON.name).and_then(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok());

@@ -1,19 +1,93 @@
 //! The HTML report: one self-contained page (inline CSS and SVG; no script, font, stylesheet or
 //! link to anything outside the file).
 //!
-//! Layout: the run's name and extent, `summary.json`, then **Overview**, the charts the issue
-//! asks for ([`OVERVIEW`]: accuracy per data set, reward, KL, entropy, response length,
-//! contrastive loss, pair similarities, clip fraction, timings), then every metric key not
-//! already shown, grouped by prefix ([`SECTIONS`]: eval, critic, actor, con_lm_head,
-//! response_length, timing_s, rollout, other) into one chart per family ([`family`]), and last
-//! the per-step table. Overview charts whose keys the run never logged are left out and named
-//! in one line. Every chart shares the run's step range on x, so charts line up.
+//! Layout: the run's name and extent, the summary (a table with units: wall time, the training
+//! reward and accuracy at the start and the end, the evaluations at every evaluated step), then
+//! **Overview**, the charts the issue asks for ([`OVERVIEW`]: accuracy per data set, reward,
+//! KL, entropy, response length, contrastive loss, pair similarities, clip fraction, timings),
+//! then every metric key not already shown, grouped by prefix ([`SECTIONS`]: eval, critic,
+//! actor, con_lm_head, response_length, timing_s, rollout, other) into one chart per family
+//! ([`family`]), and last the per-step table, folded. Every chart shares the run's step range
+//! on x, so charts line up.
+//!
+//! What carries no information is not drawn: overview charts whose keys the run never logged
+//! are named in one line, and series that hold one value at every step ([`flat`]: a constant
+//! learning rate, a clip fraction of 0, a KL of 1e-11 with the KL off) are folded into one
+//! "flat" line with their values; a chart all of whose series are flat disappears. Per-step
+//! series of [`SMOOTH_FROM`] steps or more are drawn pale with their centred moving average on
+//! top ([`smoothing_window`]), and the caption says over how many steps.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use super::svg::{escape, line_chart, Chart, Series};
-use super::{fmt_cell, summary_entries, table_columns, Run};
+use super::{compact, eval_table, fmt_cell, summary_rows, table_columns, Run};
+
+/// Values closer to 0 than this at every step count as 0 (a KL of 1e-11 with the KL off, the
+/// rounding of an on-policy ratio); a learning rate, the smallest value that must not fold, is
+/// 1e-7 or more.
+pub const NEAR_ZERO: f64 = 1e-7;
+
+/// Series of at least this many points are smoothed.
+pub const SMOOTH_FROM: usize = 30;
+
+/// What a series that carries no information shows: its one value (`0`, `0.0001`), or `≈ 0`
+/// when every value is within [`NEAR_ZERO`] of 0. None when it varies, or has fewer than 3
+/// points (one evaluation is not flat, it is one evaluation).
+pub fn flat(points: &[(f64, f64)]) -> Option<String> {
+    if points.len() < 3 {
+        return None;
+    }
+    let (lo, hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let scale = lo.abs().max(hi.abs());
+    if hi - lo <= 1e-9 * scale {
+        Some(compact(lo))
+    } else if scale < NEAR_ZERO {
+        Some("≈ 0".into())
+    } else {
+        None
+    }
+}
+
+/// The moving-average window for series of `n` points: n / 20 made odd, 5 to 51 (15 for 300
+/// steps); None below [`SMOOTH_FROM`] points.
+pub fn smoothing_window(n: usize) -> Option<usize> {
+    (n >= SMOOTH_FROM).then(|| (n / 20).clamp(5, 51) | 1)
+}
+
+/// Takes the flat series out of `chart`, describing them in `flats` (`title value` for a
+/// chart of one series, `title (label value, ...)` otherwise). Returns whether anything is
+/// left to draw.
+fn fold_flat(chart: &mut Chart, flats: &mut Vec<String>) -> bool {
+    let total = chart.series.iter().filter(|s| !s.points.is_empty()).count();
+    let mut folded: Vec<(String, String)> = vec![];
+    chart.series.retain(|s| match flat(&s.points) {
+        Some(v) => {
+            folded.push((s.label.clone(), v));
+            false
+        }
+        None => true,
+    });
+    if folded.len() == 1 && total == 1 {
+        flats.push(format!("{} {}", chart.title, folded[0].1));
+    } else if !folded.is_empty() {
+        let parts: Vec<String> = folded.iter().map(|(l, v)| format!("{l} {v}")).collect();
+        flats.push(format!("{} ({})", chart.title, parts.join(", ")));
+    }
+    chart.series.iter().any(|s| !s.points.is_empty())
+}
+
+/// Sets the chart's smoothing from its longest series and returns the caption's note on it.
+/// Timings are left as they are: their spikes (the steps that also evaluate) are the
+/// information, and an average would smear them over their neighbours.
+fn smooth(chart: &mut Chart) -> Option<String> {
+    if chart.title.starts_with("Timings") || chart.title.starts_with("timing_s/") {
+        return None;
+    }
+    let n = chart.series.iter().map(|s| s.points.len()).max().unwrap_or(0);
+    chart.smooth = smoothing_window(n);
+    chart.smooth.map(|w| format!("Pale: each step; bold: the centred moving average of {w} steps."))
+}
 
 /// An overview chart: title, the keys it plots as `(pattern, label)` pairs, a fixed y range
 /// when the values have one, and a caption. A pattern holds at most one `*`, which matches any
@@ -192,7 +266,7 @@ fn overview_charts<'a>(run: &'a Run, keys: &BTreeSet<&'a str>) -> (Vec<(Chart, &
             missing.push(spec.title);
             continue;
         }
-        charts.push((Chart { title: spec.title.into(), series, x_range: None, y_range: spec.y_range }, spec.caption));
+        charts.push((Chart { title: spec.title.into(), series, x_range: None, y_range: spec.y_range, smooth: None }, spec.caption));
     }
     (charts, missing, claimed)
 }
@@ -224,7 +298,7 @@ fn section_charts(run: &Run, keys: &BTreeSet<&str>, claimed: &BTreeSet<&str>) ->
                     // mean, max, min, std in that order rather than alphabetically.
                     series.sort_by_key(|s| STATS.iter().position(|st| *st == s.label).unwrap_or(STATS.len()));
                     let y_range = title.ends_with("accuracy").then_some((0.0, 1.0));
-                    Chart { title, series, x_range: None, y_range }
+                    Chart { title, series, x_range: None, y_range, smooth: None }
                 })
                 .collect();
             (!charts.is_empty()).then_some((section, charts))
@@ -245,8 +319,13 @@ svg.chart{width:100%;height:auto;display:block}
 table{border-collapse:collapse;font-size:12px;font-variant-numeric:tabular-nums}
 td,th{padding:2px 8px;text-align:right;border-bottom:1px solid #eee}
 th{position:sticky;top:0;background:#f5f5f5}
-table.kv td{text-align:left}
+table.kv td{text-align:left;padding:3px 10px}
+table.kv td:first-child{color:#555}
+table.evals{margin-top:10px}
+table.evals td:first-child,table.evals th:first-child{text-align:left}
 .missing{color:#666;font-size:13px}
+details{margin-top:28px}
+details>summary{font-size:18px;font-weight:bold;cursor:pointer;border-bottom:1px solid #ddd;padding-bottom:4px}
 code{font-size:90%}
 ";
 
@@ -281,46 +360,60 @@ pub fn render_html(run: &Run) -> String {
     );
     let _ = writeln!(o, "<h1>clipo run <code>{}</code></h1>", escape(&run.name));
     let sources: Vec<&str> = run.data_sources().into_iter().collect();
+    let rl: Vec<u64> = run.steps.iter().map(|s| s.step).filter(|&s| s > 0).collect();
     let _ = writeln!(
         o,
-        "<p class=\"meta\">{} step{} logged ({first} to {last}) in <code>{}</code>; {} metric keys{}.</p>",
-        run.steps.len(),
-        if run.steps.len() == 1 { "" } else { "s" },
+        "<p class=\"meta\">{} RL step{} ({}){} in <code>{}</code>; {} metric keys{}.</p>",
+        rl.len(),
+        if rl.len() == 1 { "" } else { "s" },
+        super::step_ranges(&rl),
+        if first == 0 { " after the evaluation of the initial policy (step 0)" } else { "" },
         escape(&run.dir.display().to_string()),
         keys.len(),
         if sources.is_empty() { String::new() } else { format!("; training data: {}", escape(&sources.join(", "))) }
     );
 
-    let summary = summary_entries(run);
-    if !summary.is_empty() {
-        o.push_str("<h2 id=\"summary\">Summary</h2>\n<table class=\"kv\">");
-        for (k, v) in &summary {
-            let _ = write!(o, "<tr><td>{}</td><td>{}</td></tr>", escape(k), escape(v));
-        }
-        o.push_str("</table>\n");
+    summary_html(&mut o, run);
+
+    // What carries no information is folded into one line, and long series are smoothed.
+    let mut flats = vec![];
+    overview.retain_mut(|(c, _)| fold_flat(c, &mut flats));
+    for charts in sections.values_mut() {
+        charts.retain_mut(|c| fold_flat(c, &mut flats));
     }
+    sections.retain(|_, charts| !charts.is_empty());
 
     o.push_str("<h2 id=\"overview\">Overview</h2>\n<div class=\"grid\">\n");
-    for (chart, caption) in &overview {
-        figure(&mut o, chart, caption);
+    for (chart, caption) in &mut overview {
+        let note = smooth(chart);
+        figure(&mut o, chart, &[*caption, note.as_deref().unwrap_or("")].join(" "));
     }
     o.push_str("</div>\n");
     if !missing.is_empty() {
         let _ = writeln!(o, "<p class=\"missing\">Not recorded in this run: {}.</p>", escape(&missing.join(", ")));
     }
+    if !flats.is_empty() {
+        let _ = writeln!(
+            o,
+            "<p class=\"missing\" id=\"flat\">Flat, not drawn (the same value at every step, or within {} of 0): {}.</p>",
+            compact(NEAR_ZERO),
+            escape(&flats.join("; "))
+        );
+    }
 
-    for (section, charts) in &sections {
+    for (section, charts) in &mut sections {
         let name = SECTIONS[*section];
         let heading = if name == "other" { "Other metrics".to_string() } else { format!("{name}/*") };
         let _ = write!(o, "<h2 id=\"{name}\">{}</h2>\n<div class=\"grid\">\n", escape(&heading));
         for chart in charts {
-            figure(&mut o, chart, "");
+            let note = smooth(chart);
+            figure(&mut o, chart, note.as_deref().unwrap_or(""));
         }
         o.push_str("</div>\n");
     }
 
-    o.push_str("<h2 id=\"table\">Per-step table</h2>\n<table><thead><tr>");
     let cols = table_columns(run);
+    let _ = write!(o, "<details id=\"table\"><summary>Per-step table ({} rows)</summary>\n<table><thead><tr>", run.steps.len());
     for c in &cols {
         let _ = write!(o, "<th>{}</th>", escape(&c.header));
     }
@@ -332,8 +425,40 @@ pub fn render_html(run: &Run) -> String {
         }
         o.push_str("</tr>\n");
     }
-    o.push_str("</tbody></table>\n</body></html>\n");
+    o.push_str("</tbody></table></details>\n</body></html>\n");
     o
+}
+
+/// The summary: figures with their units, then the evaluations at every evaluated step.
+fn summary_html(o: &mut String, run: &Run) {
+    let rows = summary_rows(run);
+    let evals = eval_table(run);
+    if rows.is_empty() && evals.is_none() {
+        return;
+    }
+    o.push_str("<h2 id=\"summary\">Summary</h2>\n");
+    if !rows.is_empty() {
+        o.push_str("<table class=\"kv\">");
+        for (k, v) in &rows {
+            let _ = write!(o, "<tr><td>{}</td><td>{}</td></tr>", escape(k), escape(v));
+        }
+        o.push_str("</table>\n");
+    }
+    if let Some(t) = evals {
+        o.push_str("<table class=\"evals\"><thead><tr><th>accuracy</th>");
+        for s in &t.steps {
+            let _ = write!(o, "<th>step {s}</th>");
+        }
+        o.push_str("<th>change</th></tr></thead><tbody>");
+        for (split, values) in &t.rows {
+            let _ = write!(o, "<tr><td>{}</td>", escape(split));
+            for v in values {
+                let _ = write!(o, "<td>{}</td>", v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v)));
+            }
+            let _ = write!(o, "<td>{}</td></tr>", escape(&t.change(values)));
+        }
+        o.push_str("</tbody></table>\n");
+    }
 }
 
 #[cfg(test)]
@@ -347,6 +472,36 @@ mod tests {
         assert_eq!(glob("eval/*/accuracy", "eval//accuracy"), None);
         assert_eq!(glob("actor/entropy", "actor/entropy").as_deref(), Some("actor/entropy"));
         assert_eq!(glob("timing_s/*", "timing_s"), None);
+    }
+
+    #[test]
+    fn flat_series_are_named_with_their_value_and_varying_ones_are_not() {
+        let pts = |v: &[f64]| v.iter().enumerate().map(|(i, &y)| (i as f64, y)).collect::<Vec<_>>();
+        assert_eq!(flat(&pts(&[1e-4, 1e-4, 1e-4])).as_deref(), Some("0.0001"));
+        assert_eq!(flat(&pts(&[0.0, 0.0, 0.0, 0.0])).as_deref(), Some("0"));
+        assert_eq!(flat(&pts(&[1e-11, -3e-11, 2e-8])).as_deref(), Some("≈ 0"));
+        // A learning rate of 1e-7 that decays is information, and so is a clip fraction that
+        // is 0 but once.
+        assert_eq!(flat(&pts(&[1e-7, 5e-8, 1e-8])), None);
+        assert_eq!(flat(&pts(&[0.0, 0.0, 0.01, 0.0])), None);
+        // Two evaluations are not a flat series.
+        assert_eq!(flat(&pts(&[0.5, 0.5])), None);
+        assert_eq!(smoothing_window(29), None);
+        assert_eq!(smoothing_window(30), Some(5));
+        assert_eq!(smoothing_window(300), Some(15));
+        assert_eq!(smoothing_window(100_000), Some(51));
+        // A chart of a flat and a varying series keeps the varying one and names the other.
+        let mut chart = Chart {
+            title: "KL".into(),
+            series: vec![Series { label: "kl_loss".into(), points: pts(&[0.0; 4]) }, Series { label: "ppo_kl".into(), points: pts(&[0.1, 0.2, 0.1, 0.3]) }],
+            x_range: None,
+            y_range: None,
+            smooth: None,
+        };
+        let mut flats = vec![];
+        assert!(fold_flat(&mut chart, &mut flats));
+        assert_eq!(chart.series.len(), 1);
+        assert_eq!(flats, ["KL (kl_loss 0)"]);
     }
 
     #[test]

@@ -122,10 +122,35 @@ pub fn load_run(dir: &Path) -> Result<Run> {
         return Err(Error::Config(format!("{}: not a directory (expected a run directory holding {METRICS_FILE})", dir.display())));
     }
     let metrics_path = dir.join(METRICS_FILE);
+    if !metrics_path.exists() {
+        let steps: Vec<u64> = step_dirs(dir)?.iter().map(|(s, _)| *s).collect();
+        return Err(Error::Config(if steps.is_empty() {
+            format!("{}: no {METRICS_FILE} and no step-NNNNNN/ directories: expected a run directory (written by scripts/loop.mk or scripts/demo.sh)", dir.display())
+        } else {
+            format!(
+                "{}: no {METRICS_FILE} yet (steps present: {}): run `clipo-report {} --collect` to build it from the step directories",
+                dir.display(),
+                step_ranges(&steps),
+                dir.display()
+            )
+        }));
+    }
     let text = std::fs::read_to_string(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
-    let steps = parse_metrics(&metrics_path, &text)?;
+    let mut steps = parse_metrics(&metrics_path, &text)?;
     if steps.is_empty() {
         return Err(Error::Empty { path: metrics_path, detail: "no steps recorded yet".into() });
+    }
+    // Step 0, the evaluation of the initial policy, has a directory but no metrics line
+    // (`--collect` writes one per RL step): its evaluations start every evaluation curve.
+    if steps[0].step > 0 {
+        if let Some((_, d)) = step_dirs(dir)?.into_iter().find(|(s, _)| *s == 0) {
+            let m = crate::runlog::step_metrics(0, &d)?;
+            let values: BTreeMap<String, f64> =
+                m.iter().filter(|(k, _)| k.starts_with("eval/")).filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
+            if !values.is_empty() {
+                steps.insert(0, StepMetrics { step: 0, values });
+            }
+        }
     }
 
     let summary_path = dir.join(SUMMARY_FILE);
@@ -274,6 +299,29 @@ pub fn step_dir(dir: &Path, step: u64) -> PathBuf {
     dir.join(format!("step-{step:06}"))
 }
 
+/// Sorted steps as ranges, `0-300` or `1-5, 7, 9-12`; past eight ranges the middle ones are
+/// left out (`..., `), so a message never lists hundreds of numbers.
+pub fn step_ranges(steps: &[u64]) -> String {
+    if steps.is_empty() {
+        return "none".into();
+    }
+    let mut ranges: Vec<(u64, u64)> = vec![];
+    for &s in steps {
+        match ranges.last_mut() {
+            Some((_, hi)) if s == *hi + 1 => *hi = s,
+            Some((_, hi)) if s == *hi => {}
+            _ => ranges.push((s, s)),
+        }
+    }
+    let shown = |&(lo, hi): &(u64, u64)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") };
+    if ranges.len() <= 8 {
+        return ranges.iter().map(shown).collect::<Vec<_>>().join(", ");
+    }
+    let head: Vec<String> = ranges[..4].iter().map(shown).collect();
+    let tail: Vec<String> = ranges[ranges.len() - 3..].iter().map(shown).collect();
+    format!("{}, ..., {} ({} steps)", head.join(", "), tail.join(", "), steps.len())
+}
+
 fn source_accuracy(step: u64, path: &Path) -> Result<Vec<SourceAccuracy>> {
     let t = read_table(path, &[rw::DATA_SOURCE, rw::CORRECT], &[])?;
     let (ds, correct) = (t.utf8(&rw::DATA_SOURCE), t.bool(&rw::CORRECT));
@@ -390,37 +438,173 @@ pub fn terminal_table(run: &Run) -> String {
     out
 }
 
-/// `summary.json`'s top-level entries as `(key, value)` text: strings as they are, fractional
-/// numbers with 4 decimals, anything else as compact JSON.
-pub(crate) fn summary_entries(run: &Run) -> Vec<(String, String)> {
-    let Some(serde_json::Value::Object(obj)) = &run.summary else { return vec![] };
-    obj.iter()
-        .map(|(k, v)| {
-            let shown = match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Number(n) => match n.as_f64() {
-                    Some(f) if n.is_f64() => format!("{f:.4}"),
-                    _ => n.to_string(),
-                },
-                other => other.to_string(),
-            };
-            (k.clone(), shown)
-        })
-        .collect()
+/// A number in few characters: `0`, `0.0001`, `602.8`, `2.5e-8` (4 significant digits at
+/// most, exponent form below 1e-4 and from 1e6).
+pub(crate) fn compact(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    if v.abs() < 1e-4 || v.abs() >= 1e6 {
+        let s = format!("{v:.3e}");
+        let (m, e) = s.split_once('e').expect("exponent form");
+        let m = if m.contains('.') { m.trim_end_matches('0').trim_end_matches('.') } else { m };
+        return format!("{m}e{e}");
+    }
+    let decimals = (3 - v.abs().log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
 }
 
-/// The summary as the lines that end the terminal table (none without `summary.json`).
-fn summary_lines(run: &Run) -> Vec<String> {
-    let entries = summary_entries(run);
-    if entries.is_empty() {
-        return vec![];
+/// Seconds as `10 min 3 s (602.8 s)`, or `41.2 s` under a minute.
+pub(crate) fn duration(secs: f64) -> String {
+    if secs < 60.0 {
+        return format!("{secs:.1} s");
     }
-    std::iter::once(format!("summary ({SUMMARY_FILE}):")).chain(entries.iter().map(|(k, v)| format!("  {k}: {v}"))).collect()
+    let whole = secs.round() as u64;
+    let (h, m, s) = (whole / 3600, whole / 60 % 60, whole % 60);
+    let hms = if h > 0 { format!("{h} h {m} min {s} s") } else { format!("{m} min {s} s") };
+    format!("{hms} ({secs:.1} s)")
+}
+
+/// The evaluations of a run: one row per evaluated split, one column per evaluated step.
+pub(crate) struct EvalTable {
+    pub steps: Vec<u64>,
+    pub rows: Vec<(String, Vec<Option<f64>>)>,
+}
+
+impl EvalTable {
+    /// The last value minus the first, in percentage points (`+21.00 points`).
+    pub fn change(&self, values: &[Option<f64>]) -> String {
+        match (values.iter().flatten().next(), values.iter().flatten().last()) {
+            (Some(a), Some(b)) => format!("{:+.2} points", 100.0 * (b - a)),
+            _ => "-".into(),
+        }
+    }
+}
+
+/// `eval/<split>/accuracy` at every step that has one (step 0 included), or None without
+/// evaluations.
+pub(crate) fn eval_table(run: &Run) -> Option<EvalTable> {
+    let splits = run.eval_splits();
+    let keys: Vec<String> = splits.iter().map(|s| format!("eval/{s}/accuracy")).collect();
+    let steps: Vec<u64> = run.steps.iter().filter(|s| keys.iter().any(|k| s.values.contains_key(k))).map(|s| s.step).collect();
+    if steps.is_empty() {
+        return None;
+    }
+    let rows = splits
+        .into_iter()
+        .zip(&keys)
+        .map(|(split, k)| {
+            let values = steps.iter().map(|&st| run.steps.iter().find(|s| s.step == st).and_then(|s| s.values.get(k).copied())).collect();
+            (split, values)
+        })
+        .collect();
+    Some(EvalTable { steps, rows })
+}
+
+/// The summary as `(what, value with its unit)` rows: from `summary.json` the algorithm, the
+/// steps and the wall time; from the metrics the training reward and accuracy, the response
+/// length over the first and the last tenth of the RL steps, and the median sampling speed and
+/// step time. Keys of `summary.json` this does not know are shown as they are; the accuracy
+/// curves and their start and end are the evaluation table's ([`eval_table`]).
+pub(crate) fn summary_rows(run: &Run) -> Vec<(String, String)> {
+    let mut rows = vec![];
+    let obj = match &run.summary {
+        Some(serde_json::Value::Object(o)) => o.clone(),
+        _ => Default::default(),
+    };
+    let rl: Vec<&StepMetrics> = run.steps.iter().filter(|s| s.step > 0).collect();
+    if let Some(a) = obj.get("algo").and_then(|v| v.as_str()) {
+        rows.push(("algorithm".into(), a.to_string()));
+    }
+    let steps = obj.get("steps").and_then(|v| v.as_u64()).unwrap_or(rl.len() as u64);
+    rows.push(("RL steps".into(), steps.to_string()));
+    if let Some(s) = obj.get("seconds").and_then(|v| v.as_f64()) {
+        rows.push(("wall time".into(), duration(s)));
+    }
+    // The first and the last tenth of the RL steps that have `key` (at least one step each).
+    let ends = |key: &str, fmt: &dyn Fn(f64) -> String| -> Option<String> {
+        let pts: Vec<(u64, f64)> = rl.iter().filter_map(|s| Some((s.step, *s.values.get(key)?))).collect();
+        if pts.len() < 2 {
+            return None;
+        }
+        let k = (pts.len() / 10).max(1);
+        let mean = |p: &[(u64, f64)]| p.iter().map(|x| x.1).sum::<f64>() / p.len() as f64;
+        let (a, b) = (&pts[..k], &pts[pts.len() - k..]);
+        let span = |p: &[(u64, f64)]| if p.len() == 1 { format!("step {}", p[0].0) } else { format!("steps {}-{}", p[0].0, p[p.len() - 1].0) };
+        Some(format!("{} ({}) → {} ({})", fmt(mean(a)), span(a), fmt(mean(b)), span(b)))
+    };
+    let plain = |v: f64| format!("{v:.3}");
+    let percent = |v: f64| format!("{:.1}%", 100.0 * v);
+    let tokens = |v: f64| format!("{v:.1} tokens");
+    for (what, key, fmt) in [
+        ("training reward (batch mean)", "critic/rewards/mean", &plain as &dyn Fn(f64) -> String),
+        ("training accuracy (verifier)", "critic/score/mean", &percent),
+        ("response length (mean)", "response_length/mean", &tokens),
+    ] {
+        if let Some(v) = ends(key, fmt) {
+            rows.push((what.into(), v));
+        }
+    }
+    let median = |key: &str| -> Option<f64> {
+        let mut v: Vec<f64> = rl.iter().filter_map(|s| s.values.get(key).copied()).collect();
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    if let Some(t) = median("rollout/tokens_per_s") {
+        rows.push(("sampling speed (median step)".into(), format!("{t:.0} tokens/s")));
+    }
+    if let Some(t) = median("timing_s/step_wall").or_else(|| median("timing_s/step")) {
+        rows.push(("step time (median)".into(), format!("{t:.2} s")));
+    }
+    for (k, v) in &obj {
+        let known = ["algo", "steps", "seconds"].contains(&k.as_str())
+            || k.ends_with("_curve")
+            || k.ends_with("_accuracy_start")
+            || k.ends_with("_accuracy_end");
+        if known {
+            continue;
+        }
+        let shown = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.as_f64().map_or(n.to_string(), compact),
+            other => other.to_string(),
+        };
+        rows.push((k.clone(), shown));
+    }
+    rows
+}
+
+/// The summary as the lines that end the terminal table.
+fn summary_lines(run: &Run) -> Vec<String> {
+    let rows = summary_rows(run);
+    let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let mut out = vec!["summary:".to_string()];
+    out.extend(rows.iter().map(|(k, v)| format!("  {k:<width$}  {v}")));
+    if let Some(t) = eval_table(run) {
+        let name_w = t.rows.iter().map(|(s, _)| s.len()).max().unwrap_or(0).max("accuracy".len());
+        let mut head = format!("  {:<name_w$}", "accuracy");
+        for s in &t.steps {
+            head += &format!("  {:>8}", format!("step {s}"));
+        }
+        out.push(head + "  change");
+        for (split, values) in &t.rows {
+            let mut line = format!("  {split:<name_w$}");
+            for v in values {
+                line += &format!("  {:>8}", v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v)));
+            }
+            out.push(line + "  " + &t.change(values));
+        }
+    }
+    out
 }
 
 /// Write `contents` to `path` through `<path>.tmp` and a rename, so a reader never sees half a
-/// report.
+/// report; its directory is made when missing.
 pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
     let tmp = crate::table::tmp_path(path);
     std::fs::write(&tmp, contents).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| {
@@ -465,6 +649,31 @@ mod tests {
         assert_eq!(fmt_cell(None, 3), "-");
         assert_eq!(fmt_cell(Some(0.00123), SCIENTIFIC), "1.23e-3");
         assert_eq!(fmt_cell(Some(0.0), SCIENTIFIC), "0.00e0");
+    }
+
+    #[test]
+    fn numbers_and_durations_read_as_text() {
+        assert_eq!(compact(0.0), "0");
+        assert_eq!(compact(1e-4), "0.0001");
+        assert_eq!(compact(0.001), "0.001");
+        assert_eq!(compact(602.8), "602.8");
+        assert_eq!(compact(12.0), "12");
+        assert_eq!(compact(2.5e-8), "2.5e-8");
+        assert_eq!(compact(-0.5), "-0.5");
+        assert_eq!(compact(0.123456), "0.1235");
+        assert_eq!(duration(41.23), "41.2 s");
+        assert_eq!(duration(602.8), "10 min 3 s (602.8 s)");
+        assert_eq!(duration(3725.0), "1 h 2 min 5 s (3725.0 s)");
+    }
+
+    #[test]
+    fn steps_are_shown_as_ranges() {
+        assert_eq!(step_ranges(&[]), "none");
+        assert_eq!(step_ranges(&(0..=300).collect::<Vec<_>>()), "0-300");
+        assert_eq!(step_ranges(&[1, 2]), "1-2");
+        assert_eq!(step_ranges(&[1, 2, 3, 4, 5, 7, 9, 10, 11, 12]), "1-5, 7, 9-12");
+        let gappy: Vec<u64> = (0..40).map(|i| i * 2).collect();
+        assert_eq!(step_ranges(&gappy), "0, 2, 4, 6, ..., 74, 76, 78 (40 steps)");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Line charts as inline SVG, written by hand: axes with "nice" ticks (1, 2, 5 x 10^k), grid
 //! lines, one polyline per series (missing steps are skipped, the line joins the points that
 //! exist), point markers with hover titles on short or sparse series, and a legend under the
-//! plot. No `xmlns` (inline SVG in HTML does not need one, and the page names no URL). The
+//! plot. A chart with `smooth: Some(w)` draws each long series twice: every point as a thin
+//! pale line, and its centred moving average over `w` points ([`moving_average`]) on top. No `xmlns` (inline SVG in HTML does not need one, and the page names no URL). The
 //! output depends only on the input (fixed palette, fixed number formatting), so a report is
 //! byte-for-byte reproducible.
 
@@ -14,14 +15,31 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// A chart: title (shown by the page above the SVG and as the SVG's `<title>`), series, and
-/// optional fixed ranges (used when every point fits; accuracies use 0..1).
+/// A chart: title (shown by the page above the SVG and as the SVG's `<title>`), series,
+/// optional fixed ranges (used when every point fits; accuracies use 0..1), and the window of
+/// the moving average drawn over series longer than it (None: no smoothing).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chart {
     pub title: String,
     pub series: Vec<Series>,
     pub x_range: Option<(f64, f64)>,
     pub y_range: Option<(f64, f64)>,
+    pub smooth: Option<usize>,
+}
+
+/// The centred moving average of `points` over `w` points (`w` odd): point i averages the
+/// points i - w/2 ..= i + w/2 that exist, so the line does not lag, and near the ends, where
+/// the window is cut, it still averages w/2 + 1 points or more rather than showing one noisy
+/// step as the run's last value.
+pub fn moving_average(points: &[(f64, f64)], w: usize) -> Vec<(f64, f64)> {
+    let half = w / 2;
+    let n = points.len();
+    (0..n)
+        .map(|i| {
+            let window = &points[i.saturating_sub(half)..(i + half + 1).min(n)];
+            (points[i].0, window.iter().map(|p| p.1).sum::<f64>() / window.len() as f64)
+        })
+        .collect()
 }
 
 /// Tableau 10: distinct, readable on white, friendly to the common colour blindness.
@@ -222,13 +240,21 @@ pub fn line_chart(chart: &Chart) -> String {
         let dash = DASHES[(i / PALETTE.len()) % DASHES.len()];
         let dash_attr = if dash.is_empty() { String::new() } else { format!(r#" stroke-dasharray="{dash}""#) };
         let label = escape(&s.label);
-        if s.points.len() > 1 {
-            let pts: Vec<String> = s.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
+        let polyline = |o: &mut String, points: &[(f64, f64)], style: &str, title: &str| {
+            let pts: Vec<String> = points.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
             let _ = write!(
                 o,
-                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="1.6" stroke-linejoin="round"{dash_attr}><title>{label}</title></polyline>"#,
+                r#"<polyline points="{}" fill="none" stroke="{color}" {style} stroke-linejoin="round"{dash_attr}><title>{title}</title></polyline>"#,
                 pts.join(" ")
             );
+        };
+        match chart.smooth {
+            Some(w) if s.points.len() > w => {
+                polyline(&mut o, &s.points, r#"stroke-width="1" stroke-opacity="0.3""#, &format!("{label}, each step"));
+                polyline(&mut o, &moving_average(&s.points, w), r#"stroke-width="2""#, &format!("{label}, moving average of {w} steps"));
+            }
+            _ if s.points.len() > 1 => polyline(&mut o, &s.points, r#"stroke-width="1.6""#, &label),
+            _ => {}
         }
         if s.points.len() <= MARKERS_UP_TO {
             for &(x, y) in &s.points {
@@ -300,6 +326,7 @@ mod tests {
             ],
             x_range: None,
             y_range: Some((0.0, 1.0)),
+            smooth: None,
         };
         let svg = line_chart(&chart);
         assert_eq!(svg, line_chart(&chart));
@@ -308,5 +335,19 @@ mod tests {
         assert!(!svg.contains("empty"));
         assert_eq!(svg.matches("<polyline").count(), 1);
         assert_eq!(svg.matches("<circle").count(), 2);
+    }
+
+    #[test]
+    fn the_moving_average_is_centred_and_cut_at_the_ends() {
+        let pts: Vec<(f64, f64)> = [1.0, 2.0, 6.0, 4.0, 5.0].iter().enumerate().map(|(i, &y)| (i as f64, y)).collect();
+        let avg = moving_average(&pts, 3);
+        // (1+2)/2, (1+2+6)/3, (2+6+4)/3, (6+4+5)/3, (4+5)/2
+        assert_eq!(avg.iter().map(|p| p.1).collect::<Vec<_>>(), [1.5, 3.0, 4.0, 5.0, 4.5]);
+        assert_eq!(avg.iter().map(|p| p.0).collect::<Vec<_>>(), [0.0, 1.0, 2.0, 3.0, 4.0]);
+        // A long series of a smoothed chart: a pale line of every step and the average on top.
+        let long = Series { label: "r".into(), points: (0..40).map(|i| (i as f64, (i % 2) as f64)).collect() };
+        let svg = line_chart(&Chart { title: "t".into(), series: vec![long], x_range: None, y_range: None, smooth: Some(5) });
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("stroke-opacity=\"0.3\"") && svg.contains("<title>r, moving average of 5 steps</title>"));
     }
 }

@@ -132,9 +132,13 @@ pub struct RolloutSummary {
     pub prompts: usize,
     pub skipped_prompts: usize,
     pub responses: usize,
+    /// Response tokens in the output (those of resumed batches included).
     pub generated_tokens: usize,
+    /// Response tokens this process sampled (fewer than `generated_tokens` when resumed).
+    pub sampled_tokens: usize,
     pub truncated_fraction: f64,
-    /// Sampling speed (None when the output was up to date: nothing was sampled).
+    /// Sampling speed of this process: `sampled_tokens` over its sampling time (None when
+    /// nothing was sampled: the output was up to date, or every batch was resumed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_per_second: Option<f64>,
     /// Seconds of the teacher-forced passes (pooled hidden states the sampler did not give,
@@ -146,6 +150,8 @@ pub struct RolloutSummary {
     pub up_to_date: bool,
     /// Batches found complete from an earlier, interrupted run.
     pub resumed_batches: usize,
+    /// Batches of `--batch-size` prompts in the run.
+    pub batches: usize,
     /// With --per-step: the epoch and the step within it.
     pub epoch: Option<EpochPos>,
 }
@@ -278,7 +284,8 @@ fn stop_check(policy: &Policy, stops: &[String]) -> Option<crate::model::StopChe
     })))
 }
 
-fn parts_dir(out: &Path) -> PathBuf {
+/// `<out>.parts/`: the finished batches of a run that has not yet written `<out>`.
+pub fn parts_dir(out: &Path) -> PathBuf {
     let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".parts");
     out.with_file_name(name)
@@ -530,12 +537,14 @@ pub fn run(cfg: &RolloutConfig) -> Result<RolloutSummary> {
         skipped_prompts: skipped,
         responses: total,
         generated_tokens: all_generated,
+        sampled_tokens: generated,
         truncated_fraction: all_truncated as f64 / total.max(1) as f64,
-        tokens_per_second: Some(generated as f64 / sample_secs.max(1e-9)),
+        tokens_per_second: (generated > 0).then(|| generated as f64 / sample_secs.max(1e-9)),
         teacher_forced_seconds: Some(forced_secs),
         seconds: start.elapsed().as_secs_f64(),
         up_to_date: false,
         resumed_batches: resumed,
+        batches: batches.len(),
         epoch,
     })
 }
