@@ -9,7 +9,9 @@
 //!   URLs) with a line chart per metric family, the summary and the per-step table;
 //! - [`terminal_table`]: the same per-step figures as a compact text table;
 //! - [`audit_samples`] (in [`audit`]): one step's responses for chosen prompts, flagging correct
-//!   responses whose contrastive reward is far below their group's (lucky or copied answers).
+//!   responses whose contrastive reward is far below their group's (lucky or copied answers);
+//! - [`compare`]: several runs of each algorithm over seeds (`make compare`), with means,
+//!   standard deviations and paired bootstrap intervals.
 //!
 //! The metric key set is open: every numeric value of every line is kept, grouped for plotting
 //! by prefix and family (see [`html`]); unknown keys are plotted, never rejected. Non-numeric
@@ -17,6 +19,7 @@
 //! bare `NaN` / `Infinity` tokens Python's `json` writes are read as missing values.
 
 pub mod audit;
+pub mod compare;
 pub mod html;
 pub mod svg;
 
