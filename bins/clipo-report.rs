@@ -21,9 +21,8 @@ use clipo::report::{self, audit::DEFAULT_LIMIT};
 struct Args {
     /// The run directory (holds metrics.jsonl; written by the loop driver).
     run_dir: PathBuf,
-    /// Where to write the HTML report (default: RUN_DIR/report.html; written atomically via
-    /// <out>.tmp); with --compare the Markdown report (default: RUN_DIR/report.md). Not used
-    /// with --samples.
+    /// Where to write the report, atomically via <out>.tmp (default: RUN_DIR/report.html, or
+    /// RUN_DIR/report.md, the Markdown report, with --compare). Not used with --samples.
     #[arg(long, conflicts_with = "samples")]
     out: Option<PathBuf>,
     /// The step to audit (its directory is RUN_DIR/step-NNNNNN); required with --samples.
