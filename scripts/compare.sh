@@ -57,7 +57,7 @@ for seed in $SEEDS; do
   for algo in $ALGOS; do
     run="$COMPARE/$algo/seed-$seed"
     echo "compare: $algo, seed $seed ($run)"
-    ALGO=$algo SEED=$seed RUN="$run" scripts/demo.sh | sed -u "s|^|[$algo seed $seed] |"
+    ALGO=$algo SEED=$seed RUN="$run" scripts/demo.sh 2>&1 | sed -u "s|^|[$algo seed $seed] |"
   done
 done
 echo "compare: $(( $(date +%s) - start )) s for the runs"
