@@ -537,6 +537,27 @@ fn step_checker_counts_lucky_answers_and_measures_the_flag() {
     assert_eq!(cells(&row("clipo/arith/train/1", "3")), ["wrong", "Mia"], "{audit}");
     assert_eq!(cells(&row("clipo/arith/train/2", "2")), ["ok", "LOW"], "{audit}");
     assert_eq!(cells(&row("clipo/arith/train/2", "1")), ["lucky", "Tom"], "{audit}");
+
+    // Plain GRPO: no embeddings, and an advantages table whose contrastive rewards are all 0:
+    // the flag cannot fire, so the report has no flag line.
+    std::fs::remove_file(step.join("embeddings.parquet")).unwrap();
+    let score = |r: &(&str, &str, &str, u32, &str, f32)| if r.5 > 0.0 { 1.0f32 } else { 0.0 };
+    let cols: Vec<ArrayRef> = vec![
+        strings(ARITH.iter().map(|r| r.0.to_string())),
+        Arc::new(ARITH.iter().map(|r| r.3).collect::<UInt32Array>()),
+        f32s(ARITH.iter().map(score)),
+        f32s(ARITH.iter().map(|_| 0.0)),
+        f32s(ARITH.iter().map(score)),
+        f32s(ARITH.iter().map(|r| score(r) - 0.5)),
+        Arc::new(ARITH.iter().map(|_| 3u32).collect::<UInt32Array>()),
+        f32s(ARITH.iter().map(|_| 1.0)),
+        f32s(ARITH.iter().map(|_| 0.0)),
+        f32s(ARITH.iter().map(|_| 0.0)),
+    ];
+    write(&step.join("policy").join("advantages.parquet"), RecordBatch::try_new(adv::schema(), cols).unwrap(), adv::TABLE);
+    let o = common::ok(run("clipo-report", &[s(&run_dir)]));
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert!(!table.contains("flag LOW") && table.contains("test lucky"), "{table}");
 }
 
 /// A comparison directory as scripts/compare.sh leaves it: `<algo>/seed-<n>/` runs with

@@ -117,10 +117,15 @@ impl FlagCheck {
         (self.correct > 0).then(|| self.lucky as f64 / self.correct as f64)
     }
 
-    /// Add one step's groups (nothing when the step has no contrastive reward).
+    /// Add one step's groups (nothing when the step has no contrastive reward, or only zeros:
+    /// a plain GRPO run's advantages table holds 0 for every response, and the flag cannot fire).
     pub fn add(&mut self, a: &StepAudit) {
+        let rows = || a.groups.iter().flat_map(|g| &g.rows);
+        if !rows().any(|r| r.contrastive_reward.is_some_and(|c| c != 0.0)) {
+            return;
+        }
         let mut counted = false;
-        for r in a.groups.iter().flat_map(|g| &g.rows) {
+        for r in rows() {
             let Some(v) = r.steps.as_ref().filter(|_| r.correct && r.contrastive_reward.is_some()) else { continue };
             counted = true;
             let lucky = v.process == Process::Lucky;
