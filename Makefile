@@ -1,12 +1,13 @@
 # clipo. `make demo` runs the embedded default (a tiny policy learning arithmetic word problems
-# with GRPO + CLIPO on this CPU); `make demo ALGO=grpo` the same without the contrastive reward;
-# `make test` runs every test. Tests, binaries and benches share the release profile, so candle
+# with GRPO + CLIPO on this CPU); `make demo ALGO=grpo` the same without the contrastive reward
+# (ALGO=clipo-fixed: with a fixed, untrained head); `make compare` runs all three over SEEDS and
+# summarises them; `make test` runs every test. Tests, binaries and benches share the release profile, so candle
 # is compiled once.
 
 CARGO ?= cargo
 ALGO ?= clipo
 
-.PHONY: build test bench demo eval smollm2 clean
+.PHONY: build test bench demo compare eval smollm2 clean
 
 # The binaries as the tests build them (one profile, one feature set: nothing compiles twice).
 build:
@@ -28,6 +29,14 @@ bench:
 
 demo: build
 	ALGO=$(ALGO) scripts/demo.sh
+
+# GRPO, GRPO + CLIPO and CLIPO with a fixed head, SEEDS (default "0 1 2 3 4") x the demo's loop
+# (its knobs: STEPS, EVAL_EVERY, PER_STEP, N, MAX_NEW, LR, ...) on one warm start, into
+# COMPARE (default runs/compare): means, standard deviations and paired bootstrap intervals in
+# COMPARE/summary.json and COMPARE/report.md (scripts/compare.sh). About 2.5 hours at the
+# defaults on 2 cores.
+compare: build
+	scripts/compare.sh
 
 # Evaluate POLICY on every shared test set in the paper's table layout (TRACK=gsm8k|math, LIMIT=n).
 eval: build

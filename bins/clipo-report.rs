@@ -2,7 +2,8 @@
 //! prints its per-step table, or audits one step's responses.
 //!
 //! Examples: `clipo-report runs/demo` (writes runs/demo/report.html);
-//! `clipo-report runs/demo --step 40 --samples --limit 3`.
+//! `clipo-report runs/demo --step 40 --samples --limit 3`;
+//! `clipo-report runs/compare --compare` (after `make compare`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,14 +15,14 @@ use clipo::report::{self, audit::DEFAULT_LIMIT};
 /// What a run did: reads a run directory (metrics.jsonl, summary.json, step-NNNNNN/ tables); writes
 /// report.html (every curve, self-contained) and prints the per-step table, or with --step N
 /// --samples prints one step's responses, flagging correct ones with an unusually low contrastive
-/// reward.
+/// reward, or with --compare summarises the runs of `make compare`.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
     /// The run directory (holds metrics.jsonl; written by the loop driver).
     run_dir: PathBuf,
-    /// Where to write the HTML report (default: RUN_DIR/report.html; written atomically via
-    /// <out>.tmp). Not used with --samples.
+    /// Where to write the report, atomically via <out>.tmp (default: RUN_DIR/report.html, or
+    /// RUN_DIR/report.md, the Markdown report, with --compare). Not used with --samples.
     #[arg(long, conflicts_with = "samples")]
     out: Option<PathBuf>,
     /// The step to audit (its directory is RUN_DIR/step-NNNNNN); required with --samples.
@@ -54,12 +55,20 @@ struct Args {
     /// report.
     #[arg(long, conflicts_with_all = ["samples", "out"])]
     epochs: bool,
+    /// RUN_DIR is a comparison (`make compare`: RUN_DIR/<algo>/seed-<n>/ run directories):
+    /// print, per evaluation split, the accuracy and the step checker's lucky fraction (mean
+    /// and standard deviation over seeds, paired differences between algorithms with a 95%
+    /// bootstrap interval) at the end and at every evaluation; write RUN_DIR/summary.json and
+    /// the Markdown report.
+    #[arg(long, conflicts_with_all = ["samples", "collect", "epochs", "step"])]
+    compare: bool,
 }
 
 /// What to do, checked.
 enum Mode {
     Report { run_dir: PathBuf, out: PathBuf },
     Audit { run_dir: PathBuf, step: u64, prompts: Option<Vec<String>>, limit: usize },
+    Compare { dir: PathBuf, out: PathBuf },
 }
 
 impl TryFrom<Args> for Mode {
@@ -71,6 +80,16 @@ impl TryFrom<Args> for Mode {
             let step = a.step.expect("clap requires --step with --samples");
             let prompts = (!a.prompts.is_empty()).then_some(a.prompts);
             return Ok(Mode::Audit { run_dir: a.run_dir, step, prompts, limit: a.limit });
+        }
+        if a.compare {
+            let out = a.out.unwrap_or_else(|| a.run_dir.join("report.md"));
+            anyhow::ensure!(!out.is_dir(), "--out {} is a directory: give a file name (default RUN_DIR/report.md)", out.display());
+            anyhow::ensure!(
+                clipo::paths::canonical(&out) != clipo::paths::canonical(&a.run_dir.join(report::SUMMARY_FILE)),
+                "--out {} is the comparison's summary.json: give another file",
+                out.display()
+            );
+            return Ok(Mode::Compare { dir: a.run_dir, out });
         }
         let out = a.out.unwrap_or_else(|| a.run_dir.join(report::REPORT_FILE));
         // The report goes beside the run's files, never over them: not over its metrics, not
@@ -96,6 +115,15 @@ fn run(mode: Mode) -> anyhow::Result<()> {
             print!("{}", report::terminal_table(&run));
             let rl = run.steps.iter().filter(|s| s.step > 0).count();
             eprintln!("clipo-report: {rl} RL steps, report written to {}", out.display());
+        }
+        Mode::Compare { dir, out } => {
+            let c = report::compare::load(&dir).context("clipo-report --compare")?;
+            let summary = serde_json::to_string_pretty(&report::compare::summary_json(&c)).expect("json") + "\n";
+            let summary_path = dir.join(report::SUMMARY_FILE);
+            report::write_atomic(&summary_path, &summary).context("writing the summary")?;
+            report::write_atomic(&out, &report::compare::markdown_report(&c)).context("writing the report")?;
+            print!("{}", report::compare::text(&c));
+            eprintln!("clipo-report: wrote {} and {}", summary_path.display(), out.display());
         }
         Mode::Audit { run_dir, step, prompts, limit } => {
             let text = report::audit_samples(&run_dir, step, prompts.as_deref(), limit)

@@ -9,7 +9,8 @@
 //!   templates, Hugging Face directories. [`policy`]: a model directory as the stages use it.
 //! - [`rl`]: advantages, policy losses, KL (REFERENCE.md §6); [`optim`]: AdamW; [`schedule`]:
 //!   the learning-rate schedule and the adaptive KL coefficient.
-//! - [`task`]: the embedded arithmetic task; [`seed`]: every random draw's seed.
+//! - [`task`]: the embedded arithmetic task; [`stepcheck`]: its step checker (process-correct,
+//!   lucky or wrong); [`seed`]: every random draw's seed.
 //! - [`args`], [`paths`]: numeric flags in range, outputs never aliasing inputs; [`interrupt`]:
 //!   what a stage says when Ctrl-C stops it.
 //! - [`stages`]: one module per binary: checked configs and a `run`; [`threads`]: where it runs.
@@ -35,6 +36,7 @@ pub mod schedule;
 pub mod schema;
 pub mod seed;
 pub mod stages;
+pub mod stepcheck;
 pub mod table;
 pub mod task;
 pub mod threads;

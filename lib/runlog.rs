@@ -4,10 +4,12 @@
 //! any time.
 //!
 //! Per step `step-NNNNNN/`: `rollout.json` (clipo-rollout's summary) gives `rollout/*`;
-//! `verify.json` (clipo-verify --summary) gives `critic/accuracy`; `embed.json` (clipo-embed's
-//! metrics) the `con_lm_head/*` keys; `policy/metrics.json` (clipo-update) `actor/*`,
-//! `critic/*`, `response_length/*`, `timing_s/*`; `eval/<set>.json` gives
-//! `eval/<set>/accuracy`; `wall.json` (written by the demo driver) `timing_s/step_wall`.
+//! `verify.json` (clipo-verify --summary) gives `critic/accuracy` and, for the embedded task,
+//! `critic/lucky_fraction` (the step checker's fraction of correct answers reached by a wrong
+//! or missing step, [`crate::stepcheck`]); `embed.json` (clipo-embed's metrics) the
+//! `con_lm_head/*` keys; `policy/metrics.json` (clipo-update) `actor/*`, `critic/*`,
+//! `response_length/*`, `timing_s/*`; `eval/<set>.json` gives `eval/<set>/accuracy` and
+//! `eval/<set>/lucky_fraction`; `wall.json` (written by the demo driver) `timing_s/step_wall`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +74,9 @@ pub fn step_metrics(step: u64, dir: &Path) -> Result<Map<String, Value>> {
         if let Some(a) = v.pointer("/overall/accuracy") {
             m.insert("critic/accuracy".into(), a.clone());
         }
+        if let Some(f) = v.pointer("/overall/process/lucky_fraction").filter(|f| f.is_number()) {
+            m.insert("critic/lucky_fraction".into(), f.clone());
+        }
     }
     if let Some(v) = read_json(&dir.join("embed.json"))? {
         numbers_into(&mut m, "", &v);
@@ -98,6 +103,9 @@ pub fn step_metrics(step: u64, dir: &Path) -> Result<Map<String, Value>> {
                 if let Some(a) = v.pointer("/overall/accuracy") {
                     m.insert(format!("eval/{set}/accuracy"), a.clone());
                 }
+                if let Some(f) = v.pointer("/overall/process/lucky_fraction").filter(|f| f.is_number()) {
+                    m.insert(format!("eval/{set}/lucky_fraction"), f.clone());
+                }
             }
         }
     }
@@ -109,6 +117,7 @@ pub fn collect(run: &Path, algo: &str) -> Result<Value> {
     let steps = step_dirs(run)?;
     let mut lines = String::new();
     let mut evals: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
+    let mut lucky: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
     let mut seconds = 0f64;
     let mut last_step = 0;
     for (n, dir) in &steps {
@@ -116,6 +125,9 @@ pub fn collect(run: &Path, algo: &str) -> Result<Value> {
         for (k, v) in &m {
             if let Some(set) = k.strip_prefix("eval/").and_then(|k| k.strip_suffix("/accuracy")) {
                 evals.entry(set.to_string()).or_default().push((*n, v.as_f64().unwrap_or(0.0)));
+            }
+            if let Some(set) = k.strip_prefix("eval/").and_then(|k| k.strip_suffix("/lucky_fraction")) {
+                lucky.entry(set.to_string()).or_default().push((*n, v.as_f64().unwrap_or(0.0)));
             }
         }
         seconds += m.get("timing_s/step_wall").and_then(Value::as_f64).unwrap_or(0.0);
@@ -135,6 +147,15 @@ pub fn collect(run: &Path, algo: &str) -> Result<Value> {
             summary.insert(format!("{key}_accuracy_end"), Value::from(last.1));
         }
         summary.insert(format!("{key}_curve"), Value::from(curve.iter().map(|(s, a)| serde_json::json!([s, a])).collect::<Vec<_>>()));
+    }
+    // The step checker's lucky fraction of each evaluation (embedded task only).
+    for (set, curve) in &lucky {
+        let key = if set == "test" { "heldout".to_string() } else { set.clone() };
+        if let (Some(first), Some(last)) = (curve.first(), curve.last()) {
+            summary.insert(format!("{key}_lucky_start"), Value::from(first.1));
+            summary.insert(format!("{key}_lucky_end"), Value::from(last.1));
+        }
+        summary.insert(format!("{key}_lucky_curve"), Value::from(curve.iter().map(|(s, a)| serde_json::json!([s, a])).collect::<Vec<_>>()));
     }
     let summary = Value::Object(summary);
     for (name, text) in [("metrics.jsonl", lines), ("summary.json", serde_json::to_string_pretty(&summary).expect("json") + "\n")] {

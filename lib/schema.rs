@@ -198,6 +198,13 @@ pub mod rewards {
     /// Further keys a scorer program answered, as one JSON object (null for the built-ins).
     /// Optional on read: tables written before scorer programs have no such column.
     pub const EXTRA: Column = col("extra", Kind::Utf8, true);
+    /// The step checker's verdict (`process_correct`, `lucky`, `wrong`) on responses to the
+    /// embedded task's prompts ([`crate::stepcheck`]); null for other data sources. Optional on
+    /// read: older tables have no such column.
+    pub const PROCESS: Column = col("process", Kind::Utf8, true);
+    /// What the step checker found wrong with the steps (`wrong step 7 + 2 = 8; ...`); null
+    /// where `process` is.
+    pub const PROCESS_DETAIL: Column = col("process_detail", Kind::Utf8, true);
 
     pub fn schema() -> SchemaRef {
         schema_of(vec![
@@ -209,6 +216,8 @@ pub mod rewards {
             Field::new("score", DataType::Float32, false),
             Field::new("reason", DataType::Utf8, false),
             Field::new("extra", DataType::Utf8, true),
+            Field::new("process", DataType::Utf8, true),
+            Field::new("process_detail", DataType::Utf8, true),
         ])
     }
 }

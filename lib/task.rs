@@ -16,6 +16,12 @@
 //! train), `clipo/arith_p1` (each test problem with other people, another item and new
 //! numbers: same structure, new surface) and `clipo/arith_p2` (each test problem with one or
 //! two distractor sentences about someone else's items).
+//!
+//! Every intermediate quantity of a problem is known: [`parse_question`] reads the arithmetic
+//! ([`Steps`]: the start and each operation) back from the question's text, the inverse of the
+//! phrasing below, so any table holding the prompt (a trajectories table's `prompt_text`)
+//! carries the true steps with it; [`crate::stepcheck`] compares a response's stated steps
+//! with them.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -30,6 +36,95 @@ const NAMES: [(&str, &str); 12] = [
     ("Max", "He"), ("Emma", "She"), ("Leo", "He"), ("Zoe", "She"), ("Jack", "He"), ("Ella", "She"),
 ];
 const ITEMS: [&str; 10] = ["apple", "pear", "book", "coin", "card", "ball", "pen", "shell", "egg", "cake"];
+
+/// The data sources of the task's splits all start with this.
+pub const DATA_SOURCE_PREFIX: &str = "clipo/arith";
+
+/// The arithmetic of one problem: the starting quantity and each operation in order. The
+/// reference solution states one equation per operation ([`Steps::equations`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Steps {
+    pub start: u32,
+    /// (operand, is_addition), in the order the question tells them.
+    pub ops: Vec<(u32, bool)>,
+}
+
+/// One equation of a solution: `a + b = c` or `a - b = c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Equation {
+    pub a: i64,
+    pub add: bool,
+    pub b: i64,
+    pub c: i64,
+}
+
+impl std::fmt::Display for Equation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {} = {}", self.a, if self.add { "+" } else { "-" }, self.b, self.c)
+    }
+}
+
+impl Steps {
+    /// The start, then the quantity after each operation; the last is the answer.
+    pub fn values(&self) -> Vec<i64> {
+        let mut v = vec![i64::from(self.start)];
+        for &(b, add) in &self.ops {
+            let last = *v.last().expect("start");
+            v.push(if add { last + i64::from(b) } else { last - i64::from(b) });
+        }
+        v
+    }
+
+    /// The reference solution's equations, one per operation: `v[k-1] op b[k] = v[k]`.
+    pub fn equations(&self) -> Vec<Equation> {
+        let v = self.values();
+        self.ops.iter().enumerate().map(|(k, &(b, add))| Equation { a: v[k], add, b: i64::from(b), c: v[k + 1] }).collect()
+    }
+}
+
+/// The arithmetic of a question of this task, read back from text that contains it (the user
+/// message, or a whole chat-templated `prompt_text`): the inverse of the generator's phrasing.
+/// `None` when the text holds no such question or a sentence of it is not one the generator
+/// writes. The question is found by its last sentence, `How many ITEMS does NAME have now?`;
+/// its first sentence is `NAME has N ITEMS.`; the sentences between are operations (`buys B
+/// more`, `finds B more`, `FRIEND gives him/her B`: additions; `gives B ... to FRIEND`,
+/// `loses B`, `sells B`: subtractions) or distractors (`OTHER has N ITEMS.`, ignored).
+pub fn parse_question(text: &str) -> Option<Steps> {
+    let end = text.rfind(" have now?")?;
+    let ask = text[..end].rfind("How many ")?;
+    let asked: Vec<&str> = text[ask + "How many ".len()..end].split_whitespace().collect();
+    let [_, "does", name] = asked[..] else { return None };
+    // The subject's sentence: `NAME has ` at the start of a word, the last one before the ask.
+    let subject = format!("{name} has ");
+    let begin = text[..ask]
+        .match_indices(&subject)
+        .map(|(i, _)| i)
+        .filter(|&i| i == 0 || text[..i].ends_with(char::is_whitespace))
+        .last()?;
+    let mut sentences = text[begin..ask].split('.').map(str::trim).filter(|s| !s.is_empty());
+    let number = |w: &str| w.parse::<u32>().ok();
+    let first: Vec<&str> = sentences.next()?.split_whitespace().collect();
+    let start = match first[..] {
+        [_, "has", n, _] => number(n)?,
+        _ => return None,
+    };
+    let mut ops = Vec::new();
+    for sentence in sentences {
+        let w: Vec<&str> = sentence.split_whitespace().collect();
+        let op = match w[..] {
+            [_, "buys", b, "more", _] | [_, "finds", b, "more", _] => (number(b)?, true),
+            [_, "gives", "him" | "her", b, _] => (number(b)?, true),
+            [_, "gives", b, _, "to", _] | [_, "loses", b, _] | [_, "sells", b, _] => (number(b)?, false),
+            [_, "has", n, _] => {
+                number(n)?;
+                continue;
+            }
+            _ => return None,
+        };
+        ops.push(op);
+    }
+    (!ops.is_empty()).then_some(Steps { start, ops })
+}
 
 /// The knobs of the generator.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -99,6 +194,11 @@ impl Problem {
             }
         };
         self.distractors.push((who, rng.random_range(0..ITEMS.len()), rng.random_range(1..=cfg.max_number)));
+    }
+
+    #[cfg(test)]
+    fn steps(&self) -> Steps {
+        Steps { start: self.start, ops: self.ops.iter().map(|&(b, add, _)| (b, add)).collect() }
     }
 
     fn answer(&self) -> u32 {
@@ -285,5 +385,39 @@ mod tests {
         assert_eq!(p.question(), "Mia has 7 shells. She finds 2 more shells. She gives 4 shells to Leo. How many shells does Mia have now?");
         assert_eq!(p.solution(), "Mia starts with 7 shells. 7 + 2 = 9. 9 - 4 = 5. The answer is \\boxed{5}.");
         assert_eq!(p.answer(), 5);
+        let steps = parse_question(&p.question()).unwrap();
+        assert_eq!(steps, Steps { start: 7, ops: vec![(2, true), (4, false)] });
+        assert_eq!(steps.values(), vec![7, 9, 5]);
+        let eqs: Vec<String> = steps.equations().iter().map(|e| e.to_string()).collect();
+        assert_eq!(eqs, ["7 + 2 = 9", "9 - 4 = 5"]);
+    }
+
+    #[test]
+    fn the_steps_are_read_back_from_every_question_of_every_split() {
+        // Every phrasing, with distractors anywhere, inside a chat template.
+        for seed in [0, 1, 7] {
+            let cfg = ArithConfig { seed, ..Default::default() };
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            for _ in 0..3000 {
+                let distractors = rng.random_range(0..=2);
+                let p = Problem::random(&mut rng, &cfg, distractors);
+                let templated = format!("<|im_start|>user\n{}\n{INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n", p.question());
+                assert_eq!(parse_question(&templated).as_ref(), Some(&p.steps()), "{}", p.question());
+                assert_eq!(*p.steps().values().last().unwrap(), i64::from(p.answer()));
+            }
+            // The generated splits: the steps' answer is the ground truth and their equations
+            // are the reference solution's.
+            let task = generate(&cfg, 500, 100);
+            for pr in task.train.iter().chain(&task.test).chain(&task.test_p1).chain(&task.test_p2) {
+                let steps = parse_question(&pr.messages[0].content).unwrap_or_else(|| panic!("{}", pr.messages[0].content));
+                assert_eq!(steps.values().last().unwrap().to_string(), pr.ground_truth);
+                let eqs: Vec<String> = steps.equations().iter().map(|e| format!(" {e}.")).collect();
+                assert!(pr.solution.as_deref().unwrap().contains(&eqs.concat()), "{:?} vs {eqs:?}", pr.solution);
+            }
+        }
+        // Text that is not such a question, or has a sentence the generator never writes.
+        assert_eq!(parse_question("What is 2 + 2?"), None);
+        assert_eq!(parse_question("Mia has 7 shells. She eats 2 shells. How many shells does Mia have now?"), None);
+        assert_eq!(parse_question("Mia has 7 shells. How many shells does Mia have now?"), None);
     }
 }

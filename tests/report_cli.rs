@@ -425,3 +425,221 @@ fn long_noisy_series_are_smoothed_and_timings_are_not() {
     let timings = figure("Timings (seconds per step)");
     assert!(!timings.contains("moving average") && timings.matches("<polyline").count() == 1, "{timings}");
 }
+
+/// A step of the embedded task, rewarded by clipo-verify itself: two groups whose step checker
+/// verdicts and contrastive rewards are set so the leave-one-out flag hits one lucky response,
+/// misses one and marks one process-correct response.
+const Q1: &str = "Mia has 7 shells. She finds 2 more shells. She gives 4 shells to Leo. How many shells does Mia have now?";
+const Q2: &str = "Tom has 3 pens. Ella has 6 eggs. He loses 1 pen. He buys 5 more pens. How many pens does Tom have now?";
+/// (prompt, question, ground truth, sample, response, contrastive reward)
+const ARITH: &[(&str, &str, &str, u32, &str, f32)] = &[
+    ("clipo/arith/train/1", Q1, "5", 0, "Mia starts with 7 shells. 7 + 2 = 9. 9 - 4 = 5. The answer is \\boxed{5}.", 0.30),
+    ("clipo/arith/train/1", Q1, "5", 1, "Mia starts with 7 shells. 7 + 2 = 9. 9 - 4 = 5. The answer is \\boxed{5}.", 0.31),
+    // Lucky (a wrong step) and flagged.
+    ("clipo/arith/train/1", Q1, "5", 2, "Mia starts with 7 shells. 7 + 2 = 8. 8 - 4 = 5. The answer is \\boxed{5}.", 0.05),
+    ("clipo/arith/train/1", Q1, "5", 3, "Mia starts with 7 shells. 7 + 2 = 9. 9 - 4 = 6. The answer is \\boxed{6}.", 0.0),
+    ("clipo/arith/train/2", Q2, "7", 0, "Tom starts with 3 pens. 3 - 1 = 2. 2 + 5 = 7. The answer is \\boxed{7}.", 0.30),
+    // Lucky (the intermediate 2 is skipped) and not flagged.
+    ("clipo/arith/train/2", Q2, "7", 1, "Tom starts with 3 pens. 3 - 1 + 5 = 7. The answer is \\boxed{7}.", 0.31),
+    // Process-correct and flagged.
+    ("clipo/arith/train/2", Q2, "7", 2, "Tom starts with 3 pens. 3 - 1 = 2. 2 + 5 = 7. The answer is \\boxed{7}.", 0.05),
+    ("clipo/arith/train/2", Q2, "7", 3, "Tom starts with 3 pens. 3 - 1 = 2. 5 + 2 = 7. The answer is \\boxed{7}.", 0.32),
+];
+
+#[test]
+fn step_checker_counts_lucky_answers_and_measures_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let step = run_dir.join("step-000001");
+    std::fs::create_dir_all(&step).unwrap();
+    let traj: Vec<Trajectory> = ARITH
+        .iter()
+        .map(|&(pid, q, gt, idx, text, _)| Trajectory {
+            prompt_text: format!("<|im_start|>user\n{q}\n{}<|im_end|>\n<|im_start|>assistant\n", clipo::task::INSTRUCTION),
+            ..common::traj(pid, idx, "clipo/arith", gt, text)
+        })
+        .collect();
+    let traj_path = step.join("trajectories.parquet");
+    write(&traj_path, trajectories_batch(&traj, 0).unwrap(), tr::TABLE);
+
+    // clipo-verify sorts every response and counts them in its summary.
+    let rewards_path = step.join("rewards.parquet");
+    let o = common::ok(run("clipo-verify", &["--input", s(&traj_path), "--output", s(&rewards_path), "--summary"]));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        summary["data_sources"]["clipo/arith"]["process"],
+        serde_json::json!({"checked": 8, "process_correct": 5, "lucky": 2, "wrong": 1, "lucky_fraction": 2.0 / 7.0})
+    );
+    assert!(stderr(&o).contains("steps   clipo/arith 5 process-correct, 2 lucky (28.6% of the correct answers), 1 wrong"), "{}", stderr(&o));
+    std::fs::write(step.join("verify.json"), &o.stdout).unwrap();
+    let r = clipo::stages::verify::read_rewards(&rewards_path).unwrap();
+    let process: Vec<Option<&str>> = r.utf8(&rw::PROCESS).iter().collect();
+    let lucky = Some("lucky");
+    let ok = Some("process_correct");
+    assert_eq!(process, [ok, ok, lucky, Some("wrong"), ok, lucky, ok, ok]);
+    let detail: Vec<Option<&str>> = r.utf8(&rw::PROCESS_DETAIL).iter().collect();
+    assert_eq!(detail[2], Some("wrong step 7 + 2 = 8; wrong step 8 - 4 = 5; missing step 7 + 2 = 9; missing step 9 - 4 = 5"));
+    assert_eq!(detail[5], Some("missing step 3 - 1 = 2; missing step 2 + 5 = 7"));
+    assert_eq!(detail[0], Some(""));
+
+    let zs: Vec<Option<&[f32]>> = ARITH.iter().map(|_| Some(&[0.6f32, 0.8][..])).collect();
+    let cols: Vec<ArrayRef> = vec![
+        strings(ARITH.iter().map(|r| r.0.to_string())),
+        Arc::new(ARITH.iter().map(|r| r.3).collect::<UInt32Array>()),
+        Arc::new(vectors(&zs, 2).unwrap()),
+        f32s(ARITH.iter().map(|r| 1.0 - r.5)),
+        f32s(ARITH.iter().map(|r| r.5)),
+        Arc::new(ARITH.iter().map(|r| Some(r.5 > 0.0)).collect::<BooleanArray>()),
+        Arc::new(ARITH.iter().map(|_| None::<u32>).collect::<UInt32Array>()),
+    ];
+    write(&step.join("embeddings.parquet"), RecordBatch::try_new(emb::schema(2), cols).unwrap(), emb::TABLE);
+    for (st, acc, lucky) in [(0, 0.5, 0.25), (1, 0.75, 0.125)] {
+        let eval = run_dir.join(format!("step-{st:06}/eval"));
+        std::fs::create_dir_all(&eval).unwrap();
+        let e = serde_json::json!({"overall": {"accuracy": acc, "process": {"lucky_fraction": lucky}}});
+        std::fs::write(eval.join("test.json"), e.to_string()).unwrap();
+    }
+
+    // The run's record: the lucky fractions of training and of each evaluation.
+    common::ok(run("clipo-report", &[s(&run_dir), "--collect"]));
+    let metrics: serde_json::Value = serde_json::from_str(std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap().trim()).unwrap();
+    assert_eq!(metrics["critic/lucky_fraction"], serde_json::json!(2.0 / 7.0));
+    assert_eq!(metrics["eval/test/lucky_fraction"], serde_json::json!(0.125));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!((summary["heldout_lucky_start"].as_f64(), summary["heldout_lucky_end"].as_f64()), (Some(0.25), Some(0.125)));
+
+    // The report: the lucky row under the accuracies, and the flag against the checker: 2 of the
+    // 7 correct responses are lucky, 2 are flagged, 1 of them lucky.
+    let o = common::ok(run("clipo-report", &[s(&run_dir)]));
+    let table = String::from_utf8(o.stdout).unwrap();
+    let lucky_row = table.lines().find(|l| l.trim_start().starts_with("test lucky")).expect("a lucky row");
+    assert_eq!(lucky_row.split_whitespace().collect::<Vec<_>>(), ["test", "lucky", "25.00%", "12.50%", "-12.50", "points"], "{table}");
+    let flag_line = "flag LOW vs step checker (1 steps)  precision 0.50 (1 of 2 flagged are lucky; 28.6% of the 7 correct responses are), recall 0.50 (1 of 2 lucky flagged)";
+    assert!(table.contains(flag_line), "{table}");
+    assert!(!table.contains("heldout_lucky"), "{table}");
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert!(html.contains("<tr><td>test lucky</td><td>25.00%</td><td>12.50%</td>"), "lucky row in the HTML summary");
+
+    // The audit: a steps column, the detail of lucky responses, the step's counts.
+    let o = common::ok(run("clipo-report", &[s(&run_dir), "--step", "1", "--samples"]));
+    let audit = String::from_utf8(o.stdout).unwrap();
+    assert!(audit.contains("step checker: 2 of 7 checked correct responses are lucky (a wrong or missing step)\n"), "{audit}");
+    assert!(audit.contains("flag LOW against the step checker: precision 0.50 (1 of 2 flagged"), "{audit}");
+    // The columns: idx, score, c_reward, advantage, extracted, reason, steps, flag.
+    let row = |pid: &str, idx: &str| -> String {
+        let block = audit.split(&format!("\nprompt {pid} ")).nth(1).unwrap();
+        block.lines().find(|l| l.split_whitespace().next() == Some(idx)).unwrap().to_string()
+    };
+    let cells = |r: &str| r.split_whitespace().skip(6).take(2).map(str::to_string).collect::<Vec<_>>();
+    let lucky_flagged = row("clipo/arith/train/1", "2");
+    assert_eq!(cells(&lucky_flagged), ["lucky", "LOW"], "{audit}");
+    assert!(lucky_flagged.ends_with("[wrong step 7 + 2 = 8; wrong step 8 - 4 = 5; missing step 7 + 2 = 9; missing step 9 - 4 = 5]"), "{lucky_flagged}");
+    assert_eq!(cells(&row("clipo/arith/train/1", "3")), ["wrong", "Mia"], "{audit}");
+    assert_eq!(cells(&row("clipo/arith/train/2", "2")), ["ok", "LOW"], "{audit}");
+    assert_eq!(cells(&row("clipo/arith/train/2", "1")), ["lucky", "Tom"], "{audit}");
+
+    // Plain GRPO: no embeddings, and an advantages table whose contrastive rewards are all 0:
+    // the flag cannot fire, so the report has no flag line.
+    std::fs::remove_file(step.join("embeddings.parquet")).unwrap();
+    let score = |r: &(&str, &str, &str, u32, &str, f32)| if r.5 > 0.0 { 1.0f32 } else { 0.0 };
+    let cols: Vec<ArrayRef> = vec![
+        strings(ARITH.iter().map(|r| r.0.to_string())),
+        Arc::new(ARITH.iter().map(|r| r.3).collect::<UInt32Array>()),
+        f32s(ARITH.iter().map(score)),
+        f32s(ARITH.iter().map(|_| 0.0)),
+        f32s(ARITH.iter().map(score)),
+        f32s(ARITH.iter().map(|r| score(r) - 0.5)),
+        Arc::new(ARITH.iter().map(|_| 3u32).collect::<UInt32Array>()),
+        f32s(ARITH.iter().map(|_| 1.0)),
+        f32s(ARITH.iter().map(|_| 0.0)),
+        f32s(ARITH.iter().map(|_| 0.0)),
+    ];
+    write(&step.join("policy").join("advantages.parquet"), RecordBatch::try_new(adv::schema(), cols).unwrap(), adv::TABLE);
+    let o = common::ok(run("clipo-report", &[s(&run_dir)]));
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert!(!table.contains("flag LOW") && table.contains("test lucky"), "{table}");
+}
+
+/// A comparison directory as scripts/compare.sh leaves it: `<algo>/seed-<n>/` runs with
+/// evaluations at steps 0, 5 and 10.
+fn make_comparison(dir: &Path) {
+    // Held-out accuracy at step 10 per seed 0, 1, 2; every other value is derived from it.
+    let end: [(&str, [f64; 3]); 3] = [("grpo", [0.5, 0.625, 0.75]), ("clipo", [0.5625, 0.6875, 0.8125]), ("clipo-fixed", [0.5, 0.625, 1.0])];
+    for (algo, acc) in end {
+        for (seed, a) in acc.iter().enumerate() {
+            let run = dir.join(format!("{algo}/seed-{seed}"));
+            for step in [0u64, 5, 10] {
+                let eval = run.join(format!("step-{step:06}/eval"));
+                std::fs::create_dir_all(&eval).unwrap();
+                // Step 0 is the shared warm start; step 5 halfway.
+                let acc = if step == 0 { 0.25 } else if step == 5 { (0.25 + a) / 2.0 } else { *a };
+                let lucky = 0.5 - acc / 2.0;
+                for (set, shift) in [("test", 0.0), ("test_p2", -0.125)] {
+                    let e = serde_json::json!({"overall": {"accuracy": acc + shift, "process": {"lucky_fraction": lucky}}});
+                    std::fs::write(eval.join(format!("{set}.json")), e.to_string()).unwrap();
+                }
+            }
+            std::fs::write(run.join("summary.json"), r#"{"algo": "x", "steps": 10, "seconds": 60.0}"#).unwrap();
+        }
+    }
+}
+
+#[test]
+fn compare_summarises_seeds_with_paired_bootstrap_intervals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("compare");
+    make_comparison(&dir);
+    let o = common::ok(run("clipo-report", &[s(&dir), "--compare"]));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["algos"], serde_json::json!(["grpo", "clipo", "clipo-fixed"]));
+    assert_eq!(summary["seeds"], serde_json::json!([0, 1, 2]));
+    let acc = &summary["metrics"]["test/accuracy"];
+    assert_eq!(acc["steps"], serde_json::json!([0, 5, 10]));
+    assert_eq!(acc["end"]["step"], 10);
+    // GRPO at the end: 0.5, 0.625, 0.75: mean 0.625, sample sd 0.125.
+    assert_eq!(acc["end"]["algos"]["grpo"]["mean"], 0.625);
+    assert_eq!(acc["end"]["algos"]["grpo"]["sd"], 0.125);
+    assert_eq!(acc["end"]["algos"]["grpo"]["seeds"], serde_json::json!({"0": 0.5, "1": 0.625, "2": 0.75}));
+    // CLIPO is 0.0625 above GRPO on every seed: the interval is the point.
+    let d = &acc["end"]["diffs"]["clipo - grpo"];
+    assert_eq!((d["n"].as_u64(), d["mean"].as_f64()), (Some(3), Some(0.0625)));
+    assert_eq!(d["ci95"], serde_json::json!([0.0625, 0.0625]));
+    // CLIPO-fixed: 0, 0, +0.25. A resampled mean is k x 0.25 / 3 with k ~ Binomial(3, 1/3):
+    // P(k = 0) = 8/27 > 2.5%, P(k <= 2) = 26/27 < 97.5%: the interval is [0, 0.25].
+    let d = &acc["end"]["diffs"]["clipo-fixed - grpo"];
+    assert_eq!(d["ci95"], serde_json::json!([0.0, 0.25]));
+    assert_eq!(d["seeds"], serde_json::json!({"0": 0.0, "1": 0.0, "2": 0.25}));
+    // At step 0 (the shared warm start) nothing differs; every step is there.
+    assert_eq!(acc["diffs"]["clipo - grpo"]["0"]["ci95"], serde_json::json!([0.0, 0.0]));
+    assert_eq!(acc["algos"]["clipo"]["5"]["n"], 3);
+    // The lucky fraction and the other split are summarised the same way.
+    let lucky = &summary["metrics"]["test/lucky_fraction"]["end"];
+    assert_eq!(lucky["algos"]["grpo"]["mean"], 0.1875);
+    assert_eq!(lucky["diffs"]["clipo - grpo"]["ci95"], serde_json::json!([-0.03125, -0.03125]));
+    assert_eq!(summary["metrics"]["test_p2/accuracy"]["end"]["algos"]["grpo"]["mean"], 0.5);
+    assert_eq!(summary["runs"]["clipo"]["1"], serde_json::json!({"seconds": 60.0, "last_step": 10}));
+    assert_eq!(summary["bootstrap"]["resamples"], 10000);
+
+    // The printed table: one row per metric at the end, then every evaluation.
+    assert!(text.contains("seeds 0 1 2 (3)"), "{text}");
+    let end_rows: Vec<&str> = text.split("at every evaluation:").next().unwrap().lines().filter(|l| l.contains(" 10 ")).collect();
+    assert_eq!(end_rows.len(), 4, "{text}");
+    let held = end_rows.iter().find(|l| l.starts_with("held-out accuracy")).unwrap();
+    assert!(held.contains("62.5 ± 12.5") && held.contains("+8.3 [+0.0, +25.0]"), "{text}");
+    for label in ["held-out lucky", "distractors accuracy", "distractors lucky"] {
+        assert!(end_rows.iter().any(|l| l.starts_with(label)), "{label}: {text}");
+    }
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.starts_with("# clipo comparison") && report.contains("### held-out accuracy") && report.contains("| metric | step | grpo | clipo | clipo-fixed | clipo - grpo |"), "{report}");
+    // The same bytes on a rerun (a fixed bootstrap seed).
+    common::ok(run("clipo-report", &[s(&dir), "--compare"]));
+    assert_eq!(report, std::fs::read_to_string(dir.join("report.md")).unwrap());
+
+    // No runs: exit 2 naming the directory.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = run("clipo-report", &[s(&empty), "--compare"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains(&format!("{}: no <algo>/seed-<n>/ run directories", empty.display())), "{}", stderr(&o));
+}

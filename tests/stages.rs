@@ -391,6 +391,9 @@ fn write_rewards(traj: &Path, out: &Path, correct: impl Fn(usize, u32) -> bool) 
             Arc::new(BooleanArray::from(c.clone())),
             Arc::new(Float32Array::from(c.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect::<Vec<f32>>())),
             Arc::new(StringArray::from(vec!["test"; c.len()])),
+            // extra, process, process_detail
+            Arc::new(StringArray::from(vec![None::<&str>; c.len()])),
+            Arc::new(StringArray::from(vec![None::<&str>; c.len()])),
             Arc::new(StringArray::from(vec![None::<&str>; c.len()])),
         ],
     )
@@ -681,6 +684,9 @@ fn rewards_with(traj: &Path, out: &Path, correct: &[bool]) {
             std::sync::Arc::new(BooleanArray::from(correct.to_vec())),
             std::sync::Arc::new(Float32Array::from_iter_values(correct.iter().map(|&c| if c { 1.0 } else { 0.0 }))),
             std::sync::Arc::new(StringArray::from_iter_values(std::iter::repeat_n("test", n))),
+            // extra, process, process_detail
+            std::sync::Arc::new(StringArray::from(vec![None::<&str>; n])),
+            std::sync::Arc::new(StringArray::from(vec![None::<&str>; n])),
             std::sync::Arc::new(StringArray::from(vec![None::<&str>; n])),
         ],
     )

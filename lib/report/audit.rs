@@ -17,6 +17,12 @@
 //! sqrt(n - 1) standard deviations below the mean, so with two or three correct responses
 //! nothing could be flagged at 1.5 sd.
 //!
+//! **Against the step checker.** On the embedded task the truth is known: the step checker
+//! ([`crate::stepcheck`]) sorts each correct response into process-correct or lucky (a wrong or
+//! missing step), so the flag's precision (flagged responses that are lucky) and recall (lucky
+//! responses that are flagged) are measured ([`FlagCheck`]), per step here and over a whole run
+//! in the report.
+//!
 //! Inputs in `RUN_DIR/step-NNNNNN/`: `trajectories.parquet` and `rewards.parquet` (required),
 //! `embeddings.parquet` (contrastive reward; absent for plain GRPO, then the contrastive reward
 //! is taken from the advantages table if it has one, and nothing is flagged without either),
@@ -30,6 +36,7 @@ use arrow::array::Array;
 
 use crate::error::{Error, Result};
 use crate::schema::{embeddings as emb, rewards as rw, trajectories as tr, Column, Kind};
+use crate::stepcheck::{Process, Verdict};
 use crate::table::read_table;
 
 use super::step_dir;
@@ -62,6 +69,8 @@ pub struct AuditRow {
     pub advantage: Option<f32>,
     pub response_text: String,
     pub flagged: bool,
+    /// The step checker's verdict (embedded task only).
+    pub steps: Option<Verdict>,
 }
 
 /// A prompt's group of responses, in `sample_idx` order.
@@ -74,6 +83,74 @@ pub struct Group {
 impl Group {
     pub fn correct(&self) -> usize {
         self.rows.iter().filter(|r| r.correct).count()
+    }
+}
+
+/// The leave-one-out flag against the step checker, over the correct responses that have both a
+/// contrastive reward and a verdict (the ones the flag could mark and the checker could sort).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlagCheck {
+    /// Steps that contributed (a contrastive reward and checked responses).
+    pub steps: usize,
+    pub correct: usize,
+    /// Of those, lucky by the step checker.
+    pub lucky: usize,
+    /// Of those, flagged.
+    pub flagged: usize,
+    /// Flagged and lucky.
+    pub flagged_lucky: usize,
+}
+
+impl FlagCheck {
+    /// Flagged responses that are lucky; None with nothing flagged.
+    pub fn precision(&self) -> Option<f64> {
+        (self.flagged > 0).then(|| self.flagged_lucky as f64 / self.flagged as f64)
+    }
+
+    /// Lucky responses that are flagged; None without a lucky one.
+    pub fn recall(&self) -> Option<f64> {
+        (self.lucky > 0).then(|| self.flagged_lucky as f64 / self.lucky as f64)
+    }
+
+    /// The fraction of lucky responses: the precision of flags drawn at random.
+    pub fn base_rate(&self) -> Option<f64> {
+        (self.correct > 0).then(|| self.lucky as f64 / self.correct as f64)
+    }
+
+    /// Add one step's groups (nothing when the step has no contrastive reward, or only zeros:
+    /// a plain GRPO run's advantages table holds 0 for every response, and the flag cannot fire).
+    pub fn add(&mut self, a: &StepAudit) {
+        let rows = || a.groups.iter().flat_map(|g| &g.rows);
+        if !rows().any(|r| r.contrastive_reward.is_some_and(|c| c != 0.0)) {
+            return;
+        }
+        let mut counted = false;
+        for r in rows() {
+            let Some(v) = r.steps.as_ref().filter(|_| r.correct && r.contrastive_reward.is_some()) else { continue };
+            counted = true;
+            let lucky = v.process == Process::Lucky;
+            self.correct += 1;
+            self.lucky += usize::from(lucky);
+            self.flagged += usize::from(r.flagged);
+            self.flagged_lucky += usize::from(r.flagged && lucky);
+        }
+        self.steps += usize::from(counted);
+    }
+
+    /// `precision 0.40 (2 of 5 flagged are lucky; 30.0% of the 20 correct responses are), recall 0.33 (2 of 6 lucky flagged)`.
+    pub fn describe(&self) -> String {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        format!(
+            "precision {} ({} of {} flagged are lucky; {} of the {} correct responses are), recall {} ({} of {} lucky flagged)",
+            f(self.precision()),
+            self.flagged_lucky,
+            self.flagged,
+            self.base_rate().map_or("-".into(), |b| format!("{:.1}%", 100.0 * b)),
+            self.correct,
+            f(self.recall()),
+            self.flagged_lucky,
+            self.lucky
+        )
     }
 }
 
@@ -132,11 +209,15 @@ pub fn load_step(run_dir: &Path, step: u64) -> Result<StepAudit> {
     let reason = r.batch.column_by_name(rw::REASON.name).and_then(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok());
     let reason = reason.as_ref().map(|c| c.as_any().downcast_ref::<arrow::array::StringArray>().expect("cast to utf8"));
     let traj_path = dir.join("trajectories.parquet");
-    let t = read_table(&traj_path, &[tr::PROMPT_ID, tr::SAMPLE_IDX, tr::RESPONSE_TEXT], &[])?;
-    let mut text: HashMap<(&str, u32), &str> = HashMap::new();
+    let t = read_table(&traj_path, &[tr::PROMPT_ID, tr::SAMPLE_IDX, tr::RESPONSE_TEXT], &[tr::PROMPT_TEXT.name])?;
+    // (response, prompt text when the table has one), by (prompt_id, sample_idx).
+    let mut text: HashMap<(&str, u32), (&str, Option<&str>)> = HashMap::new();
     let (tp, ts, tt) = (t.utf8(&tr::PROMPT_ID), t.u32(&tr::SAMPLE_IDX), t.utf8(&tr::RESPONSE_TEXT));
+    let prompt_text = t.batch.column_by_name(tr::PROMPT_TEXT.name).and_then(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok());
+    let prompt_text = prompt_text.as_ref().map(|c| c.as_any().downcast_ref::<arrow::array::StringArray>().expect("cast to utf8"));
     for i in 0..t.num_rows() {
-        text.insert((tp.value(i), ts.value(i)), tt.value(i));
+        let q = prompt_text.filter(|c| c.is_valid(i)).map(|c| c.value(i));
+        text.insert((tp.value(i), ts.value(i)), (tt.value(i), q));
     }
 
     // Contrastive reward: embeddings first, else the advantages table's copy.
@@ -189,7 +270,7 @@ pub fn load_step(run_dir: &Path, step: u64) -> Result<StepAudit> {
     let mut index: HashMap<String, usize> = HashMap::new();
     for i in 0..r.num_rows() {
         let (pid, idx) = (rp.value(i), rs.value(i));
-        let Some(response) = text.get(&(pid, idx)) else {
+        let Some(&(response, question)) = text.get(&(pid, idx)) else {
             return Err(Error::Join {
                 detail: format!(
                     "{}: row {i} (prompt_id {pid}, sample_idx {idx}) has no matching row in {}",
@@ -199,6 +280,7 @@ pub fn load_step(run_dir: &Path, step: u64) -> Result<StepAudit> {
             });
         };
         let key = (pid.to_string(), idx);
+        let steps = question.and_then(|q| crate::stepcheck::check_prompt(rd.value(i), q, response, rc.value(i)));
         let row = AuditRow {
             prompt_id: pid.to_string(),
             sample_idx: idx,
@@ -211,6 +293,7 @@ pub fn load_step(run_dir: &Path, step: u64) -> Result<StepAudit> {
             advantage: advantage.get(&key).copied(),
             response_text: response.to_string(),
             flagged: false,
+            steps,
         };
         let g = *index.entry(pid.to_string()).or_insert_with(|| {
             groups.push(Group { prompt_id: pid.to_string(), rows: vec![] });
@@ -247,6 +330,15 @@ fn short(s: &str, n: usize) -> String {
         s
     } else {
         s.chars().take(n - 1).collect::<String>() + "…"
+    }
+}
+
+/// The step checker's verdict in the audit's `steps` column.
+fn steps_cell(p: Process) -> &'static str {
+    match p {
+        Process::ProcessCorrect => "ok",
+        Process::Lucky => "lucky",
+        Process::Wrong => "wrong",
     }
 }
 
@@ -295,6 +387,16 @@ pub fn audit_samples(dir: &Path, step: u64, prompts: Option<&[String]>, limit: u
         if shown.is_empty() { String::new() } else { format!(": {}", shown.join(", ")) },
         if flagged.len() > shown.len() { format!(" and {} more", flagged.len() - shown.len()) } else { String::new() }
     );
+    let checked = a.groups.iter().flat_map(|g| &g.rows).filter(|r| r.correct && r.steps.is_some()).count();
+    if checked > 0 {
+        let lucky = a.groups.iter().flat_map(|g| &g.rows).filter(|r| r.steps.as_ref().is_some_and(|v| v.process == Process::Lucky)).count();
+        let _ = writeln!(o, "step checker: {lucky} of {checked} checked correct responses are lucky (a wrong or missing step)");
+        let mut check = FlagCheck::default();
+        check.add(&a);
+        if check.correct > 0 {
+            let _ = writeln!(o, "flag LOW against the step checker: {}", check.describe());
+        }
+    }
 
     let chosen: Vec<&Group> = match prompts {
         Some(ids) => ids
@@ -328,7 +430,7 @@ pub fn audit_samples(dir: &Path, step: u64, prompts: Option<&[String]>, limit: u
             g.rows.len(),
             if crs.is_empty() { String::new() } else { format!("; contrastive reward of correct responses: mean {m:.3}, sd {sd:.3}") }
         );
-        let cells: Vec<[String; 7]> = g
+        let cells: Vec<[String; 8]> = g
             .rows
             .iter()
             .map(|r| {
@@ -339,15 +441,16 @@ pub fn audit_samples(dir: &Path, step: u64, prompts: Option<&[String]>, limit: u
                     opt(r.advantage, 3),
                     r.extracted.as_deref().map_or("-".into(), |e| short(e, 24)),
                     r.reason.as_deref().map_or("-".into(), |e| short(e, 24)),
+                    r.steps.as_ref().map_or("-".into(), |v| steps_cell(v.process).into()),
                     if r.flagged { "LOW".into() } else { String::new() },
                 ]
             })
             .collect();
-        let headers = ["idx", "score", "c_reward", "advantage", "extracted", "reason", "flag"];
-        let widths: Vec<usize> = (0..7)
+        let headers = ["idx", "score", "c_reward", "advantage", "extracted", "reason", "steps", "flag"];
+        let widths: Vec<usize> = (0..8)
             .map(|c| cells.iter().map(|r| r[c].chars().count()).chain([headers[c].len()]).max().unwrap_or(0))
             .collect();
-        let line = |items: [&str; 7], tail: &str| -> String {
+        let line = |items: [&str; 8], tail: &str| -> String {
             let mut s = String::from("  ");
             for (c, item) in items.iter().enumerate() {
                 let w = widths[c];
@@ -363,7 +466,11 @@ pub fn audit_samples(dir: &Path, step: u64, prompts: Option<&[String]>, limit: u
         };
         o += &line(headers, "response");
         for (r, c) in g.rows.iter().zip(&cells) {
-            o += &line([&c[0], &c[1], &c[2], &c[3], &c[4], &c[5], &c[6]], &excerpt(&r.response_text));
+            let mut tail = excerpt(&r.response_text);
+            if let Some(v) = r.steps.as_ref().filter(|v| v.process == Process::Lucky) {
+                tail += &format!("  [{}]", v.detail);
+            }
+            o += &line([&c[0], &c[1], &c[2], &c[3], &c[4], &c[5], &c[6], &c[7]], &tail);
         }
     }
     Ok(o)

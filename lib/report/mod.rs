@@ -9,7 +9,9 @@
 //!   URLs) with a line chart per metric family, the summary and the per-step table;
 //! - [`terminal_table`]: the same per-step figures as a compact text table;
 //! - [`audit_samples`] (in [`audit`]): one step's responses for chosen prompts, flagging correct
-//!   responses whose contrastive reward is far below their group's (lucky or copied answers).
+//!   responses whose contrastive reward is far below their group's (lucky or copied answers);
+//! - [`compare`]: several runs of each algorithm over seeds (`make compare`), with means,
+//!   standard deviations and paired bootstrap intervals.
 //!
 //! The metric key set is open: every numeric value of every line is kept, grouped for plotting
 //! by prefix and family (see [`html`]); unknown keys are plotted, never rejected. Non-numeric
@@ -17,6 +19,7 @@
 //! bare `NaN` / `Infinity` tokens Python's `json` writes are read as missing values.
 
 pub mod audit;
+pub mod compare;
 pub mod html;
 pub mod svg;
 
@@ -73,6 +76,9 @@ pub struct Run {
     /// Per step and data source, from the step directories' `rewards.parquet` (empty when the
     /// run kept no step directories).
     pub train_accuracy: Vec<SourceAccuracy>,
+    /// The leave-one-out flag against the step checker over every step of the run, when a step
+    /// has contrastive rewards and responses to the embedded task ([`audit::FlagCheck`]).
+    pub flag_check: Option<audit::FlagCheck>,
 }
 
 impl Run {
@@ -164,12 +170,17 @@ pub fn load_run(dir: &Path) -> Result<Run> {
     };
 
     let mut train_accuracy = Vec::new();
+    let mut flag_check = audit::FlagCheck::default();
     for (step, step_dir) in step_dirs(dir)? {
         let path = step_dir.join("rewards.parquet");
         if path.is_file() {
             train_accuracy.extend(source_accuracy(step, &path)?);
+            if step_dir.join("trajectories.parquet").is_file() {
+                flag_check.add(&audit::load_step(dir, step)?);
+            }
         }
     }
+    let flag_check = (flag_check.steps > 0).then_some(flag_check);
 
     let name = dir
         .canonicalize()
@@ -179,7 +190,7 @@ pub fn load_run(dir: &Path) -> Result<Run> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| dir.display().to_string());
-    Ok(Run { dir: dir.into(), name, steps, summary, train_accuracy })
+    Ok(Run { dir: dir.into(), name, steps, summary, train_accuracy, flag_check })
 }
 
 /// Parse `metrics.jsonl`: one JSON object a line with a numeric `step`; blank lines are
@@ -482,8 +493,9 @@ impl EvalTable {
     }
 }
 
-/// `eval/<split>/accuracy` at every step that has one (step 0 included), or None without
-/// evaluations.
+/// `eval/<split>/accuracy` at every step that has one (step 0 included), then, for the embedded
+/// task, `eval/<split>/lucky_fraction` (rows `<split> lucky`: the step checker's fraction of
+/// the correct answers reached by a wrong or missing step), or None without evaluations.
 pub(crate) fn eval_table(run: &Run) -> Option<EvalTable> {
     let splits = run.eval_splits();
     let keys: Vec<String> = splits.iter().map(|s| format!("eval/{s}/accuracy")).collect();
@@ -491,11 +503,20 @@ pub(crate) fn eval_table(run: &Run) -> Option<EvalTable> {
     if steps.is_empty() {
         return None;
     }
+    let all_keys = run.keys();
+    let lucky = splits
+        .iter()
+        .map(|s| (format!("{s} lucky"), format!("eval/{s}/lucky_fraction")))
+        .filter(|(_, k)| all_keys.contains(k.as_str()));
     let rows = splits
+        .iter()
+        .cloned()
+        .zip(keys.iter().cloned())
+        .chain(lucky)
+        .collect::<Vec<_>>()
         .into_iter()
-        .zip(&keys)
         .map(|(split, k)| {
-            let values = steps.iter().map(|&st| run.steps.iter().find(|s| s.step == st).and_then(|s| s.values.get(k).copied())).collect();
+            let values = steps.iter().map(|&st| run.steps.iter().find(|s| s.step == st).and_then(|s| s.values.get(&k).copied())).collect();
             (split, values)
         })
         .collect();
@@ -557,11 +578,16 @@ pub(crate) fn summary_rows(run: &Run) -> Vec<(String, String)> {
     if let Some(t) = median("timing_s/step_wall").or_else(|| median("timing_s/step")) {
         rows.push(("step time (median)".into(), format!("{t:.2} s")));
     }
+    if let Some(c) = &run.flag_check {
+        rows.push((format!("flag LOW vs step checker ({} steps)", c.steps), c.describe()));
+    }
     for (k, v) in &obj {
         let known = ["algo", "steps", "seconds"].contains(&k.as_str())
             || k.ends_with("_curve")
             || k.ends_with("_accuracy_start")
-            || k.ends_with("_accuracy_end");
+            || k.ends_with("_accuracy_end")
+            || k.ends_with("_lucky_start")
+            || k.ends_with("_lucky_end");
         if known {
             continue;
         }

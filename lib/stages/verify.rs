@@ -2,13 +2,15 @@
 //! GSM8K scorer or a user's scorer program, chosen per data source ([`crate::verify::dispatch`]).
 //!
 //! Reads only `prompt_id`, `sample_idx`, `data_source`, `ground_truth` and `response_text` (and
-//! `extra_info` when the table has one, for scorer programs), so any table with those columns
-//! can be scored; writes one rewards row per input row, in input order. Phases: read, score (the
-//! built-ins on threads, each program through its own processes), write. Any scorer failure
-//! fails the run before the output is created. The summary (accuracy = mean@n per data set,
-//! unbiased pass@k, the score distribution and the count of each reason) is computed from the
-//! rewards table alone, so it is the same whether the rewards were just computed or were
-//! already up to date.
+//! `extra_info` when the table has one, for scorer programs, and `prompt_text` when it has one,
+//! for the step checker), so any table with those columns can be scored; writes one rewards row
+//! per input row, in input order. Phases: read, score (the built-ins on threads, each program
+//! through its own processes), check the steps of the embedded task's responses
+//! ([`crate::stepcheck`]: `process` and `process_detail`), write. Any scorer failure fails the
+//! run before the output is created. The summary (accuracy = mean@n per data set, unbiased
+//! pass@k, the score distribution, the count of each reason and, for the embedded task, the
+//! step checker's counts) is computed from the rewards table alone, so it is the same whether
+//! the rewards were just computed or were already up to date.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use arrow::datatypes::DataType;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::schema::{rewards, trajectories as tr};
+use crate::schema::{rewards, trajectories as tr, Column};
 use crate::table::{file_sha256, read_table, up_to_date, Provenance, Table, TableWriter};
 use crate::verify::dispatch::{Dispatch, Scorer, CONRL};
 use crate::verify::scorer::{Job, Program, Request};
@@ -59,15 +61,17 @@ pub struct VerifyOutcome {
 const STAGE: &str = "clipo-verify";
 /// The input column handed to scorer programs as `extra_info`, when present.
 pub const EXTRA_INFO: &str = "extra_info";
+/// The input column the step checker reads the embedded task's question from, when present.
+pub const PROMPT_TEXT: &str = "prompt_text";
 
 pub fn run(cfg: &VerifyConfig) -> Result<VerifyOutcome> {
     let start = std::time::Instant::now();
     let required = [tr::PROMPT_ID, tr::SAMPLE_IDX, tr::DATA_SOURCE, tr::GROUND_TRUTH, tr::RESPONSE_TEXT];
     // Check the input's schema (and read it) before anything is created.
-    let input = read_table(&cfg.input, &required, &[EXTRA_INFO])?;
+    let input = read_table(&cfg.input, &required, &[EXTRA_INFO, PROMPT_TEXT])?;
     let unmatched_patterns = unmatched_patterns(&input, &cfg.dispatch);
     let _lock = crate::lock::OutputLock::acquire(&cfg.output)?;
-    let provenance = Provenance::new(rewards::TABLE, STAGE, provenance_config(cfg)?, &[cfg.input.as_path()])?;
+    let provenance = Provenance::new(rewards::TABLE, STAGE, provenance_config(cfg, checks_steps(&input))?, &[cfg.input.as_path()])?;
     if !cfg.force && up_to_date(&cfg.output, &provenance) {
         let rewards = read_rewards(&cfg.output)?;
         return Ok(VerifyOutcome {
@@ -80,7 +84,8 @@ pub fn run(cfg: &VerifyConfig) -> Result<VerifyOutcome> {
     }
 
     let scored = score_all(&input, cfg)?;
-    let batch = rewards_batch(&input, &scored)?;
+    let process = check_steps(&input, &scored);
+    let batch = rewards_batch(&input, &scored, &process)?;
     let mut w = TableWriter::create(&cfg.output, rewards::schema(), &provenance)?;
     w.write(&batch)?;
     let rows = w.finish()?;
@@ -99,8 +104,17 @@ pub fn run(cfg: &VerifyConfig) -> Result<VerifyOutcome> {
 /// the timeout (a timeout changes a score) and, for each program, the SHA-256 of every file its
 /// command line names (`scripts/verl_scorer.py`, `my_reward.py`, also as `my_reward.py:fn`).
 /// Files a program reads by itself are not seen: `--force` rescores after changing them. The
-/// number of workers is left out, as `--threads` is: it does not change a score.
-fn provenance_config(cfg: &VerifyConfig) -> Result<serde_json::Value> {
+/// number of workers is left out, as `--threads` is: it does not change a score. Where the
+/// step checker runs (`steps`), the version of its rules is added.
+fn provenance_config(cfg: &VerifyConfig, steps: bool) -> Result<serde_json::Value> {
+    let mut config = scorer_config(cfg)?;
+    if steps {
+        config["steps"] = serde_json::json!(crate::stepcheck::RULES);
+    }
+    Ok(config)
+}
+
+fn scorer_config(cfg: &VerifyConfig) -> Result<serde_json::Value> {
     if cfg.dispatch.is_default() {
         return Ok(serde_json::json!({ "verifier": CONRL }));
     }
@@ -155,28 +169,33 @@ fn unmatched_patterns(input: &Table, dispatch: &Dispatch) -> Vec<String> {
 }
 
 /// Read a rewards table with every column checked, in the schema's order; `extra` (absent from
-/// tables written before scorer programs) is read as nulls when missing.
+/// tables written before scorer programs) and `process`, `process_detail` (absent from tables
+/// written before the step checker) are read as nulls when missing.
 pub fn read_rewards(path: &Path) -> Result<Table> {
     use rewards::*;
-    let t = read_table(path, &[PROMPT_ID, SAMPLE_IDX, DATA_SOURCE, EXTRACTED, CORRECT, SCORE, REASON], &[EXTRA.name])?;
-    let extra: ArrayRef = match t.batch.column_by_name(EXTRA.name) {
-        None => arrow::array::new_null_array(&DataType::Utf8, t.num_rows()),
-        Some(c) if c.data_type() == &DataType::Utf8 => c.clone(),
-        Some(c) if EXTRA.kind.accepts(c.data_type()) => arrow::compute::cast(c, &DataType::Utf8).map_err(|e| Error::parquet(path, e))?,
-        Some(c) => {
-            return Err(Error::ColumnType {
-                path: path.into(),
-                column: EXTRA.name.into(),
-                expected: EXTRA.kind.describe().into(),
-                found: c.data_type().to_string(),
-            })
-        }
+    let optional = [EXTRA, PROCESS, PROCESS_DETAIL];
+    let t = read_table(path, &[PROMPT_ID, SAMPLE_IDX, DATA_SOURCE, EXTRACTED, CORRECT, SCORE, REASON], &optional.map(|c| c.name))?;
+    let text_or_nulls = |col: Column| -> Result<ArrayRef> {
+        Ok(match t.batch.column_by_name(col.name) {
+            None => arrow::array::new_null_array(&DataType::Utf8, t.num_rows()),
+            Some(c) if c.data_type() == &DataType::Utf8 => c.clone(),
+            Some(c) if col.kind.accepts(c.data_type()) => arrow::compute::cast(c, &DataType::Utf8).map_err(|e| Error::parquet(path, e))?,
+            Some(c) => {
+                return Err(Error::ColumnType {
+                    path: path.into(),
+                    column: col.name.into(),
+                    expected: col.kind.describe().into(),
+                    found: c.data_type().to_string(),
+                })
+            }
+        })
     };
+    let optional = optional.map(text_or_nulls);
     let columns: Vec<ArrayRef> = [PROMPT_ID, SAMPLE_IDX, DATA_SOURCE, EXTRACTED, CORRECT, SCORE, REASON]
         .iter()
-        .map(|c| t.column(c.name).clone())
-        .chain([extra])
-        .collect();
+        .map(|c| Ok(t.column(c.name).clone()))
+        .chain(optional)
+        .collect::<Result<_>>()?;
     let batch = RecordBatch::try_new(schema(), columns).map_err(|e| Error::parquet(path, e))?;
     Ok(Table { batch, ..t })
 }
@@ -232,6 +251,40 @@ fn score_builtin(input: &Table, rows: &[usize], scorer: &Scorer, threads: usize)
         }
     });
     out
+}
+
+/// Whether the step checker has rows to check: the input has `prompt_text` and a data source of
+/// the embedded task.
+fn checks_steps(input: &Table) -> bool {
+    input.batch.column_by_name(PROMPT_TEXT).is_some()
+        && input.utf8(&tr::DATA_SOURCE).iter().flatten().any(|d| d.starts_with(crate::task::DATA_SOURCE_PREFIX))
+}
+
+/// The step checker's verdict on each row (None: another data source, no `prompt_text`, or a
+/// question that does not parse), from the scorer's `correct`.
+fn check_steps(input: &Table, scored: &[Scored]) -> Vec<Option<crate::stepcheck::Verdict>> {
+    let prompt_text = input
+        .batch
+        .column_by_name(PROMPT_TEXT)
+        .and_then(|c| arrow::compute::cast(c, &DataType::Utf8).ok())
+        .filter(|_| checks_steps(input));
+    let Some(prompt_text) = prompt_text else { return vec![None; scored.len()] };
+    let prompt_text = prompt_text.as_string::<i32>();
+    let (ds, resp) = (input.utf8(&tr::DATA_SOURCE), input.utf8(&tr::RESPONSE_TEXT));
+    // The question is parsed once per prompt, not once per response.
+    let mut steps: std::collections::HashMap<&str, Option<crate::task::Steps>> = Default::default();
+    scored
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if !ds.value(i).starts_with(crate::task::DATA_SOURCE_PREFIX) || prompt_text.is_null(i) {
+                return None;
+            }
+            let q = prompt_text.value(i);
+            let st = steps.entry(q).or_insert_with(|| crate::task::parse_question(q)).as_ref()?;
+            Some(crate::stepcheck::check(st, resp.value(i), s.correct))
+        })
+        .collect()
 }
 
 /// The requests of `rows` for a scorer program.
@@ -304,7 +357,7 @@ pub fn json_value(a: &dyn Array, i: usize) -> serde_json::Value {
     }
 }
 
-fn rewards_batch(input: &Table, scored: &[Scored]) -> Result<RecordBatch> {
+fn rewards_batch(input: &Table, scored: &[Scored], process: &[Option<crate::stepcheck::Verdict>]) -> Result<RecordBatch> {
     let columns: Vec<ArrayRef> = vec![
         input.column(tr::PROMPT_ID.name).clone(),
         input.column(tr::SAMPLE_IDX.name).clone(),
@@ -314,6 +367,8 @@ fn rewards_batch(input: &Table, scored: &[Scored]) -> Result<RecordBatch> {
         Arc::new(scored.iter().map(|v| v.score).collect::<Float32Array>()),
         Arc::new(scored.iter().map(|v| Some(v.reason.as_str())).collect::<StringArray>()),
         Arc::new(scored.iter().map(|v| v.extra.as_deref()).collect::<StringArray>()),
+        Arc::new(process.iter().map(|v| v.as_ref().map(|v| v.process.as_str())).collect::<StringArray>()),
+        Arc::new(process.iter().map(|v| v.as_ref().map(|v| v.detail.as_str())).collect::<StringArray>()),
     ];
     RecordBatch::try_new(rewards::schema(), columns).map_err(|e| Error::Other(format!("building rewards: {e}")))
 }
@@ -335,6 +390,36 @@ pub struct SourceSummary {
     pub reasons: BTreeMap<String, usize>,
     /// The distribution of `score` (what GRPO is given).
     pub score: ScoreSummary,
+    /// The step checker's counts, for the embedded task's data sources (absent elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessSummary>,
+}
+
+/// How the checked responses of a data set reached their answers ([`crate::stepcheck`]).
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct ProcessSummary {
+    /// Responses the step checker sorted.
+    pub checked: usize,
+    pub process_correct: usize,
+    pub lucky: usize,
+    pub wrong: usize,
+    /// lucky / (process_correct + lucky): the fraction of correct answers reached by a wrong
+    /// or missing step; null without a correct answer.
+    pub lucky_fraction: Option<f64>,
+}
+
+impl ProcessSummary {
+    fn add(&mut self, p: crate::stepcheck::Process) {
+        use crate::stepcheck::Process as P;
+        self.checked += 1;
+        match p {
+            P::ProcessCorrect => self.process_correct += 1,
+            P::Lucky => self.lucky += 1,
+            P::Wrong => self.wrong += 1,
+        }
+        let correct = self.process_correct + self.lucky;
+        self.lucky_fraction = (correct > 0).then(|| self.lucky as f64 / correct as f64);
+    }
 }
 
 /// How the scores of a data set are spread.
@@ -406,11 +491,19 @@ impl Summary {
         let correct = t.bool(&rewards::CORRECT);
         let reason = t.utf8(&rewards::REASON);
         let score = t.f32(&rewards::SCORE);
+        let process = t.batch.column_by_name(rewards::PROCESS.name).and_then(|c| arrow::compute::cast(c, &DataType::Utf8).ok());
+        let process = process.as_ref().map(|c| c.as_string::<i32>());
         // data source -> prompt -> (n, c); data source -> reason -> count; data source -> scores
         let mut groups: BTreeMap<&str, BTreeMap<&str, (usize, usize)>> = BTreeMap::new();
         let mut reasons: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
         let mut scores: BTreeMap<&str, Vec<f32>> = BTreeMap::new();
+        let mut processes: BTreeMap<&str, ProcessSummary> = BTreeMap::new();
+        let mut all_processes: Option<ProcessSummary> = None;
         for i in 0..t.num_rows() {
+            if let Some(p) = process.filter(|c| c.is_valid(i)).and_then(|c| crate::stepcheck::Process::parse(c.value(i))) {
+                processes.entry(ds.value(i)).or_default().add(p);
+                all_processes.get_or_insert_with(Default::default).add(p);
+            }
             let g = groups.entry(ds.value(i)).or_default().entry(pid.value(i)).or_default();
             g.0 += 1;
             g.1 += correct.value(i) as usize;
@@ -436,6 +529,7 @@ impl Summary {
                 pass_at,
                 reasons,
                 score: ScoreSummary::of(scores),
+                process: None,
             }
         };
         let mut all_prompts = Vec::new();
@@ -448,10 +542,12 @@ impl Summary {
             for (k, v) in &r {
                 *all_reasons.entry(k.clone()).or_default() += v;
             }
-            data_sources.insert(source.to_string(), summarise(prompts, r, &scores[source]));
+            let summary = SourceSummary { process: processes.remove(source), ..summarise(prompts, r, &scores[source]) };
+            data_sources.insert(source.to_string(), summary);
         }
         let all_scores = score.values().to_vec();
-        Summary { overall: summarise(all_prompts, all_reasons, &all_scores), data_sources }
+        let overall = SourceSummary { process: all_processes, ..summarise(all_prompts, all_reasons, &all_scores) };
+        Summary { overall, data_sources }
     }
 
     /// The data sources whose every response scored 0 ("the reward stays at 0"), each with its
@@ -493,6 +589,17 @@ impl Summary {
         s += &line("overall", &self.overall);
         for (name, v) in &self.data_sources {
             s += &format!("reasons {name:<width$} {}\n", reasons_line(&v.reasons));
+        }
+        for (name, v) in &self.data_sources {
+            if let Some(p) = &v.process {
+                s += &format!(
+                    "steps   {name:<width$} {} process-correct, {} lucky ({} of the correct answers), {} wrong\n",
+                    p.process_correct,
+                    p.lucky,
+                    p.lucky_fraction.map_or("-".into(), |f| format!("{:.1}%", 100.0 * f)),
+                    p.wrong
+                );
+            }
         }
         s
     }

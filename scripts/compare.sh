@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# `make compare`: does CLIPO help on the embedded task? For each seed of SEEDS, GRPO, GRPO + CLIPO
+# and CLIPO with a fixed, untrained head (the paper's "CLIPO-fixed" ablation) run the demo's
+# loop (scripts/demo.sh, every knob of it: STEPS, EVAL_EVERY, PER_STEP, N, MAX_NEW, LR, ...) on
+# one warm start (BASE, made once from BASE_SEED); the three runs of a seed share its prompt
+# order, its sampling seeds and the head's initial weights (SEED is the loop's seed). Then
+# `clipo-report COMPARE --compare` prints, per evaluation split, the accuracy and the step
+# checker's lucky fraction: mean and standard deviation over seeds and the paired differences
+# CLIPO - GRPO, CLIPO-fixed - GRPO and CLIPO - CLIPO-fixed with 95% bootstrap intervals, at the
+# end and at every evaluation, into COMPARE/summary.json and COMPARE/report.md.
+#
+#   make compare                                  # 5 seeds x 3 algorithms x 300 steps
+#   make compare SEEDS="0 1" STEPS=10 EVAL_EVERY=5 COMPARE=runs/compare-small
+#
+# Runs go to COMPARE/<algo>/seed-<n>/ (default runs/compare). A rerun reuses finished runs and
+# finishes unfinished ones (STEPS may grow); every run's settings are checked before any runs,
+# and one made with other settings stops the comparison, naming it: a new comparison takes a
+# new COMPARE=runs/compare-NAME.
+#
+# Time: one demo-length run (300 steps, 7 evaluations) took 490-603 s of loop on this project's
+# 2-core VMs (README "Measured"), so the default 15 runs take about 2.5 hours, plus about 2
+# minutes for the warm start when BASE does not exist yet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-target/release}
+COMPARE=${COMPARE:-runs/compare}
+SEEDS=${SEEDS:-0 1 2 3 4}
+ALGOS=${ALGOS:-grpo clipo clipo-fixed}
+export BIN BASE=${BASE:-runs/base} BASE_SEED=${BASE_SEED:-0}
+
+for algo in $ALGOS; do
+  case "$algo" in
+    grpo | clipo | clipo-fixed) ;;
+    *) echo "compare: ALGOS: unknown algorithm '$algo' (grpo, clipo, clipo-fixed)" >&2; exit 2 ;;
+  esac
+done
+for seed in $SEEDS; do
+  case "$seed" in
+    '' | *[!0-9]*) echo "compare: SEEDS: '$seed' is not a non-negative integer" >&2; exit 2 ;;
+  esac
+done
+
+# Every run's settings first, so that a changed setting stops the comparison before hours of
+# runs rather than in the middle.
+for seed in $SEEDS; do
+  for algo in $ALGOS; do
+    if ! ALGO=$algo SEED=$seed RUN="$COMPARE/$algo/seed-$seed" SETTINGS_ONLY=1 scripts/demo.sh; then
+      echo "compare: $COMPARE/$algo/seed-$seed cannot be reused with these settings: start a new comparison with COMPARE=runs/compare-NAME" >&2
+      exit 2
+    fi
+  done
+done
+
+start=$(date +%s)
+for seed in $SEEDS; do
+  for algo in $ALGOS; do
+    run="$COMPARE/$algo/seed-$seed"
+    echo "compare: $algo, seed $seed ($run)"
+    ALGO=$algo SEED=$seed RUN="$run" scripts/demo.sh 2>&1 | sed -u "s|^|[$algo seed $seed] |"
+  done
+done
+echo "compare: $(( $(date +%s) - start )) s for the runs"
+"$BIN/clipo-report" "$COMPARE" --compare
