@@ -8,6 +8,12 @@
 //! metrics) the `con_lm_head/*` keys; `policy/metrics.json` (clipo-update) `actor/*`,
 //! `critic/*`, `response_length/*`, `timing_s/*`; `eval/<set>.json` gives
 //! `eval/<set>/accuracy`; `wall.json` (written by the demo driver) `timing_s/step_wall`.
+//! Where the reference verifier scored (REFERENCE.md §5: the last `\boxed{}` against the ground
+//! truth), `critic/boxed_fraction` and `eval/<set>/boxed_fraction` are the share of responses
+//! that wrote a `\boxed{}` at all: a model that has not learnt the format scores 0 whatever it
+//! knows, so this is the first thing RL teaches a small model.
+//!
+//! [`step_line`] is the one line per step the drivers print.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +78,9 @@ pub fn step_metrics(step: u64, dir: &Path) -> Result<Map<String, Value>> {
         if let Some(a) = v.pointer("/overall/accuracy") {
             m.insert("critic/accuracy".into(), a.clone());
         }
+        if let Some(b) = boxed_fraction(&v) {
+            m.insert("critic/boxed_fraction".into(), Value::from(b));
+        }
     }
     if let Some(v) = read_json(&dir.join("embed.json"))? {
         numbers_into(&mut m, "", &v);
@@ -98,10 +107,72 @@ pub fn step_metrics(step: u64, dir: &Path) -> Result<Map<String, Value>> {
                 if let Some(a) = v.pointer("/overall/accuracy") {
                     m.insert(format!("eval/{set}/accuracy"), a.clone());
                 }
+                if let Some(b) = boxed_fraction(&v) {
+                    m.insert(format!("eval/{set}/boxed_fraction"), Value::from(b));
+                }
             }
         }
     }
     Ok(m)
+}
+
+/// The share of responses with a `\boxed{}` in a clipo-verify summary, when every reason in it
+/// is one of the reference verifier's (a scorer program's reasons say nothing about boxes);
+/// `None` otherwise or when there is no response.
+pub fn boxed_fraction(summary: &Value) -> Option<f64> {
+    let reasons = summary.pointer("/overall/reasons")?.as_object()?;
+    let responses = summary.pointer("/overall/responses")?.as_f64().filter(|n| *n > 0.0)?;
+    let reference = |k: &str| crate::verify::Reason::ALL.iter().any(|r| r.as_str() == k);
+    if reasons.is_empty() || !reasons.keys().all(|k| reference(k)) {
+        return None;
+    }
+    let unboxed = reasons.get(crate::verify::Reason::NoBoxed.as_str()).and_then(Value::as_f64).unwrap_or(0.0);
+    Some(1.0 - unboxed / responses)
+}
+
+/// One line for a step of a run (`step`, or the last step directory when `None`), from the
+/// files its stages left: the mean total reward, the training accuracy and boxed fraction, the
+/// mean response length, the rollout's tokens/s, the step's seconds (the driver's wall clock
+/// where `wall.json` exists, else rollout + update), a word when the update changed nothing
+/// (`no-op update (every advantage 0)`), and each evaluation's accuracy (and boxed fraction).
+/// Step 0 is the evaluation of the starting policy alone.
+pub fn step_line(run: &Path, step: Option<u64>) -> Result<String> {
+    let steps = step_dirs(run)?;
+    let found = match step {
+        Some(n) => steps.iter().find(|(s, _)| *s == n),
+        None => steps.last(),
+    };
+    let Some((n, dir)) = found else {
+        return Ok(match step {
+            Some(n) => format!("step {n:>4}  not run yet"),
+            None => "no step yet".into(),
+        });
+    };
+    let m = step_metrics(*n, dir)?;
+    let num = |k: &str| m.get(k).and_then(Value::as_f64);
+    let fmt = |k: &str, p: usize| num(k).map_or("-".to_string(), |v| format!("{v:.p$}"));
+    let mut line = format!("step {n:>4}");
+    if *n > 0 {
+        line += &format!("  reward {}  acc {}", fmt("critic/rewards/mean", 3), fmt("critic/accuracy", 3));
+        if m.contains_key("critic/boxed_fraction") {
+            line += &format!("  boxed {}", fmt("critic/boxed_fraction", 2));
+        }
+        line += &format!("  len {}  {} tok/s", fmt("response_length/mean", 1), fmt("rollout/tokens_per_s", 0));
+        let seconds = num("timing_s/step_wall").or_else(|| Some(num("timing_s/rollout")? + num("timing_s/step")?));
+        line += &format!("  {}", seconds.map_or("-".to_string(), |s| format!("{s:.1} s")));
+        if let Some(why) = noop_update(dir)? {
+            line += &format!("  no-op update ({why})");
+        }
+    }
+    for (k, v) in &m {
+        if let Some(set) = k.strip_prefix("eval/").and_then(|k| k.strip_suffix("/accuracy")) {
+            line += &format!("  eval {set} {:.3}", v.as_f64().unwrap_or(0.0));
+            if let Some(b) = num(&format!("eval/{set}/boxed_fraction")) {
+                line += &format!(" (boxed {b:.2})");
+            }
+        }
+    }
+    Ok(line)
 }
 
 /// Rebuild `RUN/metrics.jsonl` and `RUN/summary.json`; returns the summary.
@@ -109,6 +180,7 @@ pub fn collect(run: &Path, algo: &str) -> Result<Value> {
     let steps = step_dirs(run)?;
     let mut lines = String::new();
     let mut evals: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
+    let mut boxed: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
     let mut seconds = 0f64;
     let mut last_step = 0;
     for (n, dir) in &steps {
@@ -116,6 +188,9 @@ pub fn collect(run: &Path, algo: &str) -> Result<Value> {
         for (k, v) in &m {
             if let Some(set) = k.strip_prefix("eval/").and_then(|k| k.strip_suffix("/accuracy")) {
                 evals.entry(set.to_string()).or_default().push((*n, v.as_f64().unwrap_or(0.0)));
+            }
+            if let Some(set) = k.strip_prefix("eval/").and_then(|k| k.strip_suffix("/boxed_fraction")) {
+                boxed.entry(set.to_string()).or_default().push((*n, v.as_f64().unwrap_or(0.0)));
             }
         }
         seconds += m.get("timing_s/step_wall").and_then(Value::as_f64).unwrap_or(0.0);
@@ -135,6 +210,12 @@ pub fn collect(run: &Path, algo: &str) -> Result<Value> {
             summary.insert(format!("{key}_accuracy_end"), Value::from(last.1));
         }
         summary.insert(format!("{key}_curve"), Value::from(curve.iter().map(|(s, a)| serde_json::json!([s, a])).collect::<Vec<_>>()));
+        if let Some(b) = boxed.get(set) {
+            if let (Some(first), Some(last)) = (b.first(), b.last()) {
+                summary.insert(format!("{key}_boxed_start"), Value::from(first.1));
+                summary.insert(format!("{key}_boxed_end"), Value::from(last.1));
+            }
+        }
     }
     let summary = Value::Object(summary);
     for (name, text) in [("metrics.jsonl", lines), ("summary.json", serde_json::to_string_pretty(&summary).expect("json") + "\n")] {
@@ -144,6 +225,74 @@ pub fn collect(run: &Path, algo: &str) -> Result<Value> {
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     }
     Ok(summary)
+}
+
+/// The few lines the drivers close a run with (after [`collect`]): the steps and their seconds,
+/// each evaluation set's accuracy (and boxed fraction) at its first and last evaluation, and the
+/// training reward and accuracy over the first and last fifth of the steps (per-step values are
+/// noisy: 16 prompts move a step's accuracy by several points).
+pub fn closing_summary(run: &Path) -> Result<String> {
+    let steps = step_dirs(run)?;
+    let metrics: Vec<(u64, Map<String, Value>)> = steps.iter().map(|(n, d)| Ok((*n, step_metrics(*n, d)?))).collect::<Result<_>>()?;
+    let trained: Vec<&(u64, Map<String, Value>)> = metrics.iter().filter(|(n, m)| *n > 0 && m.contains_key("critic/rewards/mean")).collect();
+    let seconds: f64 = metrics.iter().filter_map(|(_, m)| m.get("timing_s/step_wall").or(m.get("timing_s/step")).and_then(Value::as_f64)).sum();
+    let mut out = format!("{} steps, {:.0} s", trained.len(), seconds);
+    if metrics.iter().all(|(_, m)| !m.contains_key("timing_s/step_wall")) {
+        out += " in updates (the rollouts' seconds are in each step's rollout.json)";
+    }
+    out += "\n";
+    let mut sets: BTreeMap<String, Vec<(u64, f64, Option<f64>)>> = BTreeMap::new();
+    for (n, m) in &metrics {
+        for (k, v) in m {
+            if let Some(set) = k.strip_prefix("eval/").and_then(|k| k.strip_suffix("/accuracy")) {
+                let boxed = m.get(&format!("eval/{set}/boxed_fraction")).and_then(Value::as_f64);
+                sets.entry(set.to_string()).or_default().push((*n, v.as_f64().unwrap_or(0.0), boxed));
+            }
+        }
+    }
+    for (set, curve) in &sets {
+        let (first, last) = (curve[0], curve[curve.len() - 1]);
+        out += &format!("eval {set}: accuracy {:.3} -> {:.3} (step {} -> {})", first.1, last.1, first.0, last.0);
+        if let (Some(a), Some(b)) = (first.2, last.2) {
+            out += &format!(", boxed {a:.2} -> {b:.2}");
+        }
+        out += "\n";
+    }
+    if !trained.is_empty() {
+        let fifth = trained.len().div_ceil(5);
+        let (head, tail) = (&trained[..fifth], &trained[trained.len() - fifth..]);
+        let mean = |part: &[&(u64, Map<String, Value>)], key: &str| -> String {
+            let v: Vec<f64> = part.iter().filter_map(|(_, m)| m.get(key).and_then(Value::as_f64)).collect();
+            if v.is_empty() { "-".into() } else { format!("{:.3}", v.iter().sum::<f64>() / v.len() as f64) }
+        };
+        let span = |part: &[&(u64, Map<String, Value>)]| format!("steps {}-{}", part[0].0, part[part.len() - 1].0);
+        out += &format!(
+            "training reward {} ({}) -> {} ({}), accuracy {} -> {}",
+            mean(head, "critic/rewards/mean"),
+            span(head),
+            mean(tail, "critic/rewards/mean"),
+            span(tail),
+            mean(head, "critic/accuracy"),
+            mean(tail, "critic/accuracy")
+        );
+        let noop = steps.iter().filter(|(n, d)| *n > 0 && matches!(noop_update(d), Ok(Some(_)))).count();
+        if noop > 0 {
+            out += &format!("; {noop} of {} updates were no-ops", trained.len());
+        }
+        out += "\n";
+    }
+    Ok(out)
+}
+
+/// Why a step directory's update left the policy unchanged (`actor/updated` false in its
+/// `policy/metrics.json`: clipo-update's `actor/not_updated`), or `None` when it trained or has
+/// not run.
+fn noop_update(dir: &Path) -> Result<Option<String>> {
+    let Some(v) = read_json(&dir.join("policy").join(crate::stages::update::METRICS_FILE))? else { return Ok(None) };
+    if v.get("actor/updated") != Some(&Value::Bool(false)) {
+        return Ok(None);
+    }
+    Ok(Some(v.get("actor/not_updated").and_then(Value::as_str).unwrap_or("see the update's note").to_string()))
 }
 
 /// One epoch of a run as its steps' rollouts took it.

@@ -88,6 +88,19 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason the reference verifier gives.
+    pub const ALL: [Reason; 9] = [
+        Reason::NoBoxed,
+        Reason::UnclosedBrace,
+        Reason::Fbox,
+        Reason::MalformedBox,
+        Reason::NormalizedMatch,
+        Reason::SymbolicMatch,
+        Reason::Mismatch,
+        Reason::ChoiceMatch,
+        Reason::ChoiceMismatch,
+    ];
+
     /// The snake_case name, for logs and Parquet columns.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -273,6 +286,8 @@ mod tests {
         assert_eq!(Reason::NoBoxed.as_str(), "no_boxed");
         assert_eq!(Reason::SymbolicMatch.as_str(), "symbolic_match");
         assert_eq!(Reason::ChoiceMismatch.as_str(), "choice_mismatch");
+        let names: std::collections::BTreeSet<&str> = Reason::ALL.iter().map(Reason::as_str).collect();
+        assert_eq!(names.len(), Reason::ALL.len(), "ALL lists each reason once");
     }
 
     proptest::proptest! {
