@@ -146,6 +146,21 @@ pub struct Scored {
     pub extra: Option<String>,
 }
 
+/// The score `conrl-format` gives a wrong answer in a well-formed `\boxed{}` (reason `mismatch`
+/// or `choice_mismatch`): a tenth of a correct answer's, so a wrong answer never outranks a right
+/// one, while a group in which nothing is right still prefers the responses that kept the
+/// format. Not in the paper (REFERENCE.md §5 scores 1 or 0); a format reward in the manner of
+/// DeepSeek-R1's, for small models that rarely box their answer at first (the README's
+/// SmolLM2 recipe).
+pub const FORMAT_SCORE: f32 = 0.1;
+
+/// The paper's verdict with the format reward: [`FORMAT_SCORE`] instead of 0 for a wrong answer
+/// in a well-formed box; correctness, the extracted answer and the reason are unchanged.
+pub fn with_format_reward(v: Verdict) -> Verdict {
+    let boxed_but_wrong = matches!(v.reason, Reason::Mismatch | Reason::ChoiceMismatch);
+    Verdict { score: if boxed_but_wrong { FORMAT_SCORE } else { v.score }, ..v }
+}
+
 impl From<Verdict> for Scored {
     fn from(v: Verdict) -> Scored {
         Scored { extracted: v.extracted, correct: v.correct, score: v.score, reason: v.reason.as_str().into(), extra: None }
@@ -279,6 +294,16 @@ mod tests {
     #[test]
     fn boxed_ground_truth_is_reduced() {
         assert!(score(MATH, "\\boxed{7}", "so the answer is $\\boxed{7}$.").0);
+    }
+
+    #[test]
+    fn the_format_reward_scores_a_boxed_wrong_answer_only() {
+        let f = |resp: &str| with_format_reward(compute_score(MATH, resp, "7"));
+        assert_eq!((f("so \\boxed{7}").score, f("so \\boxed{7}").correct), (1.0, true));
+        assert_eq!((f("so \\boxed{8}").score, f("so \\boxed{8}").correct), (FORMAT_SCORE, false));
+        assert_eq!(f("so 7").score, 0.0);
+        assert_eq!(f("so \\boxed{7").score, 0.0, "an unclosed box is not the format");
+        assert_eq!(f("so \\boxed{8}").reason, Reason::Mismatch);
     }
 
     #[test]
