@@ -2,9 +2,10 @@
 # The embedded default, end to end on a CPU: build a tiny policy and its task, warm it up on
 # reference solutions, then run the RL loop (rollout -> verify -> embed -> update) with
 # GRPO + CLIPO (ALGO=clipo, default) or plain GRPO (ALGO=grpo) on the same seeds, evaluating the
-# held-out and perturbed splits every EVAL_EVERY steps. Writes runs/demo[-grpo]/{metrics.jsonl,
-# summary.json,report.html}. Every stage is a make target (scripts/loop.mk): run it again after
-# a kill and it continues where it stopped.
+# held-out and perturbed splits every EVAL_EVERY steps. Prints one line per step and a short
+# summary; writes runs/demo[-grpo]/{metrics.jsonl,summary.json,report.html,table.txt}. Every
+# stage is a make target (scripts/loop.mk): run it again after a kill and it continues where it
+# stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,7 +64,6 @@ for step in $(seq 0 "$STEPS"); do
   awk -v a="$start" -v b="$end" 'BEGIN { printf "{\"seconds\": %.3f}\n", b - a }' > "$dir/wall.json"
   "$BIN/clipo-report" "$RUN" --collect --algo "$ALGO" --line
 done
-"$BIN/clipo-report" "$RUN" --collect --algo "$ALGO" > /dev/null
-"$BIN/clipo-report" "$RUN" --out "$RUN/report.html"
-echo "demo: wrote $RUN/summary.json and $RUN/report.html"
-cat "$RUN/summary.json"
+# The closing summary (accuracy at the first and last evaluation, the training reward early and
+# late); the per-step table goes to $RUN/table.txt, the rest to the files it names.
+loop collect

@@ -195,8 +195,12 @@ all: step-0 $(foreach s,$(steps),step-$(s)) collect
 
 # The closing summary (clipo-report's, on stderr) and where the rest went.
 collect:
+ifeq ($(steps),)
+	@echo "no RL step (STEPS=0): the starting policy's evaluations are in $(RUN)/step-000000/eval/" >&2
+else
 	$(Q)$(BIN)/clipo-report $(RUN) --collect --algo $(ALGO) > $(RUN)/table.txt
 	@echo "per-step table $(RUN)/table.txt, metrics $(RUN)/metrics.jsonl, summary $(RUN)/summary.json, report $(RUN)/report.html" >&2
+endif
 
 # No `.SECONDARY:`: it would make every file intermediate, and make would leave a deleted
 # intermediate file missing. Every file here is an explicit target and is never deleted by make.
