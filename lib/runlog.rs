@@ -158,8 +158,7 @@ pub fn step_line(run: &Path, step: Option<u64>) -> Result<String> {
             line += &format!("  boxed {}", fmt("critic/boxed_fraction", 2));
         }
         line += &format!("  len {}  {} tok/s", fmt("response_length/mean", 1), fmt("rollout/tokens_per_s", 0));
-        let seconds = num("timing_s/step_wall").or_else(|| Some(num("timing_s/rollout")? + num("timing_s/step")?));
-        line += &format!("  {}", seconds.map_or("-".to_string(), |s| format!("{s:.1} s")));
+        line += &format!("  {}", step_seconds(&m).map_or("-".to_string(), |s| format!("{s:.1} s")));
         if let Some(why) = noop_update(dir)? {
             line += &format!("  no-op update ({why})");
         }
@@ -235,12 +234,8 @@ pub fn closing_summary(run: &Path) -> Result<String> {
     let steps = step_dirs(run)?;
     let metrics: Vec<(u64, Map<String, Value>)> = steps.iter().map(|(n, d)| Ok((*n, step_metrics(*n, d)?))).collect::<Result<_>>()?;
     let trained: Vec<&(u64, Map<String, Value>)> = metrics.iter().filter(|(n, m)| *n > 0 && m.contains_key("critic/rewards/mean")).collect();
-    let seconds: f64 = metrics.iter().filter_map(|(_, m)| m.get("timing_s/step_wall").or(m.get("timing_s/step")).and_then(Value::as_f64)).sum();
-    let mut out = format!("{} steps, {:.0} s", trained.len(), seconds);
-    if metrics.iter().all(|(_, m)| !m.contains_key("timing_s/step_wall")) {
-        out += " in updates (the rollouts' seconds are in each step's rollout.json)";
-    }
-    out += "\n";
+    let seconds: f64 = metrics.iter().filter(|(n, _)| *n > 0).filter_map(|(_, m)| step_seconds(m)).sum();
+    let mut out = format!("{} steps in {:.0} s\n", trained.len(), seconds);
     let mut sets: BTreeMap<String, Vec<(u64, f64, Option<f64>)>> = BTreeMap::new();
     for (n, m) in &metrics {
         for (k, v) in m {
@@ -282,6 +277,13 @@ pub fn closing_summary(run: &Path) -> Result<String> {
         out += "\n";
     }
     Ok(out)
+}
+
+/// A step's seconds: the driver's wall clock (`wall.json`) where there is one, else the
+/// rollout's and the update's (verify and embed take a fraction of a second).
+fn step_seconds(m: &Map<String, Value>) -> Option<f64> {
+    let num = |k: &str| m.get(k).and_then(Value::as_f64);
+    num("timing_s/step_wall").or_else(|| Some(num("timing_s/rollout")? + num("timing_s/step")?))
 }
 
 /// Why a step directory's update left the policy unchanged (`actor/updated` false in its
@@ -329,4 +331,69 @@ pub fn epoch_audit(run: &Path) -> Result<Vec<EpochAudit>> {
             EpochAudit { epoch, steps, prompts: ids.len(), distinct }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// A run of two steps as the stages leave it: step 0 evaluated, step 1 trained with every
+    /// advantage 0 (the update copied the policy through), step 2 trained and evaluated.
+    fn run_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let verify = |correct: u32, no_boxed: u32| {
+            format!(r#"{{"overall":{{"prompts":2,"responses":8,"correct":{correct},"accuracy":{},"pass_at":{{"pass@1":0.5}},"reasons":{{"normalized_match":{correct},"mismatch":{},"no_boxed":{no_boxed}}}}}}}"#, f64::from(correct) / 8.0, 8 - correct - no_boxed)
+        };
+        write(&d.join("step-000000/eval/test.json"), &verify(2, 4));
+        write(&d.join("step-000001/rollout.json"), r#"{"tokens_per_second":120.5,"seconds":10.0}"#);
+        write(&d.join("step-000001/verify.json"), &verify(0, 6));
+        write(&d.join("step-000001/policy/metrics.json"), r#"{"critic/rewards/mean":0.0,"response_length/mean":50.0,"timing_s/step":2.5,"actor/updated":false,"actor/not_updated":"every advantage 0"}"#);
+        write(&d.join("step-000002/rollout.json"), r#"{"tokens_per_second":130.0,"seconds":9.0}"#);
+        write(&d.join("step-000002/verify.json"), &verify(4, 0));
+        write(&d.join("step-000002/policy/metrics.json"), r#"{"critic/rewards/mean":0.5,"response_length/mean":40.0,"timing_s/step":3.0,"actor/updated":true}"#);
+        write(&d.join("step-000002/eval/test.json"), &verify(6, 1));
+        dir
+    }
+
+    #[test]
+    fn the_step_line_shows_a_no_op_update_and_the_boxed_fraction() {
+        let dir = run_dir();
+        let line = step_line(dir.path(), Some(1)).unwrap();
+        // 2 of 8 boxed; 10 s of rollout + 2.5 s of update.
+        assert_eq!(line, "step    1  reward 0.000  acc 0.000  boxed 0.25  len 50.0  120 tok/s  12.5 s  no-op update (every advantage 0)");
+        assert_eq!(step_line(dir.path(), None).unwrap(), "step    2  reward 0.500  acc 0.500  boxed 1.00  len 40.0  130 tok/s  12.0 s  eval test 0.750 (boxed 0.88)");
+        assert_eq!(step_line(dir.path(), Some(0)).unwrap(), "step    0  eval test 0.250 (boxed 0.50)");
+        assert_eq!(step_line(dir.path(), Some(7)).unwrap(), "step    7  not run yet");
+        // The driver's wall clock wins over rollout + update.
+        write(&dir.path().join("step-000002/wall.json"), r#"{"seconds": 14.25}"#);
+        assert!(step_line(dir.path(), Some(2)).unwrap().contains("  14.2 s  "), "{}", step_line(dir.path(), Some(2)).unwrap());
+    }
+
+    #[test]
+    fn the_closing_summary_gives_first_and_last_evaluations_and_counts_no_op_updates() {
+        let dir = run_dir();
+        collect(dir.path(), "clipo").unwrap();
+        let text = closing_summary(dir.path()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // (10 + 2.5) + (9 + 3) seconds.
+        assert_eq!(lines[0], "2 steps in 24 s", "{text}");
+        assert_eq!(lines[1], "eval test: accuracy 0.250 -> 0.750 (step 0 -> 2), boxed 0.50 -> 0.88", "{text}");
+        assert_eq!(lines[2], "training reward 0.000 (steps 1-1) -> 0.500 (steps 2-2), accuracy 0.000 -> 0.500; 1 of 2 updates were no-ops", "{text}");
+        let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap()).unwrap();
+        assert_eq!((summary["heldout_boxed_start"].as_f64(), summary["heldout_boxed_end"].as_f64()), (Some(0.5), Some(0.875)), "{summary}");
+    }
+
+    #[test]
+    fn a_scorer_programs_reasons_give_no_boxed_fraction() {
+        let v: Value = serde_json::from_str(r#"{"overall":{"responses":4,"reasons":{"exact_match":1,"mismatch":3}}}"#).unwrap();
+        assert_eq!(boxed_fraction(&v), None);
+        let v: Value = serde_json::from_str(r#"{"overall":{"responses":4,"reasons":{"no_boxed":1,"mismatch":3}}}"#).unwrap();
+        assert_eq!(boxed_fraction(&v), Some(0.75));
+    }
 }

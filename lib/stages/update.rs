@@ -536,7 +536,7 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     // Not trained (warm-up, every group dropped): the audit's ratios are 1.
     let mut done = Done { stats: vec![SeqStats { mean_ratio: 1.0, ..Default::default() }; rows.len()], ..Default::default() };
     let t_update = Instant::now();
-    let no_gradient = !warmup && !trainable.is_empty() && loss_has_no_gradient(cfg, &trainable, &adv, ref_lp.is_some(), kl_coef);
+    let no_gradient = !warmup && !trainable.is_empty() && loss_has_no_gradient(cfg, &trainable, &adv, ref_lp.is_some(), kl_coef, &pid)?;
     let (updated, skip_reason) = if warmup {
         note = Some(format!("actor warm-up: step {} < {}, the policy is copied through unchanged", cfg.step, cfg.actor_warmup));
         (false, Some("actor warm-up"))
@@ -791,17 +791,26 @@ fn optimise(b: &Batch, model: &crate::model::Model, optimizer: &mut Optimizer, o
 /// Whether this step's loss has no gradient at all, so that the optimiser step is skipped and
 /// `actor/updated` is false: every trained row's advantage is exactly 0 (REFERENCE.md §6: a
 /// group whose rewards are all equal has A = 0, so the PPO term is 0 for every token), the
-/// entropy coefficient is 0, and no KL term is in the loss, or the policy is the reference
-/// itself (step 1 of a run: the KL and its gradient are 0 but for rounding).
+/// entropy coefficient is 0, and no KL term is in the loss, or the policy has the reference's
+/// weights (step 1 of a run, or every step of an actor warm-up: the KL and its gradient are 0
+/// but for rounding; the weights are compared by hash only when the rest holds).
 ///
 /// Deviation from verl, which calls the optimiser on a zero gradient anyway: AdamW would then
 /// apply its weight decay and the momentum of earlier steps (and turn the rounding noise of a
 /// zero KL into a full learning-rate step, as Adam normalises the gradient's size away). Here
 /// such a step leaves the policy and the optimizer state as they were, and says so.
-fn loss_has_no_gradient(cfg: &UpdateConfig, trainable: &[usize], adv: &[f32], kl_computed: bool, kl_coef: f64) -> bool {
-    let same_as_ref = cfg.reference.as_deref().is_some_and(|r| crate::paths::canonical(r) == crate::paths::canonical(&cfg.policy));
-    let kl_in_loss = kl_computed && !cfg.kl_in_reward && kl_coef != 0.0 && !same_as_ref;
-    trainable.iter().all(|&i| adv[i] == 0.0) && cfg.entropy_coef == 0.0 && !kl_in_loss
+fn loss_has_no_gradient(cfg: &UpdateConfig, trainable: &[usize], adv: &[f32], kl_computed: bool, kl_coef: f64, policy: &str) -> Result<bool> {
+    if !trainable.iter().all(|&i| adv[i] == 0.0) || cfg.entropy_coef != 0.0 {
+        return Ok(false);
+    }
+    if !kl_computed || cfg.kl_in_reward || kl_coef == 0.0 {
+        return Ok(true);
+    }
+    let Some(reference) = cfg.reference.as_deref() else { return Ok(true) };
+    if crate::paths::canonical(reference) == crate::paths::canonical(&cfg.policy) {
+        return Ok(true);
+    }
+    Ok(policy_hash(&policy_id(reference)?) == policy_hash(policy))
 }
 
 /// Mixed precision: when the model computes in a narrower dtype than f32, the optimiser keeps

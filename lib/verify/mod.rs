@@ -146,8 +146,9 @@ pub struct Scored {
     pub extra: Option<String>,
 }
 
-/// The score `conrl-format` gives a wrong answer in a well-formed `\boxed{}` (reason `mismatch`
-/// or `choice_mismatch`): a tenth of a correct answer's, so a wrong answer never outranks a right
+/// The score `conrl-format` gives a wrong answer in a well-formed, non-empty `\boxed{}` (reason
+/// `mismatch` or `choice_mismatch`; an empty box, as in an echo of the instruction "within
+/// \boxed{}", gets nothing): a tenth of a correct answer's, so a wrong answer never outranks a right
 /// one, while a group in which nothing is right still prefers the responses that kept the
 /// format. Not in the paper (REFERENCE.md §5 scores 1 or 0); a format reward in the manner of
 /// DeepSeek-R1's, for small models that rarely box their answer at first (the README's
@@ -155,9 +156,11 @@ pub struct Scored {
 pub const FORMAT_SCORE: f32 = 0.1;
 
 /// The paper's verdict with the format reward: [`FORMAT_SCORE`] instead of 0 for a wrong answer
-/// in a well-formed box; correctness, the extracted answer and the reason are unchanged.
+/// in a well-formed, non-empty box; correctness, the extracted answer and the reason are
+/// unchanged.
 pub fn with_format_reward(v: Verdict) -> Verdict {
-    let boxed_but_wrong = matches!(v.reason, Reason::Mismatch | Reason::ChoiceMismatch);
+    let answered = v.extracted.as_deref().is_some_and(|e| !e.trim().is_empty());
+    let boxed_but_wrong = answered && matches!(v.reason, Reason::Mismatch | Reason::ChoiceMismatch);
     Verdict { score: if boxed_but_wrong { FORMAT_SCORE } else { v.score }, ..v }
 }
 
@@ -303,6 +306,7 @@ mod tests {
         assert_eq!((f("so \\boxed{8}").score, f("so \\boxed{8}").correct), (FORMAT_SCORE, false));
         assert_eq!(f("so 7").score, 0.0);
         assert_eq!(f("so \\boxed{7").score, 0.0, "an unclosed box is not the format");
+        assert_eq!(f("the answer within \\boxed{}.").score, 0.0, "an empty box is no answer");
         assert_eq!(f("so \\boxed{8}").reason, Reason::Mismatch);
     }
 
