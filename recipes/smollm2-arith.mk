@@ -3,7 +3,11 @@
 # (scripts/smollm2_learn.sh: it fetches the model and makes the task first); anything on the
 # command line wins, as with the paper's recipes. Measured run: README "A real model on this CPU".
 #
-# What departs from the paper's Track I (recipes/track1-gsm8k.mk), and why:
+# Measured on 2026-12-06 (this project's 2-core VM, partly shared): 20 min 48 s for
+# `make smollm2-learn` with the model imported; held-out greedy accuracy 11.5% -> 57.0% -> 79.5%
+# at steps 0, 6, 12, boxed answers 65% -> 100%; 7.1 GB of disk, 8.1 GB peak memory.
+#
+# What departs from the paper's Track I (REFERENCE.md §7, recipes/track1-gsm8k.mk), and why:
 # - the task: one addition or subtraction, no distractor (clipo-data arith --steps 1
 #   --distractor-prob 0), where a 135M model answers some problems right at step 0; it answers
 #   almost no GSM8K problem;

@@ -415,3 +415,38 @@ fn eval_writes_under_runs_and_shows_its_limits() {
     assert!(stderr(&o).contains(&format!("{} is not a model directory", d.join("data").display())), "{}", stderr(&o));
     assert!(!repo.join("runs/eval").join(s(&d.join("data")).trim_start_matches('/').replace('/', "_")).exists());
 }
+
+/// The SmolLM2 recipe as make reads it (a dry run, `make -n`: nothing is executed, so neither the
+/// model nor the binaries are needed): its system prompt, stop string, sampling, update flags and
+/// scorer reach the stages' command lines whole, in the shell quoting that keeps them one argument.
+#[test]
+fn the_smollm2_recipe_reaches_the_stages_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (run_dir, policy) = (d.join("run"), d.join("policy"));
+    for f in [policy.join("config.json"), run_dir.join("data/train.parquet"), run_dir.join("data/test.parquet")] {
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, "").unwrap();
+    }
+    let o = Command::new("make")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .args(["--no-print-directory", "-n", "-f", "scripts/loop.mk", "RECIPE=recipes/smollm2-arith.mk"])
+        .arg(format!("RUN={}", run_dir.display()))
+        .arg(format!("POLICY={}", policy.display()))
+        .args(["step-0", "step-1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout);
+    let line = |stage: &str, needle: &str| printed.lines().find(|l| l.contains(stage) && l.contains(needle)).unwrap_or_else(|| panic!("no {stage} line with {needle}:\n{printed}")).to_string();
+    let prompt = "--system-prompt 'Solve the problem in one short sentence and end with the answer in the form \\boxed{N}. Example: Tom has 3 apples. He buys 2 more apples. How many apples does Tom have now? Answer: 3 + 2 = 5. The answer is \\boxed{5}.'";
+    let rollout = line("clipo-rollout", "--per-step");
+    for flag in [prompt, "--stop '}.'", "--per-step 8", "--n 8", "--max-new-tokens 64", "--temperature 0.5"] {
+        assert!(rollout.contains(flag), "{flag} not in {rollout}");
+    }
+    let eval = line("clipo-rollout", "--greedy");
+    assert!(eval.contains(prompt) && eval.contains("--stop '}.'") && eval.contains("/data/test.parquet"), "{eval}");
+    assert!(line("clipo-verify", "trajectories.parquet").contains("--scorer conrl-format"), "{printed}");
+    let update = line("clipo-update", "--policy");
+    assert!(update.contains("--lr 2e-5 --kl off") && update.contains("--total-steps 12"), "{update}");
+}
