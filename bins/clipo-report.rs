@@ -25,8 +25,9 @@ struct Args {
     /// RUN_DIR/report.md, the Markdown report, with --compare). Not used with --samples.
     #[arg(long, conflicts_with = "samples")]
     out: Option<PathBuf>,
-    /// The step to audit (its directory is RUN_DIR/step-NNNNNN); required with --samples.
-    #[arg(long, requires = "samples")]
+    /// The step to audit (its directory is RUN_DIR/step-NNNNNN) with --samples, or to print
+    /// with --line.
+    #[arg(long)]
     step: Option<u64>,
     /// Audit the responses of --step instead of writing the report: every response of the
     /// chosen prompts with score, contrastive reward, advantage, extracted answer and excerpt.
@@ -46,9 +47,9 @@ struct Args {
     /// With --collect: the algorithm name written into summary.json.
     #[arg(long, default_value = "clipo", requires = "collect")]
     algo: String,
-    /// With --collect: print one line for the last step (step, reward, accuracy, KL,
-    /// contrastive loss, response length, seconds, evaluations) and write no report.
-    #[arg(long, requires = "collect")]
+    /// Print one line for --step (default: the last step): reward, accuracy, boxed fraction,
+    /// response length, tokens/s, seconds, a no-op update, evaluations; write no report.
+    #[arg(long, conflicts_with_all = ["samples", "out"])]
     line: bool,
     /// Print, per epoch, the steps and the prompts their rollouts took (total and distinct: with
     /// --per-step's drop_last epochs each prompt is seen at most once an epoch) and write no
@@ -113,8 +114,8 @@ fn run(mode: Mode) -> anyhow::Result<()> {
             let run = report::load_run(&run_dir).context("clipo-report")?;
             report::write_atomic(&out, &report::render_html(&run)).context("writing the report")?;
             print!("{}", report::terminal_table(&run));
-            let rl = run.steps.iter().filter(|s| s.step > 0).count();
-            eprintln!("clipo-report: {rl} RL steps, report written to {}", out.display());
+            eprintln!("clipo-report: {} steps, report written to {}", run.steps.len(), out.display());
+            eprint!("{}", clipo::runlog::closing_summary(&run_dir).with_context(|| format!("clipo-report {}", run_dir.display()))?);
         }
         Mode::Compare { dir, out } => {
             let c = report::compare::load(&dir).context("clipo-report --compare")?;
@@ -132,30 +133,6 @@ fn run(mode: Mode) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// One line for the last step of a run, from its collected metrics.
-fn last_step_line(run_dir: &std::path::Path) -> anyhow::Result<String> {
-    let steps = clipo::runlog::step_dirs(run_dir)?;
-    let Some((n, dir)) = steps.last() else { return Ok("no step yet".into()) };
-    let m = clipo::runlog::step_metrics(*n, dir)?;
-    let num = |k: &str| m.get(k).and_then(|v| v.as_f64());
-    let fmt = |k: &str, p: usize| num(k).map_or("-".to_string(), |v| format!("{v:.p$}"));
-    let mut line = format!(
-        "step {n:>4}  reward {}  acc {}  kl {}  con_loss {}  len {}  {}s",
-        fmt("critic/rewards/mean", 3),
-        fmt("critic/accuracy", 3),
-        num("actor/kl_loss").filter(|v| *v != 0.0).or(num("actor/ppo_kl")).map_or("-".into(), |v| format!("{v:.2e}")),
-        fmt("con_lm_head/loss", 3),
-        fmt("response_length/mean", 1),
-        fmt("timing_s/step_wall", 1),
-    );
-    for (k, v) in &m {
-        if let Some(set) = k.strip_prefix("eval/").and_then(|k| k.strip_suffix("/accuracy")) {
-            line += &format!("  eval {set} {:.3}", v.as_f64().unwrap_or(0.0));
-        }
-    }
-    Ok(line)
 }
 
 fn main() -> ExitCode {
@@ -182,10 +159,23 @@ fn main() -> ExitCode {
             }
         };
     }
-    if args.collect {
-        let done = clipo::runlog::collect(&args.run_dir, &args.algo)
-            .context("clipo-report --collect")
-            .and_then(|_| if args.line { last_step_line(&args.run_dir).map(|l| println!("{l}")).map(|_| true) } else { Ok(false) });
+    if args.step.is_some() && !args.samples && !args.line {
+        eprintln!("error: --step needs --samples (audit the step's responses) or --line (print its line)");
+        return ExitCode::from(2);
+    }
+    if args.collect || args.line {
+        let collected = if args.collect {
+            clipo::runlog::collect(&args.run_dir, &args.algo).map(|_| ()).with_context(|| format!("clipo-report {} --collect", args.run_dir.display()))
+        } else {
+            Ok(())
+        };
+        let done = collected.and_then(|_| {
+            if args.line {
+                let line = clipo::runlog::step_line(&args.run_dir, args.step).with_context(|| format!("clipo-report {} --line", args.run_dir.display()))?;
+                println!("{line}");
+            }
+            Ok(args.line)
+        });
         match done {
             Ok(true) => return ExitCode::SUCCESS,
             Ok(false) => {}

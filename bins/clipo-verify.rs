@@ -37,7 +37,8 @@ struct Args {
     /// The scorer of every data source that no --scorer-for rule takes: a command line run as
     /// `sh -c 'CMD'`, one JSON line per response in and out (schemas/scorer.md), e.g.
     /// 'python3 scripts/verl_scorer.py my_reward.py' for a verl reward file; or a built-in:
-    /// builtin or conrl (the paper's verifier, the default), gsm8k (verl's, strict `#### 72`),
+    /// builtin or conrl (the paper's verifier, the default), conrl-format (the same, and 0.1
+    /// for a wrong answer in a non-empty \boxed{}), gsm8k (verl's, strict `#### 72`),
     /// gsm8k-flexible (verl's, the last number).
     #[arg(long, value_name = "CMD")]
     scorer: Option<String>,

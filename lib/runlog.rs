@@ -10,6 +10,12 @@
 //! `con_lm_head/*` keys; `policy/metrics.json` (clipo-update) `actor/*`, `critic/*`,
 //! `response_length/*`, `timing_s/*`; `eval/<set>.json` gives `eval/<set>/accuracy` and
 //! `eval/<set>/lucky_fraction`; `wall.json` (written by the demo driver) `timing_s/step_wall`.
+//! Where the reference verifier scored (REFERENCE.md §5: the last `\boxed{}` against the ground
+//! truth), `critic/boxed_fraction` and `eval/<set>/boxed_fraction` are the share of responses
+//! that wrote a `\boxed{}` at all: a model that has not learnt the format scores 0 whatever it
+//! knows, so this is the first thing RL teaches a small model.
+//!
+//! [`step_line`] is the one line per step the drivers print.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -77,6 +83,9 @@ pub fn step_metrics(step: u64, dir: &Path) -> Result<Map<String, Value>> {
         if let Some(f) = v.pointer("/overall/process/lucky_fraction").filter(|f| f.is_number()) {
             m.insert("critic/lucky_fraction".into(), f.clone());
         }
+        if let Some(b) = boxed_fraction(&v) {
+            m.insert("critic/boxed_fraction".into(), Value::from(b));
+        }
     }
     if let Some(v) = read_json(&dir.join("embed.json"))? {
         numbers_into(&mut m, "", &v);
@@ -106,10 +115,71 @@ pub fn step_metrics(step: u64, dir: &Path) -> Result<Map<String, Value>> {
                 if let Some(f) = v.pointer("/overall/process/lucky_fraction").filter(|f| f.is_number()) {
                     m.insert(format!("eval/{set}/lucky_fraction"), f.clone());
                 }
+                if let Some(b) = boxed_fraction(&v) {
+                    m.insert(format!("eval/{set}/boxed_fraction"), Value::from(b));
+                }
             }
         }
     }
     Ok(m)
+}
+
+/// The share of responses with a `\boxed{}` in a clipo-verify summary, when every reason in it
+/// is one of the reference verifier's (a scorer program's reasons say nothing about boxes);
+/// `None` otherwise or when there is no response.
+pub fn boxed_fraction(summary: &Value) -> Option<f64> {
+    let reasons = summary.pointer("/overall/reasons")?.as_object()?;
+    let responses = summary.pointer("/overall/responses")?.as_f64().filter(|n| *n > 0.0)?;
+    let reference = |k: &str| crate::verify::Reason::ALL.iter().any(|r| r.as_str() == k);
+    if reasons.is_empty() || !reasons.keys().all(|k| reference(k)) {
+        return None;
+    }
+    let unboxed = reasons.get(crate::verify::Reason::NoBoxed.as_str()).and_then(Value::as_f64).unwrap_or(0.0);
+    Some(1.0 - unboxed / responses)
+}
+
+/// One line for a step of a run (`step`, or the last step directory when `None`), from the
+/// files its stages left: the mean total reward, the training accuracy and boxed fraction, the
+/// mean response length, the rollout's tokens/s, the step's seconds (the driver's wall clock
+/// where `wall.json` exists, else rollout + update), a word when the update changed nothing
+/// (`no-op update (every advantage 0)`), and each evaluation's accuracy (and boxed fraction).
+/// Step 0 is the evaluation of the starting policy alone.
+pub fn step_line(run: &Path, step: Option<u64>) -> Result<String> {
+    let steps = step_dirs(run)?;
+    let found = match step {
+        Some(n) => steps.iter().find(|(s, _)| *s == n),
+        None => steps.last(),
+    };
+    let Some((n, dir)) = found else {
+        return Ok(match step {
+            Some(n) => format!("step {n:>4}  not run yet"),
+            None => "no step yet".into(),
+        });
+    };
+    let m = step_metrics(*n, dir)?;
+    let num = |k: &str| m.get(k).and_then(Value::as_f64);
+    let fmt = |k: &str, p: usize| num(k).map_or("-".to_string(), |v| format!("{v:.p$}"));
+    let mut line = format!("step {n:>4}");
+    if *n > 0 {
+        line += &format!("  reward {}  acc {}", fmt("critic/rewards/mean", 3), fmt("critic/accuracy", 3));
+        if m.contains_key("critic/boxed_fraction") {
+            line += &format!("  boxed {}", fmt("critic/boxed_fraction", 2));
+        }
+        line += &format!("  len {}  {} tok/s", fmt("response_length/mean", 1), fmt("rollout/tokens_per_s", 0));
+        line += &format!("  {}", step_seconds(&m).map_or("-".to_string(), |s| format!("{s:.1} s")));
+        if let Some(why) = noop_update(dir)? {
+            line += &format!("  no-op update ({why})");
+        }
+    }
+    for (k, v) in &m {
+        if let Some(set) = k.strip_prefix("eval/").and_then(|k| k.strip_suffix("/accuracy")) {
+            line += &format!("  eval {set} {:.3}", v.as_f64().unwrap_or(0.0));
+            if let Some(b) = num(&format!("eval/{set}/boxed_fraction")) {
+                line += &format!(" (boxed {b:.2})");
+            }
+        }
+    }
+    Ok(line)
 }
 
 /// Rebuild `RUN/metrics.jsonl` and `RUN/summary.json`; returns the summary.
@@ -118,6 +188,7 @@ pub fn collect(run: &Path, algo: &str) -> Result<Value> {
     let mut lines = String::new();
     let mut evals: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
     let mut lucky: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
+    let mut boxed: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
     let mut seconds = 0f64;
     let mut last_step = 0;
     for (n, dir) in &steps {
@@ -128,6 +199,9 @@ pub fn collect(run: &Path, algo: &str) -> Result<Value> {
             }
             if let Some(set) = k.strip_prefix("eval/").and_then(|k| k.strip_suffix("/lucky_fraction")) {
                 lucky.entry(set.to_string()).or_default().push((*n, v.as_f64().unwrap_or(0.0)));
+            }
+            if let Some(set) = k.strip_prefix("eval/").and_then(|k| k.strip_suffix("/boxed_fraction")) {
+                boxed.entry(set.to_string()).or_default().push((*n, v.as_f64().unwrap_or(0.0)));
             }
         }
         seconds += m.get("timing_s/step_wall").and_then(Value::as_f64).unwrap_or(0.0);
@@ -147,6 +221,12 @@ pub fn collect(run: &Path, algo: &str) -> Result<Value> {
             summary.insert(format!("{key}_accuracy_end"), Value::from(last.1));
         }
         summary.insert(format!("{key}_curve"), Value::from(curve.iter().map(|(s, a)| serde_json::json!([s, a])).collect::<Vec<_>>()));
+        if let Some(b) = boxed.get(set) {
+            if let (Some(first), Some(last)) = (b.first(), b.last()) {
+                summary.insert(format!("{key}_boxed_start"), Value::from(first.1));
+                summary.insert(format!("{key}_boxed_end"), Value::from(last.1));
+            }
+        }
     }
     // The step checker's lucky fraction of each evaluation (embedded task only).
     for (set, curve) in &lucky {
@@ -165,6 +245,77 @@ pub fn collect(run: &Path, algo: &str) -> Result<Value> {
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     }
     Ok(summary)
+}
+
+/// The few lines the drivers close a run with (after [`collect`]): the steps and their seconds,
+/// each evaluation set's accuracy (and boxed fraction) at its first and last evaluation, and the
+/// training reward and accuracy over the first and last fifth of the steps (per-step values are
+/// noisy: 16 prompts move a step's accuracy by several points).
+pub fn closing_summary(run: &Path) -> Result<String> {
+    let steps = step_dirs(run)?;
+    let metrics: Vec<(u64, Map<String, Value>)> = steps.iter().map(|(n, d)| Ok((*n, step_metrics(*n, d)?))).collect::<Result<_>>()?;
+    let trained: Vec<&(u64, Map<String, Value>)> = metrics.iter().filter(|(n, m)| *n > 0 && m.contains_key("critic/rewards/mean")).collect();
+    let seconds: f64 = metrics.iter().filter(|(n, _)| *n > 0).filter_map(|(_, m)| step_seconds(m)).sum();
+    let mut out = format!("{} steps in {:.0} s\n", trained.len(), seconds);
+    let mut sets: BTreeMap<String, Vec<(u64, f64, Option<f64>)>> = BTreeMap::new();
+    for (n, m) in &metrics {
+        for (k, v) in m {
+            if let Some(set) = k.strip_prefix("eval/").and_then(|k| k.strip_suffix("/accuracy")) {
+                let boxed = m.get(&format!("eval/{set}/boxed_fraction")).and_then(Value::as_f64);
+                sets.entry(set.to_string()).or_default().push((*n, v.as_f64().unwrap_or(0.0), boxed));
+            }
+        }
+    }
+    for (set, curve) in &sets {
+        let (first, last) = (curve[0], curve[curve.len() - 1]);
+        out += &format!("eval {set}: accuracy {:.3} -> {:.3} (step {} -> {})", first.1, last.1, first.0, last.0);
+        if let (Some(a), Some(b)) = (first.2, last.2) {
+            out += &format!(", boxed {a:.2} -> {b:.2}");
+        }
+        out += "\n";
+    }
+    if !trained.is_empty() {
+        let fifth = trained.len().div_ceil(5);
+        let (head, tail) = (&trained[..fifth], &trained[trained.len() - fifth..]);
+        let mean = |part: &[&(u64, Map<String, Value>)], key: &str| -> String {
+            let v: Vec<f64> = part.iter().filter_map(|(_, m)| m.get(key).and_then(Value::as_f64)).collect();
+            if v.is_empty() { "-".into() } else { format!("{:.3}", v.iter().sum::<f64>() / v.len() as f64) }
+        };
+        let span = |part: &[&(u64, Map<String, Value>)]| format!("steps {}-{}", part[0].0, part[part.len() - 1].0);
+        out += &format!(
+            "training reward {} ({}) -> {} ({}), accuracy {} -> {}",
+            mean(head, "critic/rewards/mean"),
+            span(head),
+            mean(tail, "critic/rewards/mean"),
+            span(tail),
+            mean(head, "critic/accuracy"),
+            mean(tail, "critic/accuracy")
+        );
+        let noop = steps.iter().filter(|(n, d)| *n > 0 && matches!(noop_update(d), Ok(Some(_)))).count();
+        if noop > 0 {
+            out += &format!("; {noop} of {} updates were no-ops", trained.len());
+        }
+        out += "\n";
+    }
+    Ok(out)
+}
+
+/// A step's seconds: the driver's wall clock (`wall.json`) where there is one, else the
+/// rollout's and the update's (verify and embed take a fraction of a second).
+fn step_seconds(m: &Map<String, Value>) -> Option<f64> {
+    let num = |k: &str| m.get(k).and_then(Value::as_f64);
+    num("timing_s/step_wall").or_else(|| Some(num("timing_s/rollout")? + num("timing_s/step")?))
+}
+
+/// Why a step directory's update left the policy unchanged (`actor/updated` false in its
+/// `policy/metrics.json`: clipo-update's `actor/not_updated`), or `None` when it trained or has
+/// not run.
+fn noop_update(dir: &Path) -> Result<Option<String>> {
+    let Some(v) = read_json(&dir.join("policy").join(crate::stages::update::METRICS_FILE))? else { return Ok(None) };
+    if v.get("actor/updated") != Some(&Value::Bool(false)) {
+        return Ok(None);
+    }
+    Ok(Some(v.get("actor/not_updated").and_then(Value::as_str).unwrap_or("see the update's note").to_string()))
 }
 
 /// One epoch of a run as its steps' rollouts took it.
@@ -201,4 +352,69 @@ pub fn epoch_audit(run: &Path) -> Result<Vec<EpochAudit>> {
             EpochAudit { epoch, steps, prompts: ids.len(), distinct }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// A run of two steps as the stages leave it: step 0 evaluated, step 1 trained with every
+    /// advantage 0 (the update copied the policy through), step 2 trained and evaluated.
+    fn run_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let verify = |correct: u32, no_boxed: u32| {
+            format!(r#"{{"overall":{{"prompts":2,"responses":8,"correct":{correct},"accuracy":{},"pass_at":{{"pass@1":0.5}},"reasons":{{"normalized_match":{correct},"mismatch":{},"no_boxed":{no_boxed}}}}}}}"#, f64::from(correct) / 8.0, 8 - correct - no_boxed)
+        };
+        write(&d.join("step-000000/eval/test.json"), &verify(2, 4));
+        write(&d.join("step-000001/rollout.json"), r#"{"tokens_per_second":120.5,"seconds":10.0}"#);
+        write(&d.join("step-000001/verify.json"), &verify(0, 6));
+        write(&d.join("step-000001/policy/metrics.json"), r#"{"critic/rewards/mean":0.0,"response_length/mean":50.0,"timing_s/step":2.5,"actor/updated":false,"actor/not_updated":"every advantage 0"}"#);
+        write(&d.join("step-000002/rollout.json"), r#"{"tokens_per_second":130.0,"seconds":9.0}"#);
+        write(&d.join("step-000002/verify.json"), &verify(4, 0));
+        write(&d.join("step-000002/policy/metrics.json"), r#"{"critic/rewards/mean":0.5,"response_length/mean":40.0,"timing_s/step":3.0,"actor/updated":true}"#);
+        write(&d.join("step-000002/eval/test.json"), &verify(6, 1));
+        dir
+    }
+
+    #[test]
+    fn the_step_line_shows_a_no_op_update_and_the_boxed_fraction() {
+        let dir = run_dir();
+        let line = step_line(dir.path(), Some(1)).unwrap();
+        // 2 of 8 boxed; 10 s of rollout + 2.5 s of update.
+        assert_eq!(line, "step    1  reward 0.000  acc 0.000  boxed 0.25  len 50.0  120 tok/s  12.5 s  no-op update (every advantage 0)");
+        assert_eq!(step_line(dir.path(), None).unwrap(), "step    2  reward 0.500  acc 0.500  boxed 1.00  len 40.0  130 tok/s  12.0 s  eval test 0.750 (boxed 0.88)");
+        assert_eq!(step_line(dir.path(), Some(0)).unwrap(), "step    0  eval test 0.250 (boxed 0.50)");
+        assert_eq!(step_line(dir.path(), Some(7)).unwrap(), "step    7  not run yet");
+        // The driver's wall clock wins over rollout + update.
+        write(&dir.path().join("step-000002/wall.json"), r#"{"seconds": 14.25}"#);
+        assert!(step_line(dir.path(), Some(2)).unwrap().contains("  14.2 s  "), "{}", step_line(dir.path(), Some(2)).unwrap());
+    }
+
+    #[test]
+    fn the_closing_summary_gives_first_and_last_evaluations_and_counts_no_op_updates() {
+        let dir = run_dir();
+        collect(dir.path(), "clipo").unwrap();
+        let text = closing_summary(dir.path()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // (10 + 2.5) + (9 + 3) seconds.
+        assert_eq!(lines[0], "2 steps in 24 s", "{text}");
+        assert_eq!(lines[1], "eval test: accuracy 0.250 -> 0.750 (step 0 -> 2), boxed 0.50 -> 0.88", "{text}");
+        assert_eq!(lines[2], "training reward 0.000 (steps 1-1) -> 0.500 (steps 2-2), accuracy 0.000 -> 0.500; 1 of 2 updates were no-ops", "{text}");
+        let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap()).unwrap();
+        assert_eq!((summary["heldout_boxed_start"].as_f64(), summary["heldout_boxed_end"].as_f64()), (Some(0.5), Some(0.875)), "{summary}");
+    }
+
+    #[test]
+    fn a_scorer_programs_reasons_give_no_boxed_fraction() {
+        let v: Value = serde_json::from_str(r#"{"overall":{"responses":4,"reasons":{"exact_match":1,"mismatch":3}}}"#).unwrap();
+        assert_eq!(boxed_fraction(&v), None);
+        let v: Value = serde_json::from_str(r#"{"overall":{"responses":4,"reasons":{"no_boxed":1,"mismatch":3}}}"#).unwrap();
+        assert_eq!(boxed_fraction(&v), Some(0.75));
+    }
 }

@@ -3,8 +3,8 @@
 # reference solutions, then run the RL loop (rollout -> verify -> embed -> update) with
 # GRPO + CLIPO (ALGO=clipo, default), plain GRPO (ALGO=grpo) or CLIPO with a fixed, untrained
 # head (ALGO=clipo-fixed, the paper's ablation: clipo-embed --fixed-head) on the same seeds,
-# evaluating the held-out and perturbed splits every EVAL_EVERY steps. Writes
-# runs/demo[-ALGO]/{metrics.jsonl,summary.json,report.html}. Every stage is a make target
+# evaluating the held-out and perturbed splits every EVAL_EVERY steps. Prints one line per step
+# and a short summary; writes runs/demo[-ALGO]/{metrics.jsonl,summary.json,report.html,table.txt}. Every stage is a make target
 # (scripts/loop.mk): run it again after a kill and it continues where it stopped.
 #
 # The warm start (BASE: task, tiny policy, SFT) is made once from BASE_SEED (default SEED) and
@@ -90,7 +90,6 @@ for step in $(seq 0 "$STEPS"); do
   awk -v a="$start" -v b="$end" 'BEGIN { printf "{\"seconds\": %.3f}\n", b - a }' > "$dir/wall.json"
   "$BIN/clipo-report" "$RUN" --collect --algo "$ALGO" --line
 done
-"$BIN/clipo-report" "$RUN" --collect --algo "$ALGO" > /dev/null
-"$BIN/clipo-report" "$RUN" --out "$RUN/report.html"
-echo "demo: wrote $RUN/summary.json and $RUN/report.html"
-cat "$RUN/summary.json"
+# The closing summary (accuracy at the first and last evaluation, the training reward early and
+# late); the per-step table goes to $RUN/table.txt, the rest to the files it names.
+loop collect

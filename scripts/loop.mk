@@ -7,8 +7,14 @@
 # Layout: $(RUN)/step-000003/{trajectories,rewards,embeddings}.parquet, head.safetensors(.json),
 # policy/ (model, optimizer, advantages.parquet, metrics.json), eval/<set>.json (clipo-verify
 # summaries of greedy rollouts), and the stages' JSON lines (rollout.json, verify.json,
-# embed.json); verify.log holds clipo-verify's table (accuracy, scores and reasons per data
-# source). $(RUN)/metrics.jsonl collects one line per step (`clipo-report RUN --collect`).
+# embed.json, update.json); each stage's messages are in its .log beside them (verify.log holds
+# clipo-verify's table: accuracy, scores and reasons per data source), shown when it fails.
+# $(RUN)/metrics.jsonl collects one line per step (`clipo-report RUN --collect`).
+#
+# Output: one line per step (`clipo-report RUN --line --step N`: reward, accuracy, boxed
+# fraction, length, tokens/s, seconds, a no-op update, evaluations); an evaluation shows the
+# rollout's progress bar (on a terminal) and its one line; `all` ends with a short summary and
+# writes the per-step table to $(RUN)/table.txt. VERBOSE=1 echoes every command.
 #
 # Your own reward: VERIFY_ARGS goes to every clipo-verify (training steps and evaluation), e.g.
 #   make -f scripts/loop.mk ... VERIFY_ARGS="--scorer 'python3 scripts/verl_scorer.py my_reward.py'"
@@ -63,6 +69,9 @@ DS_METRIC ?= correct
 # Optimizer states to keep: `last` (the newest step's only: 8 bytes a parameter, 25 GB a step
 # at 3B) or `all`.
 KEEP_OPTIMIZER ?= last
+# 1: echo each command as make runs it.
+VERBOSE ?= 0
+Q := $(if $(filter 1,$(VERBOSE)),,@)
 
 # Settings take effect or are refused: the settings that make a run what it is are recorded in
 # $(RUN)/settings.txt by its first invocation; a later one with any of them changed stops before
@@ -116,39 +125,42 @@ define STEP
 ifeq ($(DYNAMIC_SAMPLING),1)
 $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rollout.json $(call step_dir,$(1))/rewards.parquet $(call step_dir,$(1))/verify.json &: $(call policy_file,$(2)) $(PROMPTS)
 	@mkdir -p $(call step_dir,$(1))
-	BIN=$(BIN) POLICY_DIR=$(call policy_dir,$(2)) PROMPTS=$(PROMPTS) STEP=$(1) STEP_DIR=$(call step_dir,$(1)) PER_STEP=$(PER_STEP) N=$(N) \
+	$(Q)BIN=$(BIN) POLICY_DIR=$(call policy_dir,$(2)) PROMPTS=$(PROMPTS) STEP=$(1) STEP_DIR=$(call step_dir,$(1)) PER_STEP=$(PER_STEP) N=$(N) \
 	  MAX_NEW=$(MAX_NEW) TEMPERATURE=$(TEMPERATURE) SEED=$(SEED) ROLLOUT_ARGS="$(RECIPE_ROLLOUT_ARGS) $(ROLLOUT_ARGS) $(engine_flags)" \
 	  MAX_ROUNDS=$(MAX_ROUNDS) METRIC=$(DS_METRIC) scripts/dynamic_sampling.sh
 	@touch $(foreach f,trajectories.parquet rollout.json rewards.parquet verify.json,$(call step_dir,$(1))/$(f))
 else
 $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rollout.json &: $(call policy_file,$(2)) $(PROMPTS)
 	@mkdir -p $(call step_dir,$(1))
-	$(BIN)/clipo-rollout --policy $(call policy_dir,$(2)) --prompts $(PROMPTS) --per-step $(PER_STEP) --step $(1) --n $(N) \
+	$(Q)$(BIN)/clipo-rollout --policy $(call policy_dir,$(2)) --prompts $(PROMPTS) --per-step $(PER_STEP) --step $(1) --n $(N) \
 	  --max-new-tokens $(MAX_NEW) --temperature $(TEMPERATURE) --seed $(SEED) --hidden official $(RECIPE_ROLLOUT_ARGS) $(ROLLOUT_ARGS) $(engine_flags) \
-	  --out $(call step_dir,$(1))/trajectories.parquet $(call to_json,$(call step_dir,$(1))/rollout.json)
+	  --out $(call step_dir,$(1))/trajectories.parquet 2> $(call step_dir,$(1))/rollout.log $(call to_json,$(call step_dir,$(1))/rollout.json) \
+	  || { cat $(call step_dir,$(1))/rollout.log >&2; exit 2; }
 	@touch $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rollout.json
 
 $(call step_dir,$(1))/rewards.parquet $(call step_dir,$(1))/verify.json &: $(call step_dir,$(1))/trajectories.parquet
-	$(BIN)/clipo-verify --input $(call step_dir,$(1))/trajectories.parquet --output $(call step_dir,$(1))/rewards.parquet --summary $(VERIFY_ARGS) \
+	$(Q)$(BIN)/clipo-verify --input $(call step_dir,$(1))/trajectories.parquet --output $(call step_dir,$(1))/rewards.parquet --summary $(VERIFY_ARGS) \
 	  2> $(call step_dir,$(1))/verify.log $(call to_json,$(call step_dir,$(1))/verify.json) || { cat $(call step_dir,$(1))/verify.log >&2; exit 2; }
 	@touch $(call step_dir,$(1))/rewards.parquet $(call step_dir,$(1))/verify.json
 
 endif
 
 $(call step_dir,$(1))/embeddings.parquet $(call step_dir,$(1))/embed.json &: $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rewards.parquet $(if $(filter 1,$(1)),,$(call step_dir,$(2))/embeddings.parquet)
-	$(BIN)/clipo-embed --trajectories $(call step_dir,$(1))/trajectories.parquet --rewards $(call step_dir,$(1))/rewards.parquet --step $(1) --seed $(SEED) \
+	$(Q)$(BIN)/clipo-embed --trajectories $(call step_dir,$(1))/trajectories.parquet --rewards $(call step_dir,$(1))/rewards.parquet --step $(1) --seed $(SEED) \
 	  $(if $(filter 1,$(1)),--init-head,--head $(call step_dir,$(2))/head.safetensors) --head-out $(call step_dir,$(1))/head.safetensors \
-	  $(RECIPE_EMBED_ARGS) $(EMBED_ARGS) --out $(call step_dir,$(1))/embeddings.parquet $(call to_json,$(call step_dir,$(1))/embed.json)
+	  $(RECIPE_EMBED_ARGS) $(EMBED_ARGS) --out $(call step_dir,$(1))/embeddings.parquet 2> $(call step_dir,$(1))/embed.log $(call to_json,$(call step_dir,$(1))/embed.json) \
+	  || { cat $(call step_dir,$(1))/embed.log >&2; exit 2; }
 	@touch $(call step_dir,$(1))/embeddings.parquet $(call step_dir,$(1))/embed.json
 
 # KEEP_OPTIMIZER=last: the previous step's optimizer state goes once this step's update is
 # complete and before its line is written, so a kill anywhere leaves at most one extra state
 # and the rerun (up to date) removes it.
 $(call step_dir,$(1))/policy/clipo_state.json $(call step_dir,$(1))/update.json &: $(call policy_file,$(2)) $(call step_dir,$(1))/trajectories.parquet $(call step_dir,$(1))/rewards.parquet $(if $(filter clipo,$(ALGO)),$(call step_dir,$(1))/embeddings.parquet)
-	$(BIN)/clipo-update --policy $(call policy_dir,$(2)) --ref $(REF) --trajectories $(call step_dir,$(1))/trajectories.parquet \
+	$(Q)$(BIN)/clipo-update --policy $(call policy_dir,$(2)) --ref $(REF) --trajectories $(call step_dir,$(1))/trajectories.parquet \
 	  --rewards $(call step_dir,$(1))/rewards.parquet $(if $(filter clipo,$(ALGO)),--embeddings $(call step_dir,$(1))/embeddings.parquet) \
-	  --step $(1) --total-steps $(STEPS) $(RECIPE_UPDATE_ARGS) $(UPDATE_ARGS) --out $(call step_dir,$(1))/policy > $(call step_dir,$(1))/update.json.tmp
-	$(if $(and $(filter last,$(KEEP_OPTIMIZER)),$(filter-out 0,$(2))),rm -f $(call policy_dir,$(2))/optimizer.safetensors)
+	  --step $(1) --total-steps $(STEPS) $(RECIPE_UPDATE_ARGS) $(UPDATE_ARGS) --out $(call step_dir,$(1))/policy > $(call step_dir,$(1))/update.json.tmp \
+	  2> $(call step_dir,$(1))/update.log || { cat $(call step_dir,$(1))/update.log >&2; exit 2; }
+	$(Q)$(if $(and $(filter last,$(KEEP_OPTIMIZER)),$(filter-out 0,$(2))),rm -f $(call policy_dir,$(2))/optimizer.safetensors)
 	@mv $(call step_dir,$(1))/update.json.tmp $(call step_dir,$(1))/update.json
 	@touch $(call step_dir,$(1))/policy/clipo_state.json $(call step_dir,$(1))/update.json
 
@@ -157,6 +169,7 @@ $(call step_dir,$(1))/policy/clipo_state.json $(call step_dir,$(1))/update.json 
 step-$(1): $(foreach f,trajectories.parquet rollout.json rewards.parquet verify.json policy/clipo_state.json update.json,$(call step_dir,$(1))/$(f)) \
   $(if $(filter clipo,$(ALGO)),$(call step_dir,$(1))/embeddings.parquet $(call step_dir,$(1))/embed.json) \
   $(if $(filter $(1),$(eval_steps)),$(foreach e,$(EVAL_SETS),$(call step_dir,$(1))/eval/$(e).json))
+	@$(BIN)/clipo-report $(RUN) --line --step $(1)
 .PHONY: step-$(1)
 endef
 
@@ -164,9 +177,9 @@ endef
 define EVAL
 $(call step_dir,$(1))/eval/$(2).json: $(call policy_file,$(1)) $(EVAL_DIR)/$(2).parquet
 	@mkdir -p $$(@D)
-	$(BIN)/clipo-rollout --policy $(call policy_dir,$(1)) --prompts $(EVAL_DIR)/$(2).parquet --greedy --hidden none \
+	$(Q)$(BIN)/clipo-rollout --policy $(call policy_dir,$(1)) --prompts $(EVAL_DIR)/$(2).parquet --greedy --hidden none \
 	  --max-new-tokens $(MAX_NEW) --batch-size 64 $(RECIPE_EVAL_ARGS) $(EVAL_ARGS) --out $$(@D)/$(2).trajectories.parquet > /dev/null
-	$(BIN)/clipo-verify --input $$(@D)/$(2).trajectories.parquet --output $$(@D)/$(2).rewards.parquet --summary $(VERIFY_ARGS) \
+	$(Q)$(BIN)/clipo-verify --input $$(@D)/$(2).trajectories.parquet --output $$(@D)/$(2).rewards.parquet --summary $(VERIFY_ARGS) \
 	  > $$@.tmp 2> $$(@D)/$(2).verify.log || { cat $$(@D)/$(2).verify.log >&2; exit 2; }
 	@mv $$@.tmp $$@
 endef
@@ -175,12 +188,19 @@ $(foreach s,$(steps),$(eval $(call STEP,$(s),$(call prev,$(s)))))
 $(foreach s,$(eval_steps),$(foreach e,$(EVAL_SETS),$(eval $(call EVAL,$(s),$(e)))))
 
 step-0: $(foreach e,$(EVAL_SETS),$(call step_dir,0)/eval/$(e).json)
+	@$(if $(EVAL_SETS),$(BIN)/clipo-report $(RUN) --line --step 0)
 .PHONY: step-0 all collect
 
 all: step-0 $(foreach s,$(steps),step-$(s)) collect
 
+# The closing summary (clipo-report's, on stderr) and where the rest went.
 collect:
-	$(BIN)/clipo-report $(RUN) --collect --algo $(ALGO) > /dev/null
+ifeq ($(steps),)
+	@echo "no RL step (STEPS=0): the starting policy's evaluations are in $(RUN)/step-000000/eval/" >&2
+else
+	$(Q)$(BIN)/clipo-report $(RUN) --collect --algo $(ALGO) > $(RUN)/table.txt
+	@echo "per-step table $(RUN)/table.txt, metrics $(RUN)/metrics.jsonl, summary $(RUN)/summary.json, report $(RUN)/report.html" >&2
+endif
 
 # No `.SECONDARY:`: it would make every file intermediate, and make would leave a deleted
 # intermediate file missing. Every file here is an explicit target and is never deleted by make.

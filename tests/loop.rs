@@ -50,6 +50,18 @@ fn a_short_clipo_loop_raises_the_reward() {
         .expect("make runs");
     assert!(o.status.success(), "make: {}\n{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
 
+    // What the driver prints: one line per step (step 0: the evaluation alone), then a closing
+    // summary that names where the per-step table and the rest went.
+    let printed = String::from_utf8_lossy(&o.stdout);
+    let step_lines: Vec<&str> = printed.lines().filter(|l| l.starts_with("step ")).collect();
+    assert_eq!(step_lines.len(), STEPS_N + 1, "{printed}");
+    assert!(step_lines[0].starts_with("step    0  eval train "), "{printed}");
+    let last = step_lines[STEPS_N];
+    assert!(last.starts_with(&format!("step {STEPS_N:>4}  reward ")) && last.contains(" tok/s ") && last.contains("  eval train "), "{printed}");
+    let err = stderr(&o);
+    assert!(err.contains("eval train: accuracy ") && err.contains(&format!("per-step table {}/table.txt", run_dir.display())), "{err}");
+    assert!(std::fs::read_to_string(run_dir.join("table.txt")).unwrap().lines().count() > STEPS_N, "the per-step table is in table.txt");
+
     // clipo-report --collect (the driver's last target) wrote one line per step.
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
         .unwrap()
@@ -167,8 +179,10 @@ fn the_loop_runs_on_a_sharded_policy_and_remakes_a_deleted_file() {
             .output()
             .expect("make runs")
     };
+    // The untrained policy answers nothing right, so every advantage is 0: the entropy bonus
+    // gives the loss a gradient, so that the update trains (a loss without one is a no-op).
     let make = || {
-        let o = make_with("UPDATE_ARGS=--lr 1e-3");
+        let o = make_with("UPDATE_ARGS=--lr 1e-3 --entropy-coef 0.01");
         assert!(o.status.success(), "make: {}\n{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
     };
     make();
@@ -195,10 +209,10 @@ fn the_loop_runs_on_a_sharded_policy_and_remakes_a_deleted_file() {
     assert_eq!(std::fs::read(step.join("update.json")).unwrap(), update_json);
     // A changed setting is refused, named, before anything runs: the old run is never reported
     // as the new one.
-    let o = make_with("UPDATE_ARGS=--lr 1e-2");
+    let o = make_with("UPDATE_ARGS=--lr 1e-2 --entropy-coef 0.01");
     let e = stderr(&o);
     assert!(!o.status.success(), "a changed setting was accepted");
-    assert!(e.contains("UPDATE_ARGS=--lr 1e-2") && e.contains("RUN=runs/NAME"), "{e}");
+    assert!(e.contains("UPDATE_ARGS=--lr 1e-2 --entropy-coef 0.01") && e.contains("RUN=runs/NAME"), "{e}");
     assert_eq!(std::fs::read(step.join("update.json")).unwrap(), update_json);
 }
 
@@ -274,7 +288,7 @@ fn run_files(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     walk(root, root, &mut out);
     // The stages' JSON lines, the step metrics and what is collected from them hold seconds.
     let timed = |k: &str| {
-        ["rollout.json", "verify.json", "embed.json", "update.json", "metrics.json", "metrics.jsonl", "summary.json", "report.html"]
+        ["rollout.json", "verify.json", "embed.json", "update.json", "metrics.json", "metrics.jsonl", "summary.json", "report.html", "table.txt"]
             .iter()
             .any(|t| k.ends_with(t))
             || (k.contains("/eval/") && k.ends_with(".json"))
@@ -305,7 +319,8 @@ fn a_loop_killed_at_random_points_ends_byte_identical() {
             .arg(format!("PROMPTS={}", d.join("data/train.parquet").display()))
             .arg(format!("EVAL_DIR={}", d.join("data").display()))
             .args(["EVAL_SETS=test", "EVAL_EVERY=2", "STEPS=4", "ALGO=clipo", "PER_STEP=4", "N=4", "MAX_NEW=24", "EMBED_ARGS=--dim 8"])
-            .args(["UPDATE_ARGS=--lr 1e-3", "all"])
+            // Entropy bonus: the untrained policy's rewards are all 0, and the updates must train.
+            .args(["UPDATE_ARGS=--lr 1e-3 --entropy-coef 0.01", "all"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .process_group(0);
@@ -357,4 +372,81 @@ fn a_loop_killed_at_random_points_ends_byte_identical() {
         }
     }
     eprintln!("clean run {clean_secs:.1} s; {kills} kills; {} files identical", first.len());
+}
+
+/// `make eval`'s script (run from a copy of the repository's scripts/, so that its runs/ is a
+/// temporary one): the output goes under runs/eval/, never into the policy directory, and the
+/// table says how many prompts were evaluated and how many responses MAX_NEW cut.
+#[test]
+fn eval_writes_under_runs_and_shows_its_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(run("clipo-data", &["arith", "--out", s(&d.join("data")), "--train", "8", "--test", "6", "--seed", "3"]));
+    ok(run("clipo-model", &["init", "--preset", "tiny", "--seed", "0", s(&d.join("tiny"))]));
+    let repo = d.join("repo");
+    std::fs::create_dir_all(repo.join("scripts")).unwrap();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/eval.sh"), repo.join("scripts/eval.sh")).unwrap();
+    let bins = bin("clipo-rollout").parent().unwrap().to_path_buf();
+    let eval = |policy: &Path| {
+        Command::new(repo.join("scripts/eval.sh"))
+            .arg(policy)
+            .env("BIN", &bins)
+            .env("DATA", d.join("data"))
+            .env("SETS", "test test_p1")
+            .env("LIMIT", "4")
+            .env("MAX_NEW", "8")
+            .output()
+            .unwrap()
+    };
+    let o = eval(&d.join("tiny"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let slug = s(&d.join("tiny")).trim_start_matches('/').replace('/', "_");
+    let out = repo.join("runs/eval").join(slug);
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), table);
+    assert!(table.contains("| prompts (LIMIT=4) | 4 | 4 | |") && table.contains("| cut at MAX_NEW=8 tokens | "), "{table}");
+    assert!(out.join("test.json").is_file() && out.join("test_p1.trajectories.parquet").is_file());
+    assert!(!d.join("tiny/eval").exists(), "nothing is written into the policy directory");
+    let err = stderr(&o);
+    assert!(err.contains("eval 1/2: test (4 prompts, at most 8 new tokens)") && err.contains("not the paper's protocol"), "{err}");
+    // Not a model directory: refused, naming it, with nothing written.
+    let o = eval(&d.join("data"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains(&format!("{} is not a model directory", d.join("data").display())), "{}", stderr(&o));
+    assert!(!repo.join("runs/eval").join(s(&d.join("data")).trim_start_matches('/').replace('/', "_")).exists());
+}
+
+/// The SmolLM2 recipe as make reads it (a dry run, `make -n`: nothing is executed, so neither the
+/// model nor the binaries are needed): its system prompt, stop string, sampling, update flags and
+/// scorer reach the stages' command lines whole, in the shell quoting that keeps them one argument.
+#[test]
+fn the_smollm2_recipe_reaches_the_stages_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (run_dir, policy) = (d.join("run"), d.join("policy"));
+    for f in [policy.join("config.json"), run_dir.join("data/train.parquet"), run_dir.join("data/test.parquet")] {
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, "").unwrap();
+    }
+    let o = Command::new("make")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .args(["--no-print-directory", "-n", "-f", "scripts/loop.mk", "RECIPE=recipes/smollm2-arith.mk"])
+        .arg(format!("RUN={}", run_dir.display()))
+        .arg(format!("POLICY={}", policy.display()))
+        .args(["step-0", "step-1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout);
+    let line = |stage: &str, needle: &str| printed.lines().find(|l| l.contains(stage) && l.contains(needle)).unwrap_or_else(|| panic!("no {stage} line with {needle}:\n{printed}")).to_string();
+    let prompt = "--system-prompt 'Solve the problem in one short sentence and end with the answer in the form \\boxed{N}. Example: Tom has 3 apples. He buys 2 more apples. How many apples does Tom have now? Answer: 3 + 2 = 5. The answer is \\boxed{5}.'";
+    let rollout = line("clipo-rollout", "--per-step");
+    for flag in [prompt, "--stop '}.'", "--per-step 8", "--n 8", "--max-new-tokens 64", "--temperature 0.5"] {
+        assert!(rollout.contains(flag), "{flag} not in {rollout}");
+    }
+    let eval = line("clipo-rollout", "--greedy");
+    assert!(eval.contains(prompt) && eval.contains("--stop '}.'") && eval.contains("/data/test.parquet"), "{eval}");
+    assert!(line("clipo-verify", "trajectories.parquet").contains("--scorer conrl-format"), "{printed}");
+    let update = line("clipo-update", "--policy");
+    assert!(update.contains("--lr 2e-5 --kl off") && update.contains("--total-steps 12"), "{update}");
 }

@@ -72,7 +72,9 @@ fn a_bf16_update_starts_from_a_ratio_of_exactly_one() {
     // takes its old log-probs from its own training pass.
     for (k, memory) in [&[][..], &["--grad-checkpoint", "--logit-chunk", "3"][..]].into_iter().enumerate() {
     let out = out.with_extension(k.to_string());
-    let mut args = vec!["--policy", s(&policy), "--trajectories", s(&t), "--rewards", s(&r), "--kl", "off", "--step", "1", "--dtype", "bf16", "--micro-batch", "5", "--out", s(&out)];
+    // Every reward of the untrained policy is 0: the entropy bonus gives the loss a gradient, so
+    // that the training pass runs (a loss without one is a no-op, with every ratio 1 by default).
+    let mut args = vec!["--policy", s(&policy), "--trajectories", s(&t), "--rewards", s(&r), "--kl", "off", "--step", "1", "--dtype", "bf16", "--micro-batch", "5", "--entropy-coef", "0.01", "--out", s(&out)];
     args.extend_from_slice(memory);
     ok(run("clipo-update", &args));
     let a = clipo::table::read_table(&out.join("advantages.parquet"), &[], &["mean_ratio", "response_tokens"]).unwrap();

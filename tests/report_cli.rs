@@ -316,6 +316,23 @@ fn plain_grpo_run_skips_the_contrastive_charts_and_flags_nothing() {
     assert!(!audit.contains("LOW\n") && !audit.contains(" LOW "), "{audit}");
 }
 
+/// `--line` prints one step's line (any step, no --collect needed) and writes nothing; `--step`
+/// alone is refused, saying what it goes with.
+#[test]
+fn line_prints_the_chosen_step_and_step_needs_samples_or_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_run(tmp.path(), true);
+    let before = std::fs::read_dir(tmp.path()).unwrap().count();
+    let o = run("clipo-report", &[s(tmp.path()), "--line", "--step", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = String::from_utf8(o.stdout).unwrap();
+    assert!(line.starts_with("step    2  reward ") && line.ends_with('\n') && line.lines().count() == 1, "{line:?}");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), before, "--line writes nothing");
+    let o = run("clipo-report", &[s(tmp.path()), "--step", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--step needs --samples (audit the step's responses) or --line (print its line)"), "{}", stderr(&o));
+}
+
 #[test]
 fn audit_flags_the_planted_low_contrastive_correct_response_only() {
     let tmp = tempfile::tempdir().unwrap();

@@ -258,11 +258,12 @@ fn a_step_with_a_non_finite_result_writes_no_policy() {
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("policy");
-    // lr 1e300 is a finite f64, but the weight decay alone moves weights past f32's range: the policy would hold
-    // infinities. Nothing is written, and the error names a tensor and the step.
+    // lr 1e300 is a finite f64, but one step moves weights past f32's range: the policy would hold
+    // infinities. Nothing is written, and the error names a tensor and the step. (The untrained
+    // fixture's rewards are all 0: the entropy bonus gives the loss a gradient, so a step is taken.)
     let o = refused(
         "clipo-update",
-        &["--policy", s(&f.policy), "--trajectories", s(&f.traj), "--rewards", s(&f.rewards), "--kl", "off", "--step", "1", "--lr", "1e300", "--out", s(&out)],
+        &["--policy", s(&f.policy), "--trajectories", s(&f.traj), "--rewards", s(&f.rewards), "--kl", "off", "--entropy-coef", "0.01", "--step", "1", "--lr", "1e300", "--out", s(&out)],
         "after step 1: nothing was written",
         &[&f.policy],
     );
@@ -277,10 +278,12 @@ fn checkpoints_are_the_same_bytes_run_after_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut files = vec![];
+    // The untrained fixture's rewards are all 0: the entropy bonus gives the loss a gradient, so
+    // that a step is taken and an optimizer state written.
     for k in 0..2 {
         let (e, h, p) = (d.join(format!("e{k}.parquet")), d.join(format!("h{k}.safetensors")), d.join(format!("p{k}")));
         ok(run("clipo-embed", &["--trajectories", s(&f.traj), "--rewards", s(&f.rewards), "--init-head", "--dim", "8", "--step", "1", "--out", s(&e), "--head-out", s(&h)]));
-        ok(run("clipo-update", &["--policy", s(&f.policy), "--trajectories", s(&f.traj), "--rewards", s(&f.rewards), "--embeddings", s(&e), "--kl", "off", "--step", "1", "--lr", "1e-3", "--out", s(&p)]));
+        ok(run("clipo-update", &["--policy", s(&f.policy), "--trajectories", s(&f.traj), "--rewards", s(&f.rewards), "--embeddings", s(&e), "--kl", "off", "--entropy-coef", "0.01", "--step", "1", "--lr", "1e-3", "--out", s(&p)]));
         files.push((std::fs::read(&h).unwrap(), std::fs::read(p.join("optimizer.safetensors")).unwrap(), std::fs::read(p.join("model.safetensors")).unwrap()));
     }
     assert!(files[0] == files[1], "two runs with the same seed wrote different checkpoint bytes");

@@ -532,7 +532,7 @@ fn an_update_raises_the_rewarded_response_and_lowers_the_other() {
 }
 
 #[test]
-fn micro_batches_give_the_full_batch_update_and_zero_advantages_only_decay() {
+fn micro_batches_give_the_full_batch_update_and_zero_advantages_are_a_no_op() {
     let dir = tempfile::tempdir().unwrap();
     let (policy, _) = fixture();
     let (t, r) = (dir.path().join("t.parquet"), dir.path().join("r.parquet"));
@@ -577,18 +577,29 @@ fn micro_batches_give_the_full_batch_update_and_zero_advantages_only_decay() {
     assert!(differ * 1000 < total, "{differ} of {total} weights differ by more than 1e-6");
     assert!(moved > 1e-4, "the update moved the weights");
 
-    // All rewards equal -> all advantages 0; KL off -> only the decoupled weight decay acts:
-    // p' = p (1 - lr wd) = p (1 - 1e-3 * 0.01).
+    // All rewards equal -> all advantages 0. With KL off, or KL to a reference that is the
+    // policy itself, the loss has no gradient: no optimiser step is taken (verl would still
+    // apply AdamW's weight decay, p (1 - lr wd)), the policy is copied through byte for byte,
+    // and the metrics and the note say so.
     write_rewards(&t, &r, |_, _| true);
-    let c = dir.path().join("c");
-    let o = update(&["--policy", s(policy), "--trajectories", s(&t), "--rewards", s(&r), "--lr", "1e-3", "--kl", "off", "--out", s(&c), "--force"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    for (k, vc) in &weights(&c) {
-        for (x, z) in vc.iter().zip(&w0[k]) {
-            let expect = (f64::from(*z) * (1.0 - 1e-3 * 0.01)) as f32;
-            assert!((x - expect).abs() <= 1e-7 * z.abs().max(1.0), "{k}: {x} vs {expect}");
-        }
+    let original = std::fs::read(policy.join("model.safetensors")).unwrap();
+    for (name, extra) in [("c", vec!["--kl", "off"]), ("d", vec!["--ref", s(policy)])] {
+        let out = dir.path().join(name);
+        let mut args = vec!["--policy", s(policy), "--trajectories", s(&t), "--rewards", s(&r), "--lr", "1e-3", "--out", s(&out), "--force"];
+        args.extend(extra);
+        let o = update(&args);
+        let m = metrics(o.clone());
+        assert_eq!(m["actor/updated"], false, "{name}: {m}");
+        assert_eq!(m["actor/not_updated"], "every advantage 0", "{name}: {m}");
+        assert!(stderr(&o).contains("no-op update: every advantage of step"), "{name}: {}", stderr(&o));
+        assert!(std::fs::read(out.join("model.safetensors")).unwrap() == original, "{name}: the weights changed");
     }
+    // The same rewards with KL to another reference: the KL term has a gradient, the step is taken.
+    let e = dir.path().join("e");
+    let me = metrics(update(&["--policy", s(policy), "--ref", s(&a), "--trajectories", s(&t), "--rewards", s(&r), "--lr", "1e-3", "--kl-coef", "0.1", "--out", s(&e), "--force"]));
+    assert_eq!(me["actor/updated"], true, "{me}");
+    assert!(me.get("actor/not_updated").is_none() && me["actor/grad_norm"].as_f64().unwrap() > 0.0, "{me}");
+    assert!(std::fs::read(e.join("model.safetensors")).unwrap() != original, "the KL step moved the weights");
 }
 
 /// Token-mean entropy of `policy` over the response positions of `traj`.

@@ -13,6 +13,9 @@
 //! takes the sampler's instead (they differ by top-p/top-k truncation only in how the sampler
 //! recorded them, and by floating-point noise).
 //!
+//! Deviation from verl: a step whose loss has no gradient (every advantage 0, no KL or entropy
+//! term) takes no optimiser step, and `actor/updated` is false ([`loss_has_no_gradient`]).
+//!
 //! The output is a directory: a Hugging Face model (transformers loads it unchanged), the
 //! optimizer state (`optimizer.safetensors`), `clipo_state.json` (step, config, input hashes),
 //! the audit table `advantages.parquet` and `metrics.json`. It is staged under `<out>.staging`
@@ -549,19 +552,29 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
     // Not trained (warm-up, every group dropped): the audit's ratios are 1.
     let mut done = Done { stats: vec![SeqStats { mean_ratio: 1.0, ..Default::default() }; rows.len()], ..Default::default() };
     let t_update = Instant::now();
-    let updated = if warmup {
+    let no_gradient = !warmup && !trainable.is_empty() && loss_has_no_gradient(cfg, &trainable, &adv, ref_lp.is_some(), kl_coef, &pid)?;
+    let (updated, skip_reason) = if warmup {
         note = Some(format!("actor warm-up: step {} < {}, the policy is copied through unchanged", cfg.step, cfg.actor_warmup));
-        false
+        (false, Some("actor warm-up"))
     } else if trainable.is_empty() {
         note = Some("every group was dropped by dynamic sampling (every group's verifier scores are equal): the policy is copied through unchanged".into());
-        false
+        (false, Some("every group dropped"))
+    } else if no_gradient {
+        note = Some(format!(
+            "no-op update: every advantage of step {} is 0 (in every group all responses got the same reward: {}), so the loss has no gradient; the policy is copied through unchanged",
+            cfg.step,
+            if rows.iter().all(|r| r.score == 0.0) { "every score is 0" } else { "no group has both better and worse responses" }
+        ));
+        (false, Some("every advantage 0"))
     } else {
         let batch = Batch { cfg, rows: &rows, seqs: &seqs, adv: &adv, old_lp: &old_lp, ref_lp: ref_lp.as_ref(), is_weights: is_weights.as_ref(), plan: &plan, max_len, temperature, chunk, kl_coef };
         done = optimise(&batch, &policy.model, &mut optimizer, &optim)?;
         if done.skipped == done.steps {
             note = Some(format!("every optimiser step of step {} had a non-finite gradient norm and was skipped: the policy is unchanged", cfg.step));
+            (false, Some("non-finite gradients"))
+        } else {
+            (true, None)
         }
-        done.skipped < done.steps
     };
     optimizer.sync_to_host()?;
     let tensors = optimizer.weights_to_save(&policy.model.vars())?;
@@ -630,6 +643,10 @@ pub fn run(cfg: &UpdateConfig) -> Result<UpdateOutcome> {
         metrics.insert("actor/reward_kl_penalty_coeff".into(), f(kl_coef));
     }
     metrics.insert("actor/updated".into(), serde_json::json!(updated));
+    if let Some(why) = skip_reason {
+        // Why the policy was copied through (read by `clipo-report --collect --line`).
+        metrics.insert("actor/not_updated".into(), serde_json::json!(why));
+    }
     metrics.insert("critic/score/mean".into(), f(mean(&rows.iter().map(|r| f64::from(r.score)).collect::<Vec<_>>())));
     metrics.insert("critic/contrastive_reward/mean".into(), f(mean(&rows.iter().map(|r| f64::from(r.contrastive)).collect::<Vec<_>>())));
     metrics.insert("critic/rewards/mean".into(), f(mean(&reward.iter().map(|&r| f64::from(r)).collect::<Vec<_>>())));
@@ -785,6 +802,31 @@ fn optimise(b: &Batch, model: &crate::model::Model, optimizer: &mut Optimizer, o
         }
     }
     Ok(d)
+}
+
+/// Whether this step's loss has no gradient at all, so that the optimiser step is skipped and
+/// `actor/updated` is false: every trained row's advantage is exactly 0 (REFERENCE.md §6: a
+/// group whose rewards are all equal has A = 0, so the PPO term is 0 for every token), the
+/// entropy coefficient is 0, and no KL term is in the loss, or the policy has the reference's
+/// weights (step 1 of a run, or every step of an actor warm-up: the KL and its gradient are 0
+/// but for rounding; the weights are compared by hash only when the rest holds).
+///
+/// Deviation from verl, which calls the optimiser on a zero gradient anyway: AdamW would then
+/// apply its weight decay and the momentum of earlier steps (and turn the rounding noise of a
+/// zero KL into a full learning-rate step, as Adam normalises the gradient's size away). Here
+/// such a step leaves the policy and the optimizer state as they were, and says so.
+fn loss_has_no_gradient(cfg: &UpdateConfig, trainable: &[usize], adv: &[f32], kl_computed: bool, kl_coef: f64, policy: &str) -> Result<bool> {
+    if !trainable.iter().all(|&i| adv[i] == 0.0) || cfg.entropy_coef != 0.0 {
+        return Ok(false);
+    }
+    if !kl_computed || cfg.kl_in_reward || kl_coef == 0.0 {
+        return Ok(true);
+    }
+    let Some(reference) = cfg.reference.as_deref() else { return Ok(true) };
+    if crate::paths::canonical(reference) == crate::paths::canonical(&cfg.policy) {
+        return Ok(true);
+    }
+    Ok(policy_hash(&policy_id(reference)?) == policy_hash(policy))
 }
 
 /// Mixed precision: when the model computes in a narrower dtype than f32, the optimiser keeps

@@ -238,6 +238,7 @@ fn score_builtin(input: &Table, rows: &[usize], scorer: &Scorer, threads: usize)
     let one = |i: usize| -> Scored {
         match scorer {
             Scorer::Conrl => compute_score(ds.value(i), resp.value(i), gt.value(i)).into(),
+            Scorer::ConrlFormat => crate::verify::with_format_reward(compute_score(ds.value(i), resp.value(i), gt.value(i))).into(),
             Scorer::Gsm8k(method) => gsm8k::compute_score(resp.value(i), gt.value(i), *method),
             Scorer::Program(_) => unreachable!("programs are scored by their processes"),
         }

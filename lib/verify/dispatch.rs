@@ -7,13 +7,15 @@
 //! character, everything else literal.
 //!
 //! A scorer is named `builtin` or `conrl` (the paper's verifier, [`super::compute_score`]),
-//! `gsm8k` or `gsm8k-flexible` (verl's GSM8K scorer, [`super::gsm8k`]), or is a program's
-//! command line ([`super::scorer`]).
+//! `conrl-format` (the same with a format reward, [`super::with_format_reward`]), `gsm8k` or
+//! `gsm8k-flexible` (verl's GSM8K scorer, [`super::gsm8k`]), or is a program's command line
+//! ([`super::scorer`]).
 
 use crate::error::{Error, Result};
 
 /// The verifier identities stamped into the provenance: bump one when its scoring changes.
 pub const CONRL: &str = "conrl_reward/1";
+pub const CONRL_FORMAT: &str = "conrl_reward_format/1";
 pub const GSM8K_STRICT: &str = "verl_gsm8k_strict/1";
 pub const GSM8K_FLEXIBLE: &str = "verl_gsm8k_flexible/1";
 
@@ -22,6 +24,8 @@ pub const GSM8K_FLEXIBLE: &str = "verl_gsm8k_flexible/1";
 pub enum Scorer {
     /// The paper's verifier (REFERENCE.md §5).
     Conrl,
+    /// The paper's verifier plus a format reward for a wrong answer in a well-formed `\boxed{}`.
+    ConrlFormat,
     /// verl's GSM8K scorer, `#### 72` answers.
     Gsm8k(super::gsm8k::Method),
     /// A program speaking the line protocol of schemas/scorer.md; the command runs under `sh -c`.
@@ -34,9 +38,10 @@ impl Scorer {
         let s = s.trim();
         Ok(match s {
             "builtin" | "conrl" => Scorer::Conrl,
+            "conrl-format" => Scorer::ConrlFormat,
             "gsm8k" => Scorer::Gsm8k(super::gsm8k::Method::Strict),
             "gsm8k-flexible" => Scorer::Gsm8k(super::gsm8k::Method::Flexible),
-            "" => return Err(Error::Config("an empty scorer: expected builtin, conrl, gsm8k, gsm8k-flexible or a command".into())),
+            "" => return Err(Error::Config("an empty scorer: expected builtin, conrl, conrl-format, gsm8k, gsm8k-flexible or a command".into())),
             cmd => Scorer::Program(cmd.to_string()),
         })
     }
@@ -46,6 +51,7 @@ impl Scorer {
     pub fn identity(&self) -> String {
         match self {
             Scorer::Conrl => CONRL.into(),
+            Scorer::ConrlFormat => CONRL_FORMAT.into(),
             Scorer::Gsm8k(super::gsm8k::Method::Strict) => GSM8K_STRICT.into(),
             Scorer::Gsm8k(super::gsm8k::Method::Flexible) => GSM8K_FLEXIBLE.into(),
             Scorer::Program(cmd) => format!("program: {cmd}"),
@@ -172,6 +178,7 @@ mod tests {
         assert!(Rule::parse("=gsm8k").unwrap_err().to_string().contains("pattern before `=` is empty"));
         assert!(Rule::parse("x= ").unwrap_err().to_string().contains("an empty scorer"));
         assert_eq!(Rule::parse("x=builtin").unwrap().scorer, Scorer::Conrl);
+        assert_eq!(Rule::parse("x=conrl-format").unwrap().scorer, Scorer::ConrlFormat);
         assert_eq!(Rule::parse("x=gsm8k-flexible").unwrap().scorer, Scorer::Gsm8k(crate::verify::gsm8k::Method::Flexible));
     }
 }

@@ -88,6 +88,19 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason the reference verifier gives.
+    pub const ALL: [Reason; 9] = [
+        Reason::NoBoxed,
+        Reason::UnclosedBrace,
+        Reason::Fbox,
+        Reason::MalformedBox,
+        Reason::NormalizedMatch,
+        Reason::SymbolicMatch,
+        Reason::Mismatch,
+        Reason::ChoiceMatch,
+        Reason::ChoiceMismatch,
+    ];
+
     /// The snake_case name, for logs and Parquet columns.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -131,6 +144,24 @@ pub struct Scored {
     pub reason: String,
     /// Further keys a scorer program answered, as one JSON object.
     pub extra: Option<String>,
+}
+
+/// The score `conrl-format` gives a wrong answer in a well-formed, non-empty `\boxed{}` (reason
+/// `mismatch` or `choice_mismatch`; an empty box, as in an echo of the instruction "within
+/// \boxed{}", gets nothing): a tenth of a correct answer's, so a wrong answer never outranks a right
+/// one, while a group in which nothing is right still prefers the responses that kept the
+/// format. Not in the paper (REFERENCE.md §5 scores 1 or 0); a format reward in the manner of
+/// DeepSeek-R1's, for small models that rarely box their answer at first (the README's
+/// SmolLM2 recipe).
+pub const FORMAT_SCORE: f32 = 0.1;
+
+/// The paper's verdict with the format reward: [`FORMAT_SCORE`] instead of 0 for a wrong answer
+/// in a well-formed, non-empty box; correctness, the extracted answer and the reason are
+/// unchanged.
+pub fn with_format_reward(v: Verdict) -> Verdict {
+    let answered = v.extracted.as_deref().is_some_and(|e| !e.trim().is_empty());
+    let boxed_but_wrong = answered && matches!(v.reason, Reason::Mismatch | Reason::ChoiceMismatch);
+    Verdict { score: if boxed_but_wrong { FORMAT_SCORE } else { v.score }, ..v }
 }
 
 impl From<Verdict> for Scored {
@@ -269,10 +300,23 @@ mod tests {
     }
 
     #[test]
+    fn the_format_reward_scores_a_boxed_wrong_answer_only() {
+        let f = |resp: &str| with_format_reward(compute_score(MATH, resp, "7"));
+        assert_eq!((f("so \\boxed{7}").score, f("so \\boxed{7}").correct), (1.0, true));
+        assert_eq!((f("so \\boxed{8}").score, f("so \\boxed{8}").correct), (FORMAT_SCORE, false));
+        assert_eq!(f("so 7").score, 0.0);
+        assert_eq!(f("so \\boxed{7").score, 0.0, "an unclosed box is not the format");
+        assert_eq!(f("the answer within \\boxed{}.").score, 0.0, "an empty box is no answer");
+        assert_eq!(f("so \\boxed{8}").reason, Reason::Mismatch);
+    }
+
+    #[test]
     fn reason_names() {
         assert_eq!(Reason::NoBoxed.as_str(), "no_boxed");
         assert_eq!(Reason::SymbolicMatch.as_str(), "symbolic_match");
         assert_eq!(Reason::ChoiceMismatch.as_str(), "choice_mismatch");
+        let names: std::collections::BTreeSet<&str> = Reason::ALL.iter().map(Reason::as_str).collect();
+        assert_eq!(names.len(), Reason::ALL.len(), "ALL lists each reason once");
     }
 
     proptest::proptest! {
