@@ -25,8 +25,8 @@ struct Args {
     /// RUN_DIR/report.md, the Markdown report, with --compare). Not used with --samples.
     #[arg(long, conflicts_with = "samples")]
     out: Option<PathBuf>,
-    /// The step to audit (its directory is RUN_DIR/step-NNNNNN) with --samples, or to print
-    /// with --line.
+    /// The step to audit (its directory is RUN_DIR/step-NNNNNN) with --samples (required
+    /// there), or to print with --line (default: the last step).
     #[arg(long)]
     step: Option<u64>,
     /// Audit the responses of --step instead of writing the report: every response of the
