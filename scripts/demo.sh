@@ -11,7 +11,8 @@
 # shared by every run that names it; BASE/settings.txt records what it was made with, and a
 # run with other warm-start settings stops before anything runs, naming BASE (as scripts/loop.mk
 # does for RUN). SETTINGS_ONLY=1 runs these checks and stops (scripts/compare.sh checks every
-# run first).
+# run first); BASE_ONLY=1 also makes the warm start, then stops (compare.sh makes it once before
+# runs that may start together).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,6 +79,7 @@ if [ ! -f "$BASE/warm/clipo_state.json" ]; then
   "$BIN/clipo-update" --objective sft --policy "$BASE/tiny" --prompts "$BASE/data/train.parquet" \
     --steps "$SFT_STEPS" --batch-size 64 --micro-batch 64 --lr "$SFT_LR" --seed "$BASE_SEED" --out "$BASE/warm"
 fi
+if [ "${BASE_ONLY:-0}" = 1 ]; then exit 0; fi
 
 echo "demo: $ALGO, $STEPS steps of $PER_STEP prompts x $N samples, evaluation every $EVAL_EVERY steps ($RUN)"
 for step in $(seq 0 "$STEPS"); do

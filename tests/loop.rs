@@ -450,3 +450,47 @@ fn the_smollm2_recipe_reaches_the_stages_whole() {
     let update = line("clipo-update", "--policy");
     assert!(update.contains("--lr 2e-5 --kl off") && update.contains("--total-steps 12"), "{update}");
 }
+
+/// The SmolLM2 GSM8K recipe as make reads it (`make -n`): training prompts from DATA's
+/// train/gsm8k.parquet, the system prompt and stop string in training and evaluation, the first
+/// 200 prompts of each of GSM8K, GSM-P1 and GSM-P2 evaluated at step 0, none at step 1 (the next
+/// evaluation is the last step's), the scorer and the update's flags.
+#[test]
+fn the_smollm2_gsm8k_recipe_reaches_the_stages_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (run_dir, data) = (d.join("run"), d.join("data"));
+    for f in ["train/gsm8k", "test/gsm8k", "test/gsm_p1", "test/gsm_p2"] {
+        std::fs::create_dir_all(data.join(f).parent().unwrap()).unwrap();
+        std::fs::write(data.join(format!("{f}.parquet")), "").unwrap();
+    }
+    let policy = d.join("policy");
+    std::fs::create_dir_all(&policy).unwrap();
+    std::fs::write(policy.join("config.json"), "").unwrap();
+    let o = Command::new("make")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .args(["--no-print-directory", "-n", "-f", "scripts/loop.mk", "RECIPE=recipes/smollm2-gsm8k.mk"])
+        .arg(format!("RUN={}", run_dir.display()))
+        .arg(format!("DATA={}", data.display()))
+        .arg(format!("POLICY={}", policy.display()))
+        .args(["step-0", "step-1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout);
+    let lines = |stage: &str, needle: &str| printed.lines().filter(|l| l.contains(stage) && l.contains(needle)).map(str::to_string).collect::<Vec<_>>();
+    let prompt = "--system-prompt 'Solve the problem step by step, one short sentence per step, and end with the answer in the form \\boxed{N}.";
+    let rollout = lines("clipo-rollout", "--per-step");
+    assert_eq!(rollout.len(), 1, "{printed}");
+    for flag in [prompt, "--stop '}.'", "--per-step 4", "--n 8", "--max-new-tokens 256", "--temperature 0.5", "train/gsm8k.parquet"] {
+        assert!(rollout[0].contains(flag), "{flag} not in {}", rollout[0]);
+    }
+    let evals = lines("clipo-rollout", "--greedy");
+    assert_eq!(evals.len(), 3, "three sets at step 0, none at step 1:\n{printed}");
+    for (eval, set) in evals.iter().zip(["test/gsm8k.parquet", "test/gsm_p1.parquet", "test/gsm_p2.parquet"]) {
+        assert!(eval.contains(prompt) && eval.contains("--stop '}.'") && eval.contains("--limit 200") && eval.contains(set) && eval.contains("step-000000"), "{eval}");
+    }
+    assert!(lines("clipo-verify", "trajectories.parquet").iter().all(|l| l.contains("--scorer conrl-format")), "{printed}");
+    let update = lines("clipo-update", "--policy");
+    assert!(update.len() == 1 && update[0].contains("--lr 2e-5 --kl off") && update[0].contains("--total-steps 30"), "{update:?}");
+}
