@@ -82,12 +82,19 @@ define nl
 
 
 endef
-settings_keys := RECIPE ALGO SEED POLICY REF PROMPTS PER_STEP N MAX_NEW TEMPERATURE ROLLOUT_ARGS VERIFY_ARGS EMBED_ARGS UPDATE_ARGS DYNAMIC_SAMPLING MAX_ROUNDS DS_METRIC
+# A recipe's flags are recorded expanded (RECIPE_*_ARGS), so that an edited recipe file is a
+# changed setting too; a run recorded before they were (no RECIPE_ROLLOUT_ARGS line) is taken as
+# made with the recipe as it is now.
+settings_keys := RECIPE ALGO SEED POLICY REF PROMPTS PER_STEP N MAX_NEW TEMPERATURE ROLLOUT_ARGS VERIFY_ARGS EMBED_ARGS UPDATE_ARGS DYNAMIC_SAMPLING MAX_ROUNDS DS_METRIC \
+  RECIPE_ROLLOUT_ARGS RECIPE_EMBED_ARGS RECIPE_UPDATE_ARGS
 settings_text := $(foreach k,$(settings_keys),$(k)=$(strip $($(k))) $(nl))
 ifneq ($(RUN),)
 $(shell mkdir -p $(RUN))
 $(file > $(RUN)/.settings.now,$(settings_text))
-settings_changed := $(shell if [ -f $(RUN)/settings.txt ]; then diff $(RUN)/settings.txt $(RUN)/.settings.now | sed -n 's/^> *//p' | tr '\n' ';'; else cp $(RUN)/.settings.now $(RUN)/settings.txt; fi)
+settings_changed := $(shell if [ -f $(RUN)/settings.txt ]; then \
+    grep -q '^ *RECIPE_ROLLOUT_ARGS=' $(RUN)/settings.txt || grep -E '^ *RECIPE_(ROLLOUT|EMBED|UPDATE)_ARGS=' $(RUN)/.settings.now >> $(RUN)/settings.txt; \
+    diff $(RUN)/settings.txt $(RUN)/.settings.now | sed -n 's/^> *//p' | tr '\n' ';'; \
+  else cp $(RUN)/.settings.now $(RUN)/settings.txt; fi)
 ifneq ($(strip $(settings_changed)),)
 $(error $(RUN) was made with other settings ($(RUN)/settings.txt); changed now: $(settings_changed) Start a new run with RUN=runs/NAME, or remove $(RUN) to redo this one)
 endif

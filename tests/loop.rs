@@ -416,6 +416,21 @@ fn eval_writes_under_runs_and_shows_its_limits() {
     assert!(!repo.join("runs/eval").join(s(&d.join("data")).trim_start_matches('/').replace('/', "_")).exists());
 }
 
+/// What `make -n -f scripts/loop.mk RECIPE=recipe VARS... step-0 step-1` prints: the commands of
+/// step 0 (its evaluations) and step 1, none executed.
+fn dry_run(recipe: &str, vars: &[String]) -> String {
+    let o = Command::new("make")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .args(["--no-print-directory", "-n", "-f", "scripts/loop.mk"])
+        .arg(format!("RECIPE={recipe}"))
+        .args(vars)
+        .args(["step-0", "step-1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// The SmolLM2 recipe as make reads it (a dry run, `make -n`: nothing is executed, so neither the
 /// model nor the binaries are needed): its system prompt, stop string, sampling, update flags and
 /// scorer reach the stages' command lines whole, in the shell quoting that keeps them one argument.
@@ -428,16 +443,7 @@ fn the_smollm2_recipe_reaches_the_stages_whole() {
         std::fs::create_dir_all(f.parent().unwrap()).unwrap();
         std::fs::write(&f, "").unwrap();
     }
-    let o = Command::new("make")
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .args(["--no-print-directory", "-n", "-f", "scripts/loop.mk", "RECIPE=recipes/smollm2-arith.mk"])
-        .arg(format!("RUN={}", run_dir.display()))
-        .arg(format!("POLICY={}", policy.display()))
-        .args(["step-0", "step-1"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let printed = String::from_utf8_lossy(&o.stdout);
+    let printed = dry_run("recipes/smollm2-arith.mk", &[format!("RUN={}", run_dir.display()), format!("POLICY={}", policy.display())]);
     let line = |stage: &str, needle: &str| printed.lines().find(|l| l.contains(stage) && l.contains(needle)).unwrap_or_else(|| panic!("no {stage} line with {needle}:\n{printed}")).to_string();
     let prompt = "--system-prompt 'Solve the problem in one short sentence and end with the answer in the form \\boxed{N}. Example: Tom has 3 apples. He buys 2 more apples. How many apples does Tom have now? Answer: 3 + 2 = 5. The answer is \\boxed{5}.'";
     let rollout = line("clipo-rollout", "--per-step");
@@ -467,17 +473,10 @@ fn the_smollm2_gsm8k_recipe_reaches_the_stages_whole() {
     let policy = d.join("policy");
     std::fs::create_dir_all(&policy).unwrap();
     std::fs::write(policy.join("config.json"), "").unwrap();
-    let o = Command::new("make")
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .args(["--no-print-directory", "-n", "-f", "scripts/loop.mk", "RECIPE=recipes/smollm2-gsm8k.mk"])
-        .arg(format!("RUN={}", run_dir.display()))
-        .arg(format!("DATA={}", data.display()))
-        .arg(format!("POLICY={}", policy.display()))
-        .args(["step-0", "step-1"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let printed = String::from_utf8_lossy(&o.stdout);
+    let printed = dry_run(
+        "recipes/smollm2-gsm8k.mk",
+        &[format!("RUN={}", run_dir.display()), format!("DATA={}", data.display()), format!("POLICY={}", policy.display())],
+    );
     let lines = |stage: &str, needle: &str| printed.lines().filter(|l| l.contains(stage) && l.contains(needle)).map(str::to_string).collect::<Vec<_>>();
     let prompt = "--system-prompt 'Solve the problem step by step, one short sentence per step, and end with the answer in the form \\boxed{N}.";
     let rollout = lines("clipo-rollout", "--per-step");
@@ -493,4 +492,51 @@ fn the_smollm2_gsm8k_recipe_reaches_the_stages_whole() {
     assert!(lines("clipo-verify", "trajectories.parquet").iter().all(|l| l.contains("--scorer conrl-format")), "{printed}");
     let update = lines("clipo-update", "--policy");
     assert!(update.len() == 1 && update[0].contains("--lr 2e-5 --kl off") && update[0].contains("--total-steps 30"), "{update:?}");
+}
+
+/// The run's settings take effect or are refused (`make -f scripts/loop.mk settings`, the check
+/// alone: no binary runs): the first invocation records them in RUN/settings.txt; the same
+/// settings, or a longer run (STEPS), pass; a changed flag or an edited recipe file stops with
+/// status 2, naming what changed, and leaves settings.txt as it was; a run recorded before the
+/// recipe's flags were (no RECIPE_*_ARGS lines) is taken as made with the recipe as it is now.
+#[test]
+fn a_run_refuses_changed_settings_and_an_edited_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (run_dir, recipe) = (d.join("run"), d.join("recipe.mk"));
+    std::fs::write(&recipe, "PER_STEP = 4\nRECIPE_UPDATE_ARGS = --lr 2e-5 --kl off\n").unwrap();
+    let settings = |extra: &[&str]| {
+        Command::new("make")
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .args(["--no-print-directory", "-s", "-f", "scripts/loop.mk", "settings"])
+            .arg(format!("RECIPE={}", recipe.display()))
+            .arg(format!("RUN={}", run_dir.display()))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let recorded = || std::fs::read_to_string(run_dir.join("settings.txt")).unwrap();
+    let o = settings(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = recorded();
+    assert!(first.contains("PER_STEP=4 ") && first.contains("RECIPE_UPDATE_ARGS=--lr 2e-5 --kl off "), "{first}");
+    for extra in [&[][..], &["STEPS=40"][..]] {
+        let o = settings(extra);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+    }
+    // A changed flag on the command line, then the recipe file edited: refused, named.
+    let o = settings(&["SEED=3"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("changed now: SEED=3"), "{}", stderr(&o));
+    std::fs::write(&recipe, "PER_STEP = 4\nRECIPE_UPDATE_ARGS = --lr 1e-4 --kl off\n").unwrap();
+    let o = settings(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("changed now: RECIPE_UPDATE_ARGS=--lr 1e-4 --kl off"), "{}", stderr(&o));
+    assert_eq!(recorded(), first, "a refused run leaves its record as it was");
+    // A record from before the recipe's flags were recorded: taken as made with them.
+    let old: String = first.lines().filter(|l| !l.trim_start().starts_with("RECIPE_")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(run_dir.join("settings.txt"), &old).unwrap();
+    let o = settings(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(recorded().starts_with(&old) && recorded().contains("RECIPE_UPDATE_ARGS=--lr 1e-4 --kl off "), "{}", recorded());
 }
