@@ -34,7 +34,8 @@ demo: build
 # (its knobs: STEPS, EVAL_EVERY, PER_STEP, N, MAX_NEW, LR, ...) on one warm start, into
 # COMPARE (default runs/compare): means, standard deviations and paired bootstrap intervals in
 # COMPARE/summary.json and COMPARE/report.md (scripts/compare.sh). JOBS runs at a time (default
-# 1), each on nproc/JOBS threads. About 2.5 hours at the defaults on 2 cores, 1 h 40 with JOBS=2.
+# 1), each on nproc/JOBS threads. About 2.5 hours at the defaults on 2 cores, 1 h 54 min with
+# JOBS=2 (measured 2026-12-06).
 compare: build
 	scripts/compare.sh
 

@@ -19,8 +19,9 @@
 # new COMPARE=runs/compare-NAME.
 #
 # Time: one demo-length run (300 steps, 7 evaluations) took 490-603 s of loop on this project's
-# 2-core VMs (README "Measured"), so the default 15 runs take about 2.5 hours, plus about 2
-# minutes for the warm start when BASE does not exist yet.
+# 2-core VMs (README "Measured"), so the default 15 runs take about 2.5 hours one at a time;
+# with JOBS=2 they took 6,840 s (1 h 54 min) on 2026-12-06. Plus about 2 minutes for the warm
+# start when BASE does not exist yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
