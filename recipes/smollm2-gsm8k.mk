@@ -3,9 +3,10 @@
 # (issue 23, item 3). Run by scripts/smollm2_gsm8k.sh (`make smollm2-gsm8k`): it fetches the
 # model first; anything on the command line wins. Measured run: README "SmolLM2 on GSM8K".
 #
-# Chosen to fit about 90 minutes on this project's 2-core VM (a step about 75 s: 32 responses of
-# up to 256 tokens sampled, then one update over about 11,000 tokens; an evaluation of the three
-# sets about 10 minutes). What departs from the paper's Track I (REFERENCE.md §7,
+# Chosen to fit about 90 minutes on this project's 2-core VM (measured 2026-12-06: a step 110-126 s,
+# two thirds of it the update over 32 sequences of about 450 tokens, the rest sampling them at
+# about 175 tokens/s; an evaluation of the three sets about 14 minutes, 200 x 3 greedy answers of
+# up to 256 tokens at about 150 tokens/s). What departs from the paper's Track I (REFERENCE.md §7,
 # recipes/track1-gsm8k.mk), and why:
 # - a system prompt with one worked example ending in "The answer is \boxed{N}.", and a stop at
 #   "}.": SmolLM2-135M answers no GSM8K problem in a \boxed{} without it (make eval: 0.00);
