@@ -3,7 +3,8 @@
 # (issue 23, item 3). Run by scripts/smollm2_gsm8k.sh (`make smollm2-gsm8k`): it fetches the
 # model first; anything on the command line wins. Measured run: README "SmolLM2 on GSM8K".
 #
-# Chosen to fit about 90 minutes on this project's 2-core VM (measured 2026-12-06: a step 110-126 s,
+# Chosen to fit about 90 minutes on this project's 2-core VM; it took about an hour (measured
+# 2026-12-06: the first steps 110-126 s, later ones 60-75 s and 15-25 s when no-ops,
 # two thirds of it the update over 32 sequences of about 450 tokens, the rest sampling them at
 # about 175 tokens/s; an evaluation of the three sets about 14 minutes, 200 x 3 greedy answers of
 # up to 256 tokens at about 150 tokens/s). What departs from the paper's Track I (REFERENCE.md §7,
