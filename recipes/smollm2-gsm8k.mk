@@ -6,7 +6,7 @@
 # Chosen to fit about 90 minutes on this project's 2-core VM; it took about an hour (measured
 # 2026-12-06: the first steps 110-126 s, later ones 60-75 s and 15-25 s when no-ops,
 # two thirds of it the update over 32 sequences of about 450 tokens, the rest sampling them at
-# about 175 tokens/s; an evaluation of the three sets about 14 minutes, 200 x 3 greedy answers of
+# about 175 tokens/s; an evaluation of the three sets 7-15 minutes, 200 x 3 greedy answers of
 # up to 256 tokens at about 150 tokens/s). What departs from the paper's Track I (REFERENCE.md §7,
 # recipes/track1-gsm8k.mk), and why:
 # - a system prompt with one worked example ending in "The answer is \boxed{N}.", and a stop at
