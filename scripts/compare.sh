@@ -37,6 +37,10 @@ for algo in $ALGOS; do
     *) echo "compare: ALGOS: unknown algorithm '$algo' (grpo, clipo, clipo-fixed)" >&2; exit 2 ;;
   esac
 done
+JOBS=${JOBS:-1}
+case "$JOBS" in
+  '' | *[!0-9]* | 0*) echo "compare: JOBS: '$JOBS' is not a positive integer" >&2; exit 2 ;;
+esac
 for seed in $SEEDS; do
   case "$seed" in
     '' | *[!0-9]*) echo "compare: SEEDS: '$seed' is not a non-negative integer" >&2; exit 2 ;;
@@ -59,10 +63,6 @@ ALGO=grpo SEED="${SEEDS%% *}" RUN="$COMPARE/grpo/seed-${SEEDS%% *}" BASE_ONLY=1 
 
 # JOBS runs at a time, each on nproc/JOBS threads (RAYON_NUM_THREADS, unless set): a run's
 # numbers do not depend on its thread count, only its speed does.
-JOBS=${JOBS:-1}
-case "$JOBS" in
-  '' | *[!0-9]* | 0) echo "compare: JOBS: '$JOBS' is not a positive integer" >&2; exit 2 ;;
-esac
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))}
 
 one() {

@@ -540,3 +540,24 @@ fn a_run_refuses_changed_settings_and_an_edited_recipe() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(recorded().starts_with(&old) && recorded().contains("RECIPE_UPDATE_ARGS=--lr 1e-4 --kl off "), "{}", recorded());
 }
+
+/// `make compare`'s variables are checked before anything runs or is written: an unknown
+/// algorithm, a seed or a JOBS that is not a (positive) integer stop it with status 2, naming
+/// the variable, and COMPARE is not created.
+#[test]
+fn compare_refuses_bad_variables_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let compare = dir.path().join("cmp");
+    for (var, value) in [("ALGOS", "grpo ppo"), ("SEEDS", "0 x"), ("JOBS", "0"), ("JOBS", "00"), ("JOBS", "two")] {
+        let o = Command::new("bash")
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .arg("scripts/compare.sh")
+            .env("COMPARE", &compare)
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{var}={value}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("compare: {var}: ")), "{var}={value}: {}", stderr(&o));
+        assert!(!compare.exists(), "{var}={value} wrote {}", compare.display());
+    }
+}
