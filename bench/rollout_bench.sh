@@ -8,13 +8,7 @@
 #
 # Raw results: bench/results/rollout_{torch,clipo}.json; the table: bench/results/rollout.md.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-VENV=${TORCH_VENV:-/work/venv-torch}
-MODEL=models/smollm2-135m-instruct
-DATA=../shared/data/clipo/test/gsm8k.parquet
-OUT=bench/results
-mkdir -p "$OUT"
-[ -f "$MODEL/config.json" ] || { echo "missing $MODEL: run scripts/fetch_smollm2.sh" >&2; exit 1; }
+source "$(dirname "$0")/env.sh"   # VENV MODEL DATA OUT, checked
 cargo build --release --bench rollout_bench >&2
 echo "== transformers ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 "$VENV/bin/python" bench/rollout_torch.py --model-dir "$MODEL" --data "$DATA" --inputs-out "$OUT/rollout_inputs.json" \

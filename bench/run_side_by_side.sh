@@ -13,16 +13,10 @@
 # options), SCALE_GRID (the scaling sizes, batch:sequence pairs; default 1:256 2:256 4:256 8:256
 # 8:512 8:1024). Raw results go to bench/results/.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/env.sh"   # VENV MODEL DATA OUT, checked
 RUNS=${RUNS:-3}
 WARMUP=${WARMUP:-1}
 PHASES=${PHASES:-gen,logprob,train}
-VENV=${TORCH_VENV:-/work/venv-torch}
-MODEL=models/smollm2-135m-instruct
-DATA=../shared/data/clipo/test/gsm8k.parquet
-OUT=bench/results
-mkdir -p "$OUT"
-[ -f "$MODEL/config.json" ] || { echo "missing $MODEL: run scripts/fetch_smollm2.sh" >&2; exit 1; }
 
 cargo build --release --bench model_bench >&2
 
