@@ -93,6 +93,8 @@ fn a_short_clipo_loop_raises_the_reward() {
     let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
     assert!(html.contains("<svg"), "the report draws charts");
 
+    readme_sql_runs_on(&run_dir);
+
     // The same warm start with DAPO's dynamic sampling and refill (DYNAMIC_SAMPLING=1): each
     // step keeps only groups whose correctness varies, sampling further rounds of other prompts
     // until PER_STEP such groups are kept or MAX_ROUNDS is reached.
@@ -127,6 +129,59 @@ fn a_short_clipo_loop_raises_the_reward() {
     }
     let last: serde_json::Value = serde_json::from_str(std::fs::read_to_string(ds_dir.join("metrics.jsonl")).unwrap().lines().last().unwrap()).unwrap();
     assert!(last["dynamic_sampling/kept_groups"].is_number() && last["dynamic_sampling/rounds"].is_number(), "{last}");
+}
+
+/// The README's DuckDB queries ("Auditing a run"), run as a user would paste them, on `run_dir`
+/// in place of `runs/demo`: the suspicious-correct-answer query returns one row per group with
+/// a correct answer (at most 10) whose `vs_group` is never above 0, and the provenance query
+/// names the stage and its inputs. Through Python's duckdb (`pip install duckdb`; .ci/run
+/// installs it): skipped, and said, where python3 has no duckdb.
+fn readme_sql_runs_on(run_dir: &Path) {
+    let python = std::env::var("CLIPO_DUCKDB_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_duckdb = Command::new(&python).args(["-c", "import duckdb"]).output().is_ok_and(|o| o.status.success());
+    if !has_duckdb {
+        common::skip(&format!("{python} has no duckdb module (pip install duckdb): the README's SQL was not run"));
+        return;
+    }
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find("```sql\n").expect("README has a ```sql block") + "```sql\n".len();
+    let sql = &readme[start..start + readme[start..].find("```").unwrap()];
+    assert!(sql.matches("runs/demo/").count() >= 5, "the README's SQL reads runs/demo: {sql}");
+    let sql = sql.replace("runs/demo/", &format!("{}/", run_dir.display()));
+    // Each statement's rows as JSON lists of strings, one line per statement.
+    let script = r#"
+import duckdb, json, sys
+for q in [q for q in sys.stdin.read().split(";") if q.strip() and not all(l.strip().startswith("--") or not l.strip() for l in q.splitlines())]:
+    r = duckdb.sql(q)
+    print(json.dumps({"columns": r.columns, "rows": [[str(v) for v in row] for row in r.fetchall()]}))
+"#;
+    let mut child = Command::new(&python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), sql.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "the README's SQL failed:\n{sql}\n{}", stderr(&o));
+    let results: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(results.len(), 2, "two queries: {results:?}");
+    let (suspicious, provenance) = (&results[0], &results[1]);
+    assert_eq!(suspicious["columns"], serde_json::json!(["prompt_id", "sample_idx", "score", "con_reward", "vs_group", "advantage", "response"]));
+    let rows = suspicious["rows"].as_array().unwrap();
+    assert!((1..=10).contains(&rows.len()), "{suspicious}");
+    for r in rows {
+        let vs_group: f64 = r[4].as_str().unwrap().parse().unwrap();
+        assert!(vs_group <= 0.0, "the lowest contrastive reward of a group is not above its mean: {suspicious}");
+    }
+    let keys: Vec<&str> = provenance["rows"].as_array().unwrap().iter().map(|r| r[0].as_str().unwrap()).collect();
+    for key in ["clipo.stage", "clipo.config", "clipo.inputs", "clipo.table"] {
+        assert!(keys.contains(&key), "{key} not among {keys:?}");
+    }
+    let stage = provenance["rows"].as_array().unwrap().iter().find(|r| r[0] == "clipo.stage").unwrap();
+    assert_eq!(stage[1], "clipo-verify", "{provenance}");
+    println!("README SQL on {}: {} suspicious rows, provenance keys {keys:?}", run_dir.display(), rows.len());
 }
 
 // Measured on the 2-core machine (2026-12-02): 24 steps at lr 2e-4 / 5e-4 raised the training
