@@ -56,7 +56,7 @@ smollm2-learn: build
 
 # SmolLM2-135M-Instruct on the paper's GSM8K training set, 30 steps, evaluated on the first 200
 # prompts of GSM8K, GSM-P1 and GSM-P2 before and after (recipes/smollm2-gsm8k.mk), into
-# runs/smollm2-gsm8k: about 90 minutes here. Needs the shared data (DATA, default ../shared/data/clipo).
+# runs/smollm2-gsm8k: about an hour here (55 minutes measured). Needs the shared data (DATA, default ../shared/data/clipo).
 smollm2-gsm8k: build
 	scripts/smollm2_gsm8k.sh
 

@@ -71,23 +71,23 @@ one() {
   ALGO=$algo SEED=$seed RUN="$run" scripts/demo.sh 2>&1 | sed -u "s|^|[$algo seed $seed] |"
 }
 
+# Waits for one of the running runs to end; counts it when it failed.
+reap() {
+  wait -n || failed=$((failed + 1))
+  running=$((running - 1))
+}
+
 start=$(date +%s)
 failed=0
 running=0
 for seed in $SEEDS; do
   for algo in $ALGOS; do
-    if [ "$running" -ge "$JOBS" ]; then
-      wait -n || failed=$((failed + 1))
-      running=$((running - 1))
-    fi
+    [ "$running" -lt "$JOBS" ] || reap
     one "$algo" "$seed" &
     running=$((running + 1))
   done
 done
-while [ "$running" -gt 0 ]; do
-  wait -n || failed=$((failed + 1))
-  running=$((running - 1))
-done
+while [ "$running" -gt 0 ]; do reap; done
 echo "compare: $(( $(date +%s) - start )) s for the runs ($JOBS at a time, $RAYON_NUM_THREADS threads each)"
 if [ "$failed" -gt 0 ]; then
   echo "compare: $failed run(s) failed (their lines above say why); run make compare again to finish them" >&2

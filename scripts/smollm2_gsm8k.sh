@@ -9,7 +9,7 @@
 #   scripts/smollm2_gsm8k.sh                     # or: make smollm2-gsm8k
 #   DATA=/path/to/clipo-data scripts/smollm2_gsm8k.sh
 #   RUN=runs/smollm2-gsm8k-lr2e-5 scripts/smollm2_gsm8k.sh UPDATE_ARGS="--lr 2e-5"   # loop.mk variables
-# Measured: README "SmolLM2 on GSM8K" (about 90 minutes here).
+# Measured: README "SmolLM2 on GSM8K" (about an hour here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release}

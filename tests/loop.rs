@@ -151,7 +151,7 @@ fn readme_sql_runs_on(run_dir: &Path) {
     // Each statement's rows as JSON lists of strings, one line per statement.
     let script = r#"
 import duckdb, json, sys
-for q in [q for q in sys.stdin.read().split(";") if q.strip() and not all(l.strip().startswith("--") or not l.strip() for l in q.splitlines())]:
+for q in [q for q in sys.stdin.read().split(";") if q.strip()]:
     r = duckdb.sql(q)
     print(json.dumps({"columns": r.columns, "rows": [[str(v) for v in row] for row in r.fetchall()]}))
 "#;
